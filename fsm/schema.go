@@ -1,0 +1,110 @@
+package fsm
+
+// SchemaVersion is stored in meta. A binary refuses a database whose version is newer than its own.
+const SchemaVersion = 1
+
+// schema creates the materialized state. Every id is AUTOINCREMENT so that ids are never reused
+// and are assigned identically on every replica.
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS protection_domains (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fault_sets (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT NOT NULL UNIQUE,
+	pd_id      INTEGER NOT NULL REFERENCES protection_domains(id),
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pools (
+	id                INTEGER PRIMARY KEY AUTOINCREMENT,
+	name              TEXT NOT NULL UNIQUE,
+	pd_id             INTEGER NOT NULL REFERENCES protection_domains(id),
+	protection_policy TEXT NOT NULL,
+	total_capacity_gb INTEGER NOT NULL,
+	chunk_size_mb     INTEGER NOT NULL,
+	created_at        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sds (
+	id                INTEGER PRIMARY KEY AUTOINCREMENT,
+	name              TEXT NOT NULL UNIQUE,
+	pd_id             INTEGER NOT NULL REFERENCES protection_domains(id),
+	fault_set_id      INTEGER REFERENCES fault_sets(id),
+	address           TEXT NOT NULL,
+	devices           TEXT NOT NULL,
+	total_capacity_gb INTEGER NOT NULL,
+	state             TEXT NOT NULL,
+	state_changed_at  INTEGER NOT NULL,
+	created_at        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sdc (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT NOT NULL UNIQUE,
+	address    TEXT NOT NULL,
+	state      TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+	id             INTEGER PRIMARY KEY AUTOINCREMENT,
+	name           TEXT NOT NULL UNIQUE,
+	pool_id        INTEGER NOT NULL REFERENCES pools(id),
+	size_gb        INTEGER NOT NULL,
+	provisioning   TEXT NOT NULL,
+	map_generation INTEGER NOT NULL DEFAULT 0,
+	created_at     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mappings (
+	volume_id            INTEGER NOT NULL REFERENCES volumes(id),
+	sdc_id               INTEGER NOT NULL REFERENCES sdc(id),
+	access_mode          TEXT NOT NULL,
+	iops_limit           INTEGER NOT NULL,
+	bandwidth_limit_mbps INTEGER NOT NULL,
+	generation           INTEGER NOT NULL,
+	created_at           INTEGER NOT NULL,
+	PRIMARY KEY (volume_id, sdc_id)
+);
+CREATE TABLE IF NOT EXISTS labels (
+	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
+	key        TEXT NOT NULL,
+	value      TEXT NOT NULL,
+	version    INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (volume_id, key)
+);
+CREATE TABLE IF NOT EXISTS mdm_nodes (
+	id        TEXT PRIMARY KEY,
+	raft_addr TEXT NOT NULL,
+	api_addr  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+	rid      TEXT PRIMARY KEY,
+	ts       INTEGER NOT NULL,
+	result   TEXT,
+	err_kind TEXT,
+	err_msg  TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
+CREATE INDEX IF NOT EXISTS volumes_pool ON volumes(pool_id);
+CREATE INDEX IF NOT EXISTS mappings_sdc ON mappings(sdc_id);
+`
+
+// stateTables are the tables a digest covers, in a fixed order, with the ordering that makes the
+// dump canonical. meta is left out: it holds the applied index, which the digest is reported with.
+var stateTables = []struct{ name, order string }{
+	{"protection_domains", "id"},
+	{"fault_sets", "id"},
+	{"pools", "id"},
+	{"sds", "id"},
+	{"sdc", "id"},
+	{"volumes", "id"},
+	{"mappings", "volume_id, sdc_id"},
+	{"labels", "volume_id, key"},
+	{"mdm_nodes", "id"},
+	{"requests", "rid"},
+	{"sqlite_sequence", "name"},
+}

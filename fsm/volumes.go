@@ -1,0 +1,234 @@
+package fsm
+
+// Commands on volumes: create, extend, delete, map, unmap and labels.
+
+type CreateVolume struct {
+	Name         string `json:"name"`
+	SizeGB       int64  `json:"size_gb"`
+	Provisioning string `json:"provisioning"`
+	PoolID       int64  `json:"pool_id"`
+}
+
+type DeleteVolume struct {
+	ID int64 `json:"id"`
+}
+
+type ExtendVolume struct {
+	VolumeID int64 `json:"volume_id"`
+	SizeGB   int64 `json:"size_gb"`
+}
+
+type MapVolume struct {
+	VolumeID           int64  `json:"volume_id"`
+	SDCID              int64  `json:"sdc_id"`
+	AccessMode         string `json:"access_mode"`
+	IOPSLimit          int64  `json:"iops_limit"`
+	BandwidthLimitMBps int64  `json:"bandwidth_limit_mbps"`
+}
+
+type UnmapVolume struct {
+	VolumeID int64 `json:"volume_id"`
+	SDCID    int64 `json:"sdc_id"`
+}
+
+// SetLabel writes a volume label. With Expect set it is a compare-and-set: it succeeds only if
+// the current value equals *Expect, where a missing label counts as the empty string.
+type SetLabel struct {
+	VolumeID int64   `json:"volume_id"`
+	Key      string  `json:"key"`
+	Value    string  `json:"value"`
+	Expect   *string `json:"expect,omitempty"`
+}
+
+func (*CreateVolume) Type() CommandType { return TypeCreateVolume }
+func (*DeleteVolume) Type() CommandType { return TypeDeleteVolume }
+func (*ExtendVolume) Type() CommandType { return TypeExtendVolume }
+func (*MapVolume) Type() CommandType    { return TypeMapVolume }
+func (*UnmapVolume) Type() CommandType  { return TypeUnmapVolume }
+func (*SetLabel) Type() CommandType     { return TypeSetLabel }
+
+func init() {
+	register("create_volume", applyCreateVolume)
+	register("delete_volume", applyDeleteVolume)
+	register("extend_volume", applyExtendVolume)
+	register("map_volume", applyMapVolume)
+	register("unmap_volume", applyUnmapVolume)
+	register("set_label", applySetLabel)
+}
+
+// checkThick refuses a thick reservation that would promise more than the pool has.
+func checkThick(p Pool, addGB int64) error {
+	if p.ThickReservedGB+addGB > p.TotalCapacityGB {
+		return conflict("storage pool %q cannot reserve %d GB more for thick volumes: %d of %d GB already reserved",
+			p.Name, addGB, p.ThickReservedGB, p.TotalCapacityGB)
+	}
+	return nil
+}
+
+func applyCreateVolume(t *applyTx, h Header, c *CreateVolume) (any, error) {
+	if err := t.uniqueName("volumes", "volume", c.Name); err != nil {
+		return nil, err
+	}
+	if err := validCapacity("size_gb", c.SizeGB); err != nil {
+		return nil, err
+	}
+	prov := c.Provisioning
+	if prov == "" {
+		prov = Thin
+	}
+	if prov != Thin && prov != Thick {
+		return nil, invalid("provisioning %q must be %q or %q", prov, Thin, Thick)
+	}
+	r := t.reader()
+	pool, err := r.Pool(c.PoolID)
+	if err != nil {
+		return nil, err
+	}
+	if prov == Thick {
+		if err := checkThick(pool, c.SizeGB); err != nil {
+			return nil, err
+		}
+	}
+	id, err := t.insert(`INSERT INTO volumes(name, pool_id, size_gb, provisioning, map_generation, created_at)
+		VALUES (?, ?, ?, ?, 0, ?)`, c.Name, c.PoolID, c.SizeGB, prov, h.Time)
+	if err != nil {
+		return nil, err
+	}
+	return r.Volume(id)
+}
+
+func applyDeleteVolume(t *applyTx, _ Header, c *DeleteVolume) (any, error) {
+	v, err := t.reader().Volume(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(v.Mappings) > 0 {
+		return nil, conflict("volume %q is mapped to %d SDCs; unmap it first", v.Name, len(v.Mappings))
+	}
+	if _, err := t.exec(`DELETE FROM labels WHERE volume_id = ?`, c.ID); err != nil {
+		return nil, err
+	}
+	if _, err := t.exec(`DELETE FROM volumes WHERE id = ?`, c.ID); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func applyExtendVolume(t *applyTx, _ Header, c *ExtendVolume) (any, error) {
+	if err := validCapacity("size_gb", c.SizeGB); err != nil {
+		return nil, err
+	}
+	r := t.reader()
+	v, err := r.Volume(c.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	if c.SizeGB <= v.SizeGB {
+		return nil, invalid("volume %q is %d GB: extend only grows, and %d GB is not larger", v.Name, v.SizeGB, c.SizeGB)
+	}
+	if v.Provisioning == Thick {
+		pool, err := r.Pool(v.PoolID)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkThick(pool, c.SizeGB-v.SizeGB); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := t.exec(`UPDATE volumes SET size_gb = ? WHERE id = ?`, c.SizeGB, c.VolumeID); err != nil {
+		return nil, err
+	}
+	return r.Volume(c.VolumeID)
+}
+
+func applyMapVolume(t *applyTx, h Header, c *MapVolume) (any, error) {
+	mode := c.AccessMode
+	if mode == "" {
+		mode = ReadWrite
+	}
+	if mode != ReadWrite && mode != ReadOnly {
+		return nil, invalid("access_mode %q must be %q or %q", mode, ReadWrite, ReadOnly)
+	}
+	if c.IOPSLimit < 0 || c.BandwidthLimitMBps < 0 {
+		return nil, invalid("iops_limit and bandwidth_limit_mbps must be 0 (unlimited) or positive")
+	}
+	r := t.reader()
+	v, err := r.Volume(c.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	sdc, err := r.SDC(c.SDCID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range v.Mappings {
+		if m.SDCID == c.SDCID {
+			return nil, conflict("volume %q is already mapped to SDC %q", v.Name, sdc.Name)
+		}
+	}
+	gen := v.MapGeneration + 1
+	if _, err := t.exec(`UPDATE volumes SET map_generation = ? WHERE id = ?`, gen, v.ID); err != nil {
+		return nil, err
+	}
+	if _, err := t.exec(`INSERT INTO mappings(volume_id, sdc_id, access_mode, iops_limit, bandwidth_limit_mbps, generation, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, v.ID, sdc.ID, mode, c.IOPSLimit, c.BandwidthLimitMBps, gen, h.Time); err != nil {
+		return nil, err
+	}
+	return r.Volume(v.ID)
+}
+
+// applyUnmapVolume removes a mapping and bumps the volume's map generation, which is what later
+// revokes the SDC's IO tokens.
+func applyUnmapVolume(t *applyTx, _ Header, c *UnmapVolume) (any, error) {
+	r := t.reader()
+	v, err := r.Volume(c.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	mapped := false
+	for _, m := range v.Mappings {
+		mapped = mapped || m.SDCID == c.SDCID
+	}
+	if !mapped {
+		return nil, notFound("volume %q is not mapped to SDC %d", v.Name, c.SDCID)
+	}
+	if _, err := t.exec(`DELETE FROM mappings WHERE volume_id = ? AND sdc_id = ?`, v.ID, c.SDCID); err != nil {
+		return nil, err
+	}
+	if _, err := t.exec(`UPDATE volumes SET map_generation = map_generation + 1 WHERE id = ?`, v.ID); err != nil {
+		return nil, err
+	}
+	return r.Volume(v.ID)
+}
+
+func applySetLabel(t *applyTx, h Header, c *SetLabel) (any, error) {
+	if c.Key == "" || len(c.Key) > MaxLabelKeyLen {
+		return nil, invalid("label key must be 1 to %d characters", MaxLabelKeyLen)
+	}
+	if len(c.Value) > MaxLabelValLen {
+		return nil, invalid("label value is longer than %d bytes", MaxLabelValLen)
+	}
+	r := t.reader()
+	if _, err := r.Volume(c.VolumeID); err != nil {
+		return nil, err
+	}
+	cur, err := r.Label(c.VolumeID, c.Key)
+	exists := err == nil
+	if e, ok := AsError(err); err != nil && (!ok || e.Kind != KindNotFound) {
+		return nil, err
+	}
+	if c.Expect != nil && cur.Value != *c.Expect {
+		return nil, newErr(KindPrecondition, "label %q on volume %d is %q, not the expected %q", c.Key, c.VolumeID, cur.Value, *c.Expect)
+	}
+	if exists {
+		_, err = t.exec(`UPDATE labels SET value = ?, version = version + 1, updated_at = ? WHERE volume_id = ? AND key = ?`,
+			c.Value, h.Time, c.VolumeID, c.Key)
+	} else {
+		_, err = t.exec(`INSERT INTO labels(volume_id, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?)`,
+			c.VolumeID, c.Key, c.Value, h.Time)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.Label(c.VolumeID, c.Key)
+}

@@ -1,0 +1,105 @@
+// Package api holds what the MDM's admin API and its clients share: the wire types of the
+// cluster routes, the header names, and a leader-following client.
+package api
+
+import "pflex/fsm"
+
+// Headers of the admin API.
+const (
+	// HeaderLeader carries the leader's API address on every response.
+	HeaderLeader = "X-Pflex-Leader"
+	// HeaderIndex carries the answering replica's applied index.
+	HeaderIndex = "X-Pflex-Index"
+	// HeaderRequestID makes a write idempotent: a retry with the same id returns the first answer.
+	HeaderRequestID = "X-Pflex-Request-Id"
+	// HeaderForwarded marks a request a follower forwarded to the leader (one hop only).
+	HeaderForwarded = "X-Pflex-Forwarded"
+)
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// Error codes beyond the fsm rejection kinds.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeNoLeader     = "no_leader"
+	CodeUnknown      = "outcome_unknown" // leadership was lost while the write was in flight
+	CodeInternal     = "internal"
+	CodeTimeout      = "timeout"
+)
+
+// Peer is one MDM replica in the Raft configuration.
+type Peer struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	Suffrage string `json:"suffrage"` // voter, nonvoter, staging
+}
+
+// ClusterStatus is one replica's own view (GET /cluster/status).
+type ClusterStatus struct {
+	NodeID       string      `json:"node_id"`
+	State        string      `json:"state"` // leader, follower, candidate, shutdown
+	Term         uint64      `json:"term"`
+	LeaderID     string      `json:"leader_id"`
+	LeaderAPI    string      `json:"leader_api"`
+	CommitIndex  uint64      `json:"commit_index"`
+	AppliedIndex uint64      `json:"applied_index"`
+	LastLogIndex uint64      `json:"last_log_index"`
+	FSMIndex     uint64      `json:"fsm_index"` // last command entry in state.db; the digest belongs to it
+	Digest       string      `json:"digest"`
+	LastContact  string      `json:"last_contact"` // follower: time since the leader was heard
+	Peers        []Peer      `json:"peers"`
+	Counts       *fsm.Counts `json:"counts,omitempty"`
+	Version      string      `json:"version"`
+}
+
+// JoinRequest adds an MDM to the Raft configuration (POST /cluster/join).
+type JoinRequest struct {
+	NodeID   string `json:"node_id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+	// Voter defaults to true; false adds a non-voting replica that only follows the log.
+	Voter *bool `json:"voter,omitempty"`
+}
+
+// RemoveRequest removes an MDM (POST /cluster/remove).
+type RemoveRequest struct {
+	NodeID string `json:"node_id"`
+}
+
+// TransferRequest moves leadership (POST /cluster/transfer-leadership); an empty NodeID lets
+// Raft pick the most up-to-date follower.
+type TransferRequest struct {
+	NodeID string `json:"node_id,omitempty"`
+}
+
+// TransferResponse names the leader after a transfer.
+type TransferResponse struct {
+	LeaderID  string `json:"leader_id"`
+	LeaderAPI string `json:"leader_api"`
+}
+
+// LabelRequest is the body of PUT /vol/{id}/labels/{key}. With Expect set the write is a
+// compare-and-set against the current value (a missing label counts as "").
+type LabelRequest struct {
+	Value  string  `json:"value"`
+	Expect *string `json:"expect,omitempty"`
+}
+
+// RestoreResponse answers POST /cluster/restore.
+type RestoreResponse struct {
+	Restored     bool   `json:"restored"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Digest       string `json:"digest"`
+}
+
+// Summary answers GET /: a one-screen view of the cluster.
+type Summary struct {
+	Cluster ClusterStatus `json:"cluster"`
+	Counts  fsm.Counts    `json:"counts"`
+}
