@@ -360,3 +360,14 @@ func CheckDatabase(path string) error {
 	}
 	return nil
 }
+
+// DatabaseIndex reads the applied index recorded in a state database file (a backup, say).
+func DatabaseIndex(path string) (uint64, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	v, err := metaValue(db, "applied_index")
+	return uint64(v), err
+}

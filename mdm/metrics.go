@@ -1,0 +1,295 @@
+package mdm
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"pflex/fsm"
+)
+
+// Pool health values. Until chunks exist (the IO path), health follows how many SDSs of the
+// pool's protection domain are up: two copies need two.
+const (
+	HealthOK       = "OK"
+	HealthDegraded = "DEGRADED"
+	HealthFailed   = "FAILED"
+)
+
+type PoolHealth struct {
+	PoolID   int64  `json:"pool_id"`
+	Name     string `json:"name"`
+	Health   string `json:"health"`
+	SDSTotal int    `json:"sds_total"`
+	SDSUp    int    `json:"sds_up"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+func poolHealth(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	return healthOf(r, id)
+}
+
+func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
+	p, err := r.Pool(id)
+	if err != nil {
+		return PoolHealth{}, err
+	}
+	sdss, err := r.SDSs()
+	if err != nil {
+		return PoolHealth{}, err
+	}
+	h := PoolHealth{PoolID: p.ID, Name: p.Name}
+	for _, s := range sdss {
+		if s.ProtectionDomainID == p.PDID {
+			h.SDSTotal++
+			if s.State == fsm.SDSUp {
+				h.SDSUp++
+			}
+		}
+	}
+	switch {
+	case h.SDSUp >= 2:
+		h.Health = HealthOK
+	case h.SDSUp == 1:
+		h.Health, h.Reason = HealthDegraded, "only one SDS of the protection domain is up: data would have a single copy"
+	default:
+		h.Health, h.Reason = HealthFailed, "no SDS of the protection domain is up"
+	}
+	return h, nil
+}
+
+type PoolMetrics struct {
+	fsm.Pool
+	Health                 string  `json:"health"`
+	FreeThickGB            int64   `json:"free_thick_gb"`
+	OverProvisioningRatio  float64 `json:"over_provisioning_ratio"`
+	SDSUp                  int     `json:"sds_up"`
+	SDSTotal               int     `json:"sds_total"`
+	SDSRawCapacityGB       int64   `json:"sds_raw_capacity_gb"`
+	UsableCapacityTwoCopGB int64   `json:"usable_capacity_two_copies_gb"`
+}
+
+func poolMetrics(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	p, err := r.Pool(id)
+	if err != nil {
+		return nil, err
+	}
+	h, err := healthOf(r, id)
+	if err != nil {
+		return nil, err
+	}
+	sdss, err := r.SDSs()
+	if err != nil {
+		return nil, err
+	}
+	m := PoolMetrics{Pool: p, Health: h.Health, FreeThickGB: p.TotalCapacityGB - p.ThickReservedGB, SDSUp: h.SDSUp, SDSTotal: h.SDSTotal}
+	for _, s := range sdss {
+		if s.ProtectionDomainID == p.PDID && s.State == fsm.SDSUp {
+			m.SDSRawCapacityGB += s.TotalCapacityGB
+		}
+	}
+	m.UsableCapacityTwoCopGB = m.SDSRawCapacityGB / 2
+	if p.TotalCapacityGB > 0 {
+		m.OverProvisioningRatio = float64(p.ProvisionedGB) / float64(p.TotalCapacityGB)
+	}
+	return m, nil
+}
+
+func sdsMetrics(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	s, err := r.SDS(id)
+	if err != nil {
+		return nil, err
+	}
+	return gin.H{"sds": s, "state": s.State, "total_capacity_gb": s.TotalCapacityGB, "device_count": len(s.Devices)}, nil
+}
+
+func volumeMetrics(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.Volume(id)
+	if err != nil {
+		return nil, err
+	}
+	return gin.H{"volume": v, "size_gb": v.SizeGB, "mapped_sdcs": len(v.Mappings), "map_generation": v.MapGeneration}, nil
+}
+
+func sdcMetrics(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	s, err := r.SDC(id)
+	if err != nil {
+		return nil, err
+	}
+	vols, err := r.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	mapped := []int64{}
+	var gb int64
+	for _, v := range vols {
+		for _, m := range v.Mappings {
+			if m.SDCID == id {
+				mapped = append(mapped, v.ID)
+				gb += v.SizeGB
+			}
+		}
+	}
+	return gin.H{"sdc": s, "mapped_volumes": mapped, "mapped_capacity_gb": gb}, nil
+}
+
+// TimelineEvent is one dated change derived from the objects' timestamps.
+type TimelineEvent struct {
+	Time  int64  `json:"time"`
+	Kind  string `json:"kind"`
+	ID    int64  `json:"id"`
+	Name  string `json:"name"`
+	Event string `json:"event"`
+}
+
+// timeline lists the newest changes the state records (creations, mappings, SDS state changes).
+func timeline(c *gin.Context, r *fsm.Reader) (any, error) {
+	limit := int64(100)
+	if err := queryInt(c, "limit", &limit); err != nil {
+		return nil, err
+	}
+	var ev []TimelineEvent
+	pds, err := r.PDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pds {
+		ev = append(ev, TimelineEvent{p.CreatedAt, "pd", p.ID, p.Name, "created"})
+	}
+	pools, err := r.Pools()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pools {
+		ev = append(ev, TimelineEvent{p.CreatedAt, "pool", p.ID, p.Name, "created"})
+	}
+	sdss, err := r.SDSs()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sdss {
+		ev = append(ev, TimelineEvent{s.CreatedAt, "sds", s.ID, s.Name, "added"})
+		if s.StateChangedAt != s.CreatedAt {
+			ev = append(ev, TimelineEvent{s.StateChangedAt, "sds", s.ID, s.Name, "state " + s.State})
+		}
+	}
+	sdcs, err := r.SDCs()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sdcs {
+		ev = append(ev, TimelineEvent{s.CreatedAt, "sdc", s.ID, s.Name, "added"})
+	}
+	vols, err := r.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		ev = append(ev, TimelineEvent{v.CreatedAt, "volume", v.ID, v.Name, "created"})
+		for _, m := range v.Mappings {
+			ev = append(ev, TimelineEvent{m.CreatedAt, "volume", v.ID, v.Name, fmt.Sprintf("mapped to sdc %d (%s)", m.SDCID, m.AccessMode)})
+		}
+	}
+	sort.SliceStable(ev, func(i, j int) bool { return ev[i].Time > ev[j].Time })
+	if limit > 0 && int64(len(ev)) > limit {
+		ev = ev[:limit]
+	}
+	if ev == nil {
+		ev = []TimelineEvent{}
+	}
+	return ev, nil
+}
+
+// httpMetrics counts requests by status for /metrics.
+type httpMetrics struct {
+	mu       sync.Mutex
+	byStatus map[int]uint64
+	nanos    atomic.Uint64
+	count    atomic.Uint64
+}
+
+func newHTTPMetrics() *httpMetrics { return &httpMetrics{byStatus: map[int]uint64{}} }
+
+func (m *httpMetrics) middleware(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	m.nanos.Add(uint64(time.Since(start)))
+	m.count.Add(1)
+	m.mu.Lock()
+	m.byStatus[c.Writer.Status()]++
+	m.mu.Unlock()
+}
+
+// prometheus writes the text exposition format by hand: a handful of gauges and counters do not
+// need a client library.
+func (a *httpAPI) prometheus(c *gin.Context) {
+	st := a.store.Status()
+	w := c.Writer
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	w.WriteHeader(http.StatusOK)
+	gauge := func(name, help string, v any, labels string) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s%s %v\n", name, help, name, name, labels, v)
+	}
+	isLeader := 0
+	if st.State == "leader" {
+		isLeader = 1
+	}
+	node := `{node="` + st.NodeID + `"}`
+	gauge("pflex_raft_is_leader", "1 if this MDM is the raft leader.", isLeader, node)
+	gauge("pflex_raft_term", "Current raft term.", st.Term, node)
+	gauge("pflex_raft_commit_index", "Raft commit index.", st.CommitIndex, node)
+	gauge("pflex_raft_applied_index", "Raft applied index.", st.AppliedIndex, node)
+	gauge("pflex_raft_last_log_index", "Last index in the raft log.", st.LastLogIndex, node)
+	gauge("pflex_raft_peers", "Servers in the raft configuration.", len(st.Peers), node)
+	var counts fsm.Counts
+	if a.store.Read(func(r *fsm.Reader) error { var err error; counts, err = r.Counts(); return err }) == nil {
+		fmt.Fprintf(w, "# HELP pflex_objects Objects in the MDM state.\n# TYPE pflex_objects gauge\n")
+		for _, kv := range []struct {
+			k string
+			v int64
+		}{{"protection_domains", counts.ProtectionDomains}, {"fault_sets", counts.FaultSets}, {"pools", counts.Pools},
+			{"sds", counts.SDS}, {"sds_up", counts.SDSUp}, {"sdc", counts.SDC}, {"volumes", counts.Volumes}, {"mappings", counts.Mappings}} {
+			fmt.Fprintf(w, "pflex_objects{node=%q,kind=%q} %d\n", st.NodeID, kv.k, kv.v)
+		}
+	}
+	fmt.Fprintf(w, "# HELP pflex_http_requests_total Admin API requests by status.\n# TYPE pflex_http_requests_total counter\n")
+	a.metrics.mu.Lock()
+	codes := make([]int, 0, len(a.metrics.byStatus))
+	for code := range a.metrics.byStatus {
+		codes = append(codes, code)
+	}
+	sort.Ints(codes)
+	for _, code := range codes {
+		fmt.Fprintf(w, "pflex_http_requests_total{node=%q,code=\"%s\"} %d\n", st.NodeID, strconv.Itoa(code), a.metrics.byStatus[code])
+	}
+	a.metrics.mu.Unlock()
+	fmt.Fprintf(w, "# HELP pflex_http_request_seconds Admin API request time.\n# TYPE pflex_http_request_seconds summary\n")
+	fmt.Fprintf(w, "pflex_http_request_seconds_sum{node=%q} %g\npflex_http_request_seconds_count{node=%q} %d\n",
+		st.NodeID, float64(a.metrics.nanos.Load())/1e9, st.NodeID, a.metrics.count.Load())
+}

@@ -1,0 +1,336 @@
+package mdm
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"pflex/fsm"
+	"pflex/internal/api"
+)
+
+func (a *httpAPI) routes(e *gin.Engine) {
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", a.readyz)
+	e.GET("/metrics", a.prometheus)
+	e.GET("/", a.summary)
+
+	e.POST("/pd/create", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.CreatePD
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.GET("/pd/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.PDs() }))
+	e.GET("/pd/:id", a.read(byID("id", (*fsm.Reader).PD)))
+	e.DELETE("/pd/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.DeletePD{ID: id} })))
+
+	e.POST("/faultset/create", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.CreateFaultSet
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.GET("/faultset/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.FaultSets() }))
+	e.GET("/faultset/:id", a.read(byID("id", (*fsm.Reader).FaultSet)))
+	e.DELETE("/faultset/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.DeleteFaultSet{ID: id} })))
+
+	e.POST("/pool/create", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.CreatePool
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.GET("/pool/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.Pools() }))
+	e.GET("/pool/:id", a.read(byID("id", (*fsm.Reader).Pool)))
+	e.GET("/pool/:id/health", a.read(poolHealth))
+	e.DELETE("/pool/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.DeletePool{ID: id} })))
+
+	e.POST("/sds/add", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.AddSDS
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.GET("/sds/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.SDSs() }))
+	e.GET("/sds/:id", a.read(byID("id", (*fsm.Reader).SDS)))
+	e.POST("/sds/:id/fail", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetSDSState{ID: id, State: fsm.SDSFailed} })))
+	e.POST("/sds/:id/recover", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetSDSState{ID: id, State: fsm.SDSUp} })))
+	e.DELETE("/sds/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.RemoveSDS{ID: id} })))
+
+	e.POST("/sdc/add", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.AddSDC
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.GET("/sdc/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.SDCs() }))
+	e.GET("/sdc/:id", a.read(byID("id", (*fsm.Reader).SDC)))
+	e.DELETE("/sdc/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.RemoveSDC{ID: id} })))
+
+	e.POST("/vol/create", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.CreateVolume
+		return &cmd, bindBody(c, &cmd)
+	}))
+	e.POST("/vol/map", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.MapVolume
+		if err := bind(c, &cmd); err != nil {
+			return nil, err
+		}
+		if m, ok := c.GetQuery("access_mode"); ok {
+			cmd.AccessMode = m
+		}
+		return &cmd, firstErr(queryInt(c, "volume_id", &cmd.VolumeID), queryInt(c, "sdc_id", &cmd.SDCID),
+			queryInt(c, "iops_limit", &cmd.IOPSLimit), queryInt(c, "bandwidth_limit_mbps", &cmd.BandwidthLimitMBps),
+			required("volume_id", cmd.VolumeID), required("sdc_id", cmd.SDCID))
+	}))
+	e.POST("/vol/unmap", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.UnmapVolume
+		if err := bind(c, &cmd); err != nil {
+			return nil, err
+		}
+		return &cmd, firstErr(queryInt(c, "volume_id", &cmd.VolumeID), queryInt(c, "sdc_id", &cmd.SDCID),
+			required("volume_id", cmd.VolumeID), required("sdc_id", cmd.SDCID))
+	}))
+	e.POST("/vol/extend", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.ExtendVolume
+		if err := bind(c, &cmd); err != nil {
+			return nil, err
+		}
+		return &cmd, firstErr(queryInt(c, "volume_id", &cmd.VolumeID), queryInt(c, "size_gb", &cmd.SizeGB),
+			required("volume_id", cmd.VolumeID))
+	}))
+	e.GET("/vol/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.Volumes() }))
+	e.GET("/vol/:id", a.read(byID("id", (*fsm.Reader).Volume)))
+	e.DELETE("/vol/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.DeleteVolume{ID: id} })))
+	e.PUT("/vol/:id/labels/:key", a.write(func(c *gin.Context) (fsm.Command, error) {
+		id, err := pathID(c, "id")
+		if err != nil {
+			return nil, err
+		}
+		var req api.LabelRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		return &fsm.SetLabel{VolumeID: id, Key: c.Param("key"), Value: req.Value, Expect: req.Expect}, nil
+	}))
+	e.GET("/vol/:id/labels/:key", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) {
+		id, err := pathID(c, "id")
+		if err != nil {
+			return nil, err
+		}
+		return r.Label(id, c.Param("key"))
+	}))
+
+	e.GET("/metrics/pool/:id", a.read(poolMetrics))
+	e.GET("/metrics/sds/:id", a.read(sdsMetrics))
+	e.GET("/metrics/volume/:id", a.read(volumeMetrics))
+	e.GET("/metrics/sdc/:id", a.read(sdcMetrics))
+	e.GET("/metrics/timeline", a.read(timeline))
+
+	e.GET("/cluster/status", a.clusterStatus)
+	e.GET("/cluster/members", func(c *gin.Context) {
+		if !a.barrier(c) {
+			return
+		}
+		a.respond(c, a.store.Peers())
+	})
+	e.POST("/cluster/join", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var req api.JoinRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		if req.NodeID == "" || req.RaftAddr == "" || req.APIAddr == "" {
+			return nil, &fsm.Error{Kind: fsm.KindInvalid, Message: "node_id, raft_addr and api_addr are required"}
+		}
+		if err := a.store.Join(c.Request.Context(), req); err != nil {
+			return nil, err
+		}
+		return a.store.Peers(), nil
+	}))
+	e.POST("/cluster/remove", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var req api.RemoveRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		if req.NodeID == "" {
+			return nil, &fsm.Error{Kind: fsm.KindInvalid, Message: "node_id is required"}
+		}
+		if err := a.store.Remove(c.Request.Context(), req.NodeID); err != nil {
+			return nil, err
+		}
+		return a.store.Peers(), nil
+	}))
+	e.POST("/cluster/transfer-leadership", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var req api.TransferRequest
+		if err := bind(c, &req); err != nil {
+			return nil, err
+		}
+		if err := a.store.TransferLeadership(req.NodeID); err != nil {
+			return nil, err
+		}
+		id, addr := a.store.Leader()
+		return api.TransferResponse{LeaderID: id, LeaderAPI: addr}, nil
+	}))
+	e.GET("/cluster/snapshot", a.snapshot)
+	e.POST("/cluster/restore", a.restore)
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func required(name string, id int64) error {
+	if id <= 0 {
+		return &fsm.Error{Kind: fsm.KindInvalid, Message: fmt.Sprintf("%s is required (a positive integer)", name)}
+	}
+	return nil
+}
+
+// byID serves GET /kind/:id with a Reader method.
+func byID[T any](param string, get func(*fsm.Reader, int64) (T, error)) func(*gin.Context, *fsm.Reader) (any, error) {
+	return func(c *gin.Context, r *fsm.Reader) (any, error) {
+		id, err := pathID(c, param)
+		if err != nil {
+			return nil, err
+		}
+		return get(r, id)
+	}
+}
+
+// deleteByID builds a command from the path id alone.
+func deleteByID(param string, build func(int64) fsm.Command) func(*gin.Context) (fsm.Command, error) {
+	return func(c *gin.Context) (fsm.Command, error) {
+		id, err := pathID(c, param)
+		if err != nil {
+			return nil, err
+		}
+		return build(id), nil
+	}
+}
+
+// leaderOnly runs a cluster operation on the leader (followers forward).
+func (a *httpAPI) leaderOnly(op func(c *gin.Context) (any, error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !a.store.IsLeader() {
+			a.forward(c)
+			return
+		}
+		v, err := op(c)
+		if err != nil {
+			failErr(c, err)
+			return
+		}
+		a.respond(c, v)
+	}
+}
+
+func (a *httpAPI) readyz(c *gin.Context) {
+	id, addr := a.store.Leader()
+	if id == "" {
+		fail(c, http.StatusServiceUnavailable, api.CodeNoLeader, "no MDM leader is elected")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "leader_id": id, "leader_api": addr})
+}
+
+// clusterStatus is the leader's view by default; ?stale=1 gives this replica's own.
+func (a *httpAPI) clusterStatus(c *gin.Context) {
+	if !stale(c) && !a.store.IsLeader() {
+		a.forward(c)
+		return
+	}
+	st := a.store.Status()
+	if err := a.store.Read(func(r *fsm.Reader) error {
+		counts, err := r.Counts()
+		st.Counts = &counts
+		return err
+	}); err != nil {
+		failErr(c, err)
+		return
+	}
+	a.respond(c, st)
+}
+
+func (a *httpAPI) summary(c *gin.Context) {
+	if !a.barrier(c) {
+		return
+	}
+	var s api.Summary
+	s.Cluster = a.store.Status()
+	if err := a.store.Read(func(r *fsm.Reader) error {
+		var err error
+		s.Counts, err = r.Counts()
+		return err
+	}); err != nil {
+		failErr(c, err)
+		return
+	}
+	a.respond(c, s)
+}
+
+// snapshot streams a consistent copy of the state database (a backup).
+func (a *httpAPI) snapshot(c *gin.Context) {
+	if !a.barrier(c) {
+		return
+	}
+	dir, err := os.MkdirTemp("", "pflex-backup-")
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "state.db")
+	if err := a.store.SnapshotTo(path); err != nil {
+		failErr(c, err)
+		return
+	}
+	idx, err := fsm.DatabaseIndex(path)
+	if err != nil {
+		failErr(c, err)
+		return
+	}
+	c.Header(api.HeaderIndex, strconv.FormatUint(idx, 10))
+	c.Header("Content-Disposition", fmt.Sprintf(`attachment; filename="pflex-mdm-%d.db"`, idx))
+	c.File(path)
+}
+
+// restore replaces the whole MDM state with an uploaded backup, through the log.
+func (a *httpAPI) restore(c *gin.Context) {
+	if !a.store.IsLeader() {
+		a.forward(c)
+		return
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRestoreBody))
+	if err != nil {
+		fail(c, http.StatusBadRequest, string(fsm.KindInvalid), fmt.Sprintf("backup upload (at most %d MiB): %v", maxRestoreBody>>20, err))
+		return
+	}
+	if err := checkBackup(data); err != nil {
+		fail(c, http.StatusBadRequest, string(fsm.KindInvalid), err.Error())
+		return
+	}
+	if _, err := a.store.Propose(c.Request.Context(), c.GetHeader(api.HeaderRequestID), &fsm.RestoreState{DB: data}); err != nil {
+		failErr(c, err)
+		return
+	}
+	st := a.store.Status()
+	a.respond(c, api.RestoreResponse{Restored: true, AppliedIndex: st.FSMIndex, Digest: st.Digest})
+}
+
+// checkBackup refuses an upload that is not a pflex state database before it reaches the log.
+func checkBackup(data []byte) error {
+	dir, err := os.MkdirTemp("", "pflex-restore-check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "backup.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	if err := fsm.CheckDatabase(path); err != nil {
+		return fmt.Errorf("not a pflex MDM backup: %v", err)
+	}
+	return nil
+}
