@@ -285,12 +285,13 @@ func (s *Store) Read(fn func(r *Reader) error) error {
 	return fn(&Reader{q: tx})
 }
 
-// SnapshotTo writes a consistent copy of the database to path (which must not exist). It is
-// fast for a metadata-sized database and safe while Apply runs.
+// SnapshotTo writes a consistent copy of the database to path (which must not exist). It runs
+// on the writer connection (readers are query_only), so it briefly holds up Apply: fine for a
+// metadata-sized database, and inside raft's Snapshot the FSM is paused anyway.
 func (s *Store) SnapshotTo(path string) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if _, err := s.r.Exec(`VACUUM INTO ?`, path); err != nil {
+	if _, err := s.w.Exec(`VACUUM INTO ?`, path); err != nil {
 		return fmt.Errorf("fsm: snapshot to %s: %w", path, err)
 	}
 	return nil

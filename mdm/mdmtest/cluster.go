@@ -235,3 +235,6 @@ func DoJSON(base, token, method, path string, body, out any) (int, http.Header, 
 	}
 	return resp.StatusCode, resp.Header, nil
 }
+
+// DecodeBody decodes a JSON response body.
+func DecodeBody(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }

@@ -1,0 +1,179 @@
+package mdm_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pflex/mdm/mdmtest"
+)
+
+// Benchmarks against three real `pflex mdm` processes on loopback, fsync on, default timing.
+// Run with `make bench` (figures go to docs/BENCHMARKS.md).
+
+func benchCluster(b *testing.B) (*mdmtest.ProcCluster, int) {
+	bin := mdmtest.BuildBinary(b)
+	p := mdmtest.StartProcesses(b, bin, 3, nil)
+	leader := p.WaitLeader(20 * time.Second)
+	for _, req := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"/pd/create", map[string]any{"name": "bench-pd"}},
+		{"/pool/create", map[string]any{"name": "bench-pool", "pd_id": 1, "total_capacity_gb": 1024}},
+		{"/vol/create", map[string]any{"name": "bench-vol", "size_gb": 8, "pool_id": 1}},
+	} {
+		if code, _, err := mdmtest.DoJSON(p.URL(leader), "", "POST", req.path, req.body, nil); err != nil || code != 200 {
+			b.Fatalf("setup %s: %d %v", req.path, code, err)
+		}
+	}
+	return p, leader
+}
+
+func putLabel(client *http.Client, url, key, value string) (int, error) {
+	body, _ := json.Marshal(map[string]string{"value": value})
+	req, _ := http.NewRequest("PUT", url+"/vol/1/labels/"+key, bytes.NewReader(body))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	var sink [512]byte
+	for {
+		if _, err := resp.Body.Read(sink[:]); err != nil {
+			break
+		}
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// BenchmarkCommit measures committed label writes through the leader with 1, 16 and 64
+// concurrent clients: throughput and latency percentiles.
+func BenchmarkCommit(b *testing.B) {
+	p, leader := benchCluster(b)
+	url := p.URL(leader)
+	for _, clients := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}, Timeout: 10 * time.Second}
+			var next atomic.Int64
+			lat := make([][]time.Duration, clients)
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for c := 0; c < clients; c++ {
+				wg.Add(1)
+				go func(c int) {
+					defer wg.Done()
+					for {
+						n := next.Add(1)
+						if n > int64(b.N) {
+							return
+						}
+						t0 := time.Now()
+						code, err := putLabel(client, url, fmt.Sprintf("k%d", n%4096), "v")
+						if err != nil || code != 200 {
+							failed.Add(1)
+							continue
+						}
+						lat[c] = append(lat[c], time.Since(t0))
+					}
+				}(c)
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			var all []time.Duration
+			for _, l := range lat {
+				all = append(all, l...)
+			}
+			if failed.Load() > 0 {
+				b.Fatalf("%d writes failed", failed.Load())
+			}
+			sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+			pct := func(q float64) float64 {
+				if len(all) == 0 {
+					return 0
+				}
+				return float64(all[int(q*float64(len(all)-1))].Microseconds()) / 1000
+			}
+			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "writes/s")
+			b.ReportMetric(pct(0.50), "p50-ms")
+			b.ReportMetric(pct(0.99), "p99-ms")
+			b.ReportMetric(pct(1.0), "max-ms")
+		})
+	}
+}
+
+// BenchmarkLeaderKillFailover kills the leader with SIGKILL ten times and measures the time to
+// a new leader and to the first write acknowledged through a surviving MDM.
+func BenchmarkLeaderKillFailover(b *testing.B) {
+	p, _ := benchCluster(b)
+	const reps = 10
+	var toLeader, toWrite []time.Duration
+	for n := 0; n < b.N; n++ {
+		for r := 0; r < reps; r++ {
+			p.WaitConverged(30 * time.Second)
+			leader := p.WaitLeader(20 * time.Second)
+			var survivors []string
+			for i := range p.Cfgs {
+				if i != leader {
+					survivors = append(survivors, p.URL(i))
+				}
+			}
+			client := &http.Client{Timeout: 2 * time.Second}
+			// Warm the connections so the measurement is of failover, not of dialling.
+			putLabel(client, survivors[0], "failover", "warm")
+			t0 := time.Now()
+			p.Kill9(leader)
+			var leaderAt, writeAt time.Duration
+			for attempt := 0; writeAt == 0 && time.Since(t0) < 30*time.Second; attempt++ {
+				code, err := putLabel(client, survivors[attempt%2], "failover", fmt.Sprint(r))
+				if err == nil && code == 200 {
+					writeAt = time.Since(t0)
+				} else {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if leaderAt == 0 {
+					for i := range p.Cfgs {
+						if i != leader {
+							if st := p.Status(i); st != nil && st.State == "leader" {
+								leaderAt = time.Since(t0)
+							}
+						}
+					}
+				}
+			}
+			if leaderAt == 0 {
+				leaderAt = writeAt
+			}
+			b.Logf("rep %d: killed %s, new leader after %s, first write after %s", r+1, p.Cfgs[leader].NodeID,
+				leaderAt.Round(time.Millisecond), writeAt.Round(time.Millisecond))
+			toLeader = append(toLeader, leaderAt)
+			toWrite = append(toWrite, writeAt)
+			p.Start(leader)
+		}
+	}
+	med := func(d []time.Duration) float64 {
+		s := append([]time.Duration(nil), d...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return float64(s[len(s)/2].Milliseconds())
+	}
+	worst := func(d []time.Duration) float64 {
+		m := d[0]
+		for _, x := range d {
+			m = max(m, x)
+		}
+		return float64(m.Milliseconds())
+	}
+	b.ReportMetric(med(toLeader), "leader-median-ms")
+	b.ReportMetric(worst(toLeader), "leader-worst-ms")
+	b.ReportMetric(med(toWrite), "write-median-ms")
+	b.ReportMetric(worst(toWrite), "write-worst-ms")
+}
