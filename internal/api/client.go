@@ -148,10 +148,7 @@ func (c *Client) Endpoints() []string { return append([]string(nil), c.endpoints
 func (c *Client) LastLeader() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if i := strings.Index(c.leader, "://"); i >= 0 {
-		return c.leader[i+3:]
-	}
-	return c.leader
+	return hostPort(c.leader)
 }
 
 // Index returns the last X-Pflex-Index (applied index of the answering replica) seen.
@@ -200,11 +197,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return err
 	}
 	defer cancel()
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("api: read %s %s: %w", method, path, err)
-	}
+	data, _ := io.ReadAll(resp.Body) // already in memory
 	if out == nil || len(bytes.TrimSpace(data)) == 0 {
 		return nil
 	}
@@ -315,16 +308,29 @@ func (c *Client) attempt(ctx context.Context, target, method, path string, query
 			timeout = max(left, time.Millisecond)
 		}
 	}
-	actx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(timeout, cancel) // stopped once headers are in (see below)
+	// The timer, not a context deadline, bounds the attempt, so that a stream can outlive it
+	// once the headers are in.
+	actx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(timeout, func() { cancel(errAttemptTimeout) })
+	release := func() { timer.Stop(); cancel(nil) }
+	fail := func(err error) error {
+		release()
+		if errors.Is(context.Cause(actx), errAttemptTimeout) {
+			return fmt.Errorf("%s %s at %s: no answer within %s: %w", method, path, hostPort(target), timeout, context.DeadlineExceeded)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s %s at %s: %w", method, path, hostPort(target), err)
+	}
 	u := target + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequestWithContext(actx, method, u, body)
 	if err != nil {
-		timer.Stop()
-		cancel()
+		release()
 		return nil, nil, fmt.Errorf("api: %s %s: %w", method, path, err)
 	}
 	if body != nil {
@@ -344,25 +350,42 @@ func (c *Client) attempt(ctx context.Context, target, method, path string, query
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		timer.Stop()
-		cancel()
-		return nil, nil, err
+		return nil, nil, fail(err)
 	}
 	c.noteHeaders(target, resp.Header)
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		// A JSON body is small and read under the attempt's timeout; a stream may take as
-		// long as it takes, bounded only by the caller's ctx.
-		if streaming && !timer.Stop() {
-			resp.Body.Close()
-			cancel()
-			return nil, nil, fmt.Errorf("api: %s %s: %w", method, path, context.DeadlineExceeded)
-		}
-		return resp, func() { timer.Stop(); cancel() }, nil
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		release()
+		return nil, nil, newAPIError(resp, data)
 	}
-	defer func() { timer.Stop(); cancel() }()
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return nil, nil, newAPIError(resp, data)
+	if streaming {
+		// The stream may take as long as it takes, bounded only by the caller's ctx.
+		if !timer.Stop() {
+			resp.Body.Close()
+			return nil, nil, fail(context.DeadlineExceeded)
+		}
+		return resp, func() { cancel(nil) }, nil
+	}
+	// A JSON answer is read whole under the attempt's timeout; a body cut short is a failed
+	// attempt like any other and is retried.
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, nil, fail(err)
+	}
+	release()
+	resp.Body = io.NopCloser(bytes.NewReader(data))
+	return resp, func() {}, nil
+}
+
+var errAttemptTimeout = errors.New("attempt timed out")
+
+func hostPort(endpoint string) string {
+	if i := strings.Index(endpoint, "://"); i >= 0 {
+		return endpoint[i+3:]
+	}
+	return endpoint
 }
 
 type retryAfterError struct {
