@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"pflex/internal/api"
 )
@@ -91,6 +92,14 @@ func clusterVerbs() []verb {
 						return err
 					}
 					return emit(s, raw, func(r api.TransferResponse) error {
+						if r.LeaderID == "" {
+							// The old leader answered before anyone won the new term.
+							r = s.awaitLeader(ctx)
+						}
+						if r.LeaderID == "" {
+							fmt.Fprintln(s.stdout, "leadership transferred; no new leader is known yet (see pflex status)")
+							return nil
+						}
 						fmt.Fprintf(s.stdout, "leader is now %s (api %s)\n", r.LeaderID, r.LeaderAPI)
 						return nil
 					})
@@ -109,6 +118,24 @@ func clusterVerbs() []verb {
 				}
 			}},
 	}
+}
+
+// awaitLeader polls the cluster status until some replica names a leader, for a few seconds
+// at most.
+func (s *session) awaitLeader(ctx context.Context) api.TransferResponse {
+	deadline := time.Now().Add(min(s.g.timeout, 5*time.Second))
+	for time.Now().Before(deadline) {
+		var st api.ClusterStatus
+		if err := s.api.Get(ctx, "/cluster/status", nil, &st); err == nil && st.LeaderID != "" {
+			return api.TransferResponse{LeaderID: st.LeaderID, LeaderAPI: st.LeaderAPI}
+		}
+		select {
+		case <-ctx.Done():
+			return api.TransferResponse{}
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return api.TransferResponse{}
 }
 
 func renderClusterStatus(s *session, st api.ClusterStatus) {

@@ -31,6 +31,8 @@ type fakeMDM struct {
 	status   api.ClusterStatus
 	snapshot []byte
 	restored []byte
+	// transferBlank makes transfer-leadership answer before a new leader is known.
+	transferBlank bool
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
@@ -64,6 +66,10 @@ func newFakeMDM(t *testing.T) *fakeMDM {
 	mux.HandleFunc("POST /cluster/join", f.ok)
 	mux.HandleFunc("POST /cluster/remove", f.ok)
 	mux.HandleFunc("POST /cluster/transfer-leadership", func(w http.ResponseWriter, r *http.Request) {
+		if f.transferBlank {
+			f.reply(w, 200, api.TransferResponse{})
+			return
+		}
 		f.reply(w, 200, api.TransferResponse{LeaderID: "mdm-2", LeaderAPI: "127.0.0.1:8002"})
 	})
 	mux.HandleFunc("GET /cluster/snapshot", func(w http.ResponseWriter, r *http.Request) {
