@@ -82,14 +82,16 @@ func usagef(v, format string, args ...any) error {
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	inv := parseInvocation(args)
 	switch {
-	case inv.help && inv.leaf == nil:
+	case inv.help && inv.leaf == nil && len(inv.rest) == 0:
 		printGroupUsage(stdout, inv.words)
 		return ExitOK
 	case inv.leaf == nil && len(inv.words) == 0 && len(inv.rest) == 0:
 		printGroupUsage(stderr, nil)
 		return ExitUsage
 	case inv.leaf == nil:
-		if len(inv.rest) > 0 {
+		if len(inv.rest) > 0 && strings.HasPrefix(inv.rest[0], "-") {
+			fmt.Fprintf(stderr, "pflex: flag provided but not defined: %s\n\n", inv.rest[0])
+		} else if len(inv.rest) > 0 {
 			what := strings.TrimSpace("pflex " + strings.Join(append(slices.Clone(inv.words), inv.rest[0]), " "))
 			fmt.Fprintf(stderr, "pflex: unknown command %q\n\n", what)
 		} else {

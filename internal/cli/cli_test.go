@@ -168,6 +168,9 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, "usage:"},
 		{[]string{"frob"}, `unknown command "pflex frob"`},
+		{[]string{"help", "frob"}, `unknown command "pflex frob"`},
+		{[]string{"-bogus", "status"}, "flag provided but not defined: -bogus"},
+		{[]string{"status", "extra"}, `unexpected argument "extra"`},
 		{[]string{"vol"}, `"pflex vol" needs a subcommand`},
 		{[]string{"vol", "frob"}, `unknown command "pflex vol frob"`},
 		{[]string{"vol", "create"}, "pflex vol create: missing argument"},
