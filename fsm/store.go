@@ -24,8 +24,10 @@ type Store struct {
 	// mu is held for reading by every user of the handles below and for writing only while
 	// Restore swaps the database file underneath them.
 	mu sync.RWMutex
-	w  *sql.DB // the single writer connection
+	w  *sql.DB // the writer (one transaction at a time; a second connection only prepares)
 	r  *sql.DB // readers (WAL lets them run beside the writer)
+	ws *stmtCache
+	rs *stmtCache
 
 	applied atomic.Uint64
 }
@@ -73,7 +75,9 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", s.path, err)
 	}
-	w.SetMaxOpenConns(1)
+	// Apply is the only writer; the second connection lets the statement cache prepare while
+	// the first one is inside the apply transaction.
+	w.SetMaxOpenConns(2)
 	if _, err := w.Exec(schema); err != nil {
 		w.Close()
 		return fmt.Errorf("fsm: create schema in %s: %w", s.path, err)
@@ -105,6 +109,7 @@ func (s *Store) open() error {
 	}
 	r.SetMaxOpenConns(8)
 	s.w, s.r = w, r
+	s.ws, s.rs = newStmtCache(w), newStmtCache(r)
 	s.applied.Store(uint64(applied))
 	return nil
 }
@@ -136,7 +141,11 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return errors.Join(s.r.Close(), s.w.Close())
+	return s.closeHandles()
+}
+
+func (s *Store) closeHandles() error {
+	return errors.Join(s.ws.close(), s.rs.close(), s.r.Close(), s.w.Close())
 }
 
 // Apply applies a batch of committed entries in one SQLite transaction, which also records the
@@ -149,6 +158,7 @@ func (s *Store) Apply(entries []Entry) []Result {
 	results := make([]Result, len(entries))
 	last := s.applied.Load()
 	var lastTerm uint64
+	appliedAny := false
 	tx, err := s.w.Begin()
 	if err != nil {
 		panic(fmt.Sprintf("fsm: begin apply transaction: %v", err))
@@ -162,10 +172,10 @@ func (s *Store) Apply(entries []Entry) []Result {
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", e.Index, err))
 		}
-		results[i] = applyOne(&applyTx{tx: tx, index: e.Index}, h, c)
-		last, lastTerm = e.Index, e.Term
+		results[i] = applyOne(&applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}, h, c)
+		last, lastTerm, appliedAny = e.Index, e.Term, true
 	}
-	if lastTerm != 0 {
+	if appliedAny {
 		if _, err := tx.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES ('applied_index', ?), ('applied_term', ?)`,
 			int64(last), int64(lastTerm)); err != nil {
 			panic(fmt.Sprintf("fsm: record applied index %d: %v", last, err))
@@ -211,7 +221,7 @@ func applyOne(tx *applyTx, h Header, c Command) Result {
 
 // applyTx is the transaction an entry is applied in.
 type applyTx struct {
-	tx    *sql.Tx
+	tx    cachedTx
 	index uint64
 }
 
@@ -282,7 +292,7 @@ func (s *Store) Read(fn func(r *Reader) error) error {
 		return fmt.Errorf("fsm: begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&Reader{q: tx})
+	return fn(&Reader{q: cachedTx{tx: tx, cache: s.rs}})
 }
 
 // SnapshotTo writes a consistent copy of the database to path (which must not exist). It runs
@@ -323,7 +333,7 @@ func (s *Store) Restore(r io.Reader) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := errors.Join(s.r.Close(), s.w.Close()); err != nil {
+	if err := s.closeHandles(); err != nil {
 		return fmt.Errorf("fsm: restore: close current database: %w", err)
 	}
 	for _, suffix := range []string{"-wal", "-shm"} {

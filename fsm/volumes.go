@@ -2,6 +2,8 @@ package fsm
 
 // Commands on volumes: create, extend, delete, map, unmap and labels.
 
+import "fmt"
+
 type CreateVolume struct {
 	Name         string `json:"name"`
 	SizeGB       int64  `json:"size_gb"`
@@ -209,26 +211,28 @@ func applySetLabel(t *applyTx, h Header, c *SetLabel) (any, error) {
 		return nil, invalid("label value is longer than %d bytes", MaxLabelValLen)
 	}
 	r := t.reader()
-	if _, err := r.Volume(c.VolumeID); err != nil {
+	// Labels are the hot path of compare-and-set workloads: one existence check, one read of
+	// the current value, one upsert that returns the new row.
+	if n, err := r.count(`SELECT COUNT(*) FROM volumes WHERE id = ?`, c.VolumeID); err != nil {
 		return nil, err
+	} else if n == 0 {
+		return nil, notFound("volume %d not found", c.VolumeID)
 	}
-	cur, err := r.Label(c.VolumeID, c.Key)
-	exists := err == nil
-	if e, ok := AsError(err); err != nil && (!ok || e.Kind != KindNotFound) {
-		return nil, err
+	if c.Expect != nil {
+		cur, err := r.Label(c.VolumeID, c.Key)
+		if e, ok := AsError(err); err != nil && (!ok || e.Kind != KindNotFound) {
+			return nil, err
+		}
+		if cur.Value != *c.Expect {
+			return nil, newErr(KindPrecondition, "label %q on volume %d is %q, not the expected %q", c.Key, c.VolumeID, cur.Value, *c.Expect)
+		}
 	}
-	if c.Expect != nil && cur.Value != *c.Expect {
-		return nil, newErr(KindPrecondition, "label %q on volume %d is %q, not the expected %q", c.Key, c.VolumeID, cur.Value, *c.Expect)
-	}
-	if exists {
-		_, err = t.exec(`UPDATE labels SET value = ?, version = version + 1, updated_at = ? WHERE volume_id = ? AND key = ?`,
-			c.Value, h.Time, c.VolumeID, c.Key)
-	} else {
-		_, err = t.exec(`INSERT INTO labels(volume_id, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?)`,
-			c.VolumeID, c.Key, c.Value, h.Time)
-	}
+	l := Label{VolumeID: c.VolumeID, Key: c.Key}
+	err := t.tx.QueryRow(`INSERT INTO labels(volume_id, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?)
+		ON CONFLICT(volume_id, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at
+		RETURNING value, version, updated_at`, c.VolumeID, c.Key, c.Value, h.Time).Scan(&l.Value, &l.Version, &l.UpdatedAt)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fsm: entry %d: set label: %w", t.index, err)
 	}
-	return r.Label(c.VolumeID, c.Key)
+	return l, nil
 }

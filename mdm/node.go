@@ -44,6 +44,7 @@ type Node struct {
 	// readyTerm is the term in which this node, as leader, committed a barrier: from then on its
 	// commit index covers every entry of earlier terms, so ReadIndex reads are safe.
 	readyTerm atomic.Uint64
+	addrCache atomic.Pointer[cachedAddr]
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -314,11 +315,26 @@ func (n *Node) Leader() (id, apiAddr string) {
 	return string(lid), n.apiAddrOf(string(lid))
 }
 
-// apiAddrOf finds an MDM's API address: the FSM's record, else the static peer list.
+// apiAddrOf finds an MDM's API address: the FSM's record, else the static peer list. Every
+// response names the leader, so the answer is cached for a second.
 func (n *Node) apiAddrOf(id string) string {
 	if id == n.cfg.NodeID {
 		return n.cfg.apiAdvertise()
 	}
+	if c := n.addrCache.Load(); c != nil && c.id == id && time.Since(c.at) < time.Second {
+		return c.addr
+	}
+	addr := n.lookupAPIAddr(id)
+	n.addrCache.Store(&cachedAddr{id: id, addr: addr, at: time.Now()})
+	return addr
+}
+
+type cachedAddr struct {
+	id, addr string
+	at       time.Time
+}
+
+func (n *Node) lookupAPIAddr(id string) string {
 	var addr string
 	n.store.Read(func(r *fsm.Reader) error {
 		nodes, err := r.MDMNodes()
