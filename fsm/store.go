@@ -172,7 +172,13 @@ func (s *Store) Apply(entries []Entry) []Result {
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", e.Index, err))
 		}
-		results[i] = applyOne(&applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}, h, c)
+		t := &applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}
+		results[i] = applyOne(t, h, c)
+		// Forget old request ids whenever the index enters a new block of 1024: it depends only
+		// on the sequence of command indexes, so every replica prunes at the same entry.
+		if last/requestPruneEvery != e.Index/requestPruneEvery {
+			t.mustExec(`DELETE FROM requests WHERE ts < ?`, h.Time-requestTTL)
+		}
 		last, lastTerm, appliedAny = e.Index, e.Term, true
 	}
 	if appliedAny {
@@ -191,6 +197,9 @@ func (s *Store) Apply(entries []Entry) []Result {
 // requestTTL bounds how long a request id is remembered for deduplication (milliseconds of
 // leader-stamped time). Clients retry for far less than this.
 const requestTTL = 15 * 60 * 1000
+
+// requestPruneEvery is how many log indexes pass between prunes of the request table.
+const requestPruneEvery = 1024
 
 // applyOne applies one command inside a savepoint so that a rejected command leaves no trace,
 // and remembers the outcome under the request id so a retry returns the same answer.
@@ -212,9 +221,6 @@ func applyOne(tx *applyTx, h Header, c Command) Result {
 	tx.mustExec(`RELEASE cmd`)
 	if h.RequestID != "" {
 		tx.rememberRequest(h, value, err)
-		if tx.index%1024 == 0 {
-			tx.mustExec(`DELETE FROM requests WHERE ts < ?`, h.Time-requestTTL)
-		}
 	}
 	return Result{Value: value, Err: err}
 }

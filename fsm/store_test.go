@@ -85,8 +85,8 @@ func TestRequestIDDeduplicates(t *testing.T) {
 	})
 }
 
-// TestRequestIDsExpire: request ids older than requestTTL (leader time) are forgotten at every
-// 1024th entry that carries a request id, identically on every replica.
+// TestRequestIDsExpire: request ids older than requestTTL (leader time) are forgotten when the
+// applied index enters a new block of 1024, identically on every replica.
 func TestRequestIDsExpire(t *testing.T) {
 	a := newApplier(t)
 	a.applyRID("old", &CreatePD{Name: "a"})
@@ -589,5 +589,19 @@ func TestRestoreStateCommand(t *testing.T) {
 	}
 	if a.digestAt() != b.digestAt() {
 		t.Fatal("stores differ after the same commands")
+	}
+}
+
+// The prune does not depend on the boundary entry carrying a request id, nor on hitting the
+// exact multiple of 1024: jumping past it (non-command entries in between) prunes too.
+func TestRequestIDsExpireAcrossBoundaryWithoutRequestID(t *testing.T) {
+	a := newApplier(t)
+	a.applyRID("old", &CreatePD{Name: "a"})
+	a.now += requestTTL
+	a.index = 1030
+	a.apply(&CreatePD{Name: "b"}) // index 1031, no request id: still prunes
+	r := a.applyRID("old", &CreatePD{Name: "a"})
+	if e, ok := AsError(r.Err); !ok || e.Kind != KindConflict {
+		t.Fatalf("expired request id was still remembered: %v", r.Err)
 	}
 }

@@ -18,7 +18,7 @@ for i in 1 2 3; do
   pids+=($!)
 done
 for _ in $(seq 1 100); do
-  if "$BIN" status >/dev/null 2>&1; then break; fi
+  if "$BIN" status 2>/dev/null | grep -q '^quorum: ok'; then break; fi
   sleep 0.2
 done
 "$BIN" status || { echo "the quorum did not come up; see data/logs/"; exit 1; }
