@@ -31,6 +31,7 @@ var oneOfEach = []Command{
 	&UpsertMDM{ID: "m", RaftAddr: "h:3", APIAddr: "h:4"},
 	&RemoveMDM{ID: "m"},
 	&RestoreState{DB: []byte{0, 1, 2, 255}},
+	&Batch{Entries: []BatchEntry{{Type: TypeCreatePD, Header: Header{RequestID: "r", Time: 9}, Payload: json.RawMessage(`{"name":"p"}`)}}},
 }
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
@@ -86,18 +87,18 @@ func undecodableEntries(t *testing.T) map[string][]byte {
 		t.Fatal(err)
 	}
 	cases := map[string][]byte{
-		"nil":                  nil,
-		"type byte only":       {byte(TypeCreatePD)},
-		"unknown type":         append([]byte{200}, good[1:]...),
-		"type zero":            append([]byte{0}, good[1:]...),
-		"retired-looking type": append([]byte{byte(TypeRestoreState) + 1}, good[1:]...),
-		"not json":             append([]byte{byte(TypeCreatePD)}, "hello"...),
-		"trailing garbage":     append(append([]byte{}, good...), "x"...),
-		"header not object":    append([]byte{byte(TypeCreatePD)}, `{"h":"x","c":{}}`...),
-		"payload missing":      append([]byte{byte(TypeCreatePD)}, `{"h":{"ts":1}}`...),
-		"payload wrong types":  append([]byte{byte(TypeCreatePD)}, `{"h":{"ts":1},"c":{"name":5}}`...),
-		"payload not object":   append([]byte{byte(TypeDeletePD)}, `{"h":{"ts":1},"c":[1]}`...),
-		"bad devices":          append([]byte{byte(TypeAddSDS)}, `{"h":{"ts":1},"c":{"devices":7}}`...),
+		"nil":                 nil,
+		"type byte only":      {byte(TypeCreatePD)},
+		"unknown type":        append([]byte{200}, good[1:]...),
+		"type zero":           append([]byte{0}, good[1:]...),
+		"unassigned type":     append([]byte{199}, good[1:]...),
+		"not json":            append([]byte{byte(TypeCreatePD)}, "hello"...),
+		"trailing garbage":    append(append([]byte{}, good...), "x"...),
+		"header not object":   append([]byte{byte(TypeCreatePD)}, `{"h":"x","c":{}}`...),
+		"payload missing":     append([]byte{byte(TypeCreatePD)}, `{"h":{"ts":1}}`...),
+		"payload wrong types": append([]byte{byte(TypeCreatePD)}, `{"h":{"ts":1},"c":{"name":5}}`...),
+		"payload not object":  append([]byte{byte(TypeDeletePD)}, `{"h":{"ts":1},"c":[1]}`...),
+		"bad devices":         append([]byte{byte(TypeAddSDS)}, `{"h":{"ts":1},"c":{"devices":7}}`...),
 	}
 	// Every strict prefix of a valid entry is truncated JSON.
 	for n := 0; n < len(good); n++ {

@@ -4,7 +4,8 @@ package fsm
 const SchemaVersion = 1
 
 // schema creates the materialized state. Every id is AUTOINCREMENT so that ids are never reused
-// and are assigned identically on every replica.
+// and are assigned identically on every replica. The hot tables keyed by something other than
+// an integer (labels, requests) are WITHOUT ROWID: one B-tree per write instead of two.
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (
 	key   TEXT PRIMARY KEY,
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS labels (
 	version    INTEGER NOT NULL,
 	updated_at INTEGER NOT NULL,
 	PRIMARY KEY (volume_id, key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mdm_nodes (
 	id        TEXT PRIMARY KEY,
 	raft_addr TEXT NOT NULL,
@@ -87,7 +88,7 @@ CREATE TABLE IF NOT EXISTS requests (
 	result   TEXT,
 	err_kind TEXT,
 	err_msg  TEXT
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 CREATE INDEX IF NOT EXISTS volumes_pool ON volumes(pool_id);
 CREATE INDEX IF NOT EXISTS mappings_sdc ON mappings(sdc_id);

@@ -173,7 +173,11 @@ func (s *Store) Apply(entries []Entry) []Result {
 			panic(fmt.Sprintf("fsm: entry %d: %v", e.Index, err))
 		}
 		t := &applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}
-		results[i] = applyOne(t, h, c)
+		if b, ok := c.(*Batch); ok {
+			results[i] = applyBatch(t, b)
+		} else {
+			results[i] = applyOne(t, h, c)
+		}
 		// Forget old request ids whenever the index enters a new block of 1024: it depends only
 		// on the sequence of command indexes, so every replica prunes at the same entry.
 		if last/requestPruneEvery != e.Index/requestPruneEvery {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"pflex/internal/api"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,9 +38,14 @@ func benchCluster(b *testing.B) (*mdmtest.ProcCluster, int) {
 	return p, leader
 }
 
+var benchRequestSeq atomic.Int64
+
+// putLabel writes one label the way the CLI does: with a request id, so a retry would be
+// deduplicated (the MDM remembers each outcome).
 func putLabel(client *http.Client, url, key, value string) (int, error) {
 	body, _ := json.Marshal(map[string]string{"value": value})
 	req, _ := http.NewRequest("PUT", url+"/vol/1/labels/"+key, bytes.NewReader(body))
+	req.Header.Set(api.HeaderRequestID, fmt.Sprintf("bench-%d-%d", os.Getpid(), benchRequestSeq.Add(1)))
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err

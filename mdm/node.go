@@ -2,8 +2,6 @@ package mdm
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"pflex/fsm"
 	"pflex/internal/api"
@@ -45,6 +44,7 @@ type Node struct {
 	// commit index covers every entry of earlier terms, so ReadIndex reads are safe.
 	readyTerm atomic.Uint64
 	addrCache atomic.Pointer[cachedAddr]
+	proposer  *proposer
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -72,8 +72,19 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	if n.store, err = fsm.Open(filepath.Join(cfg.DataDir, "state.db")); err != nil {
 		return nil, err
 	}
-	if n.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db"), NoSync: timing.NoSync}); err != nil {
+	// No freelist sync: each log commit writes fewer pages (the freelist is rebuilt on open), as
+	// Consul does for its raft log.
+	if n.logs, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(raftDir, "raft.db"),
+		NoSync:      timing.NoSync,
+		BoltOptions: &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+	}); err != nil {
 		return nil, fmt.Errorf("mdm: open raft log: %w", err)
+	}
+	// Replication reads recent entries back; serve them from memory instead of bolt.
+	cached, err := raft.NewLogCache(1024, n.logs)
+	if err != nil {
+		return nil, fmt.Errorf("mdm: raft log cache: %w", err)
 	}
 	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(raftDir, 2, logger.Named("snapshots")); err != nil {
 		return nil, fmt.Errorf("mdm: open snapshot store: %w", err)
@@ -110,15 +121,20 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	// on start; catchUpFromSnapshot already restored it if it was behind.
 	rc.NoSnapshotRestoreOnStart = true
 
-	if n.raft, err = raft.NewRaft(rc, fsmAdapter, n.logs, n.logs, n.snaps, n.trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, fsmAdapter, cached, n.logs, n.snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("mdm: start raft: %w", err)
 	}
 	if err := n.bootstrap(); err != nil {
 		n.raft.Shutdown().Error()
 		return nil, err
 	}
-	n.wg.Add(1)
+	n.proposer = newProposer(n, n.stop)
+	n.wg.Add(2)
 	go n.watchLeadership()
+	go func() {
+		defer n.wg.Done()
+		n.proposer.run()
+	}()
 	ok = true
 	return n, nil
 }
@@ -253,11 +269,16 @@ func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
 // Propose commits a command through raft (leader only) and returns what the FSM answered.
+// Small commands go through the group-commit proposer; a backup restore goes alone.
 func (n *Node) Propose(ctx context.Context, requestID string, c fsm.Command) (any, error) {
-	if requestID == "" {
-		requestID = newRequestID()
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
 	}
-	data, err := fsm.Encode(fsm.Header{RequestID: requestID, Time: time.Now().UnixMilli()}, c)
+	p := fsm.Proposal{Header: stamp(requestID), Command: c}
+	if c.Type() != fsm.TypeRestoreState {
+		return n.proposer.submit(ctx, p)
+	}
+	data, err := fsm.Encode(p.Header, c)
 	if err != nil {
 		return nil, err
 	}
@@ -492,10 +513,4 @@ func (n *Node) closeStores() error {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
-}
-
-func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
