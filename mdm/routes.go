@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,6 +21,8 @@ func (a *httpAPI) routes(e *gin.Engine) {
 	e.GET("/readyz", a.readyz)
 	e.GET("/metrics", a.prometheus)
 	e.GET("/", a.summary)
+	// Go profiles for operators (admin token required when one is set).
+	e.GET("/debug/pprof/*profile", gin.WrapF(pprofHandler))
 
 	e.POST("/pd/create", a.write(func(c *gin.Context) (fsm.Command, error) {
 		var cmd fsm.CreatePD
@@ -333,4 +337,20 @@ func checkBackup(data []byte) error {
 		return fmt.Errorf("not a pflex MDM backup: %v", err)
 	}
 	return nil
+}
+
+// pprofHandler serves net/http/pprof's pages under /debug/pprof/.
+func pprofHandler(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+	case "profile":
+		pprof.Profile(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	default:
+		pprof.Index(w, r)
+	}
 }
