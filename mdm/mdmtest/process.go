@@ -111,7 +111,7 @@ func (p *ProcCluster) Kill9(i int) {
 		c.Process.Signal(syscall.SIGKILL)
 		p.procs[i] = nil
 		// Wait until its API port is closed so a restart can bind it.
-		for j := 0; j < 100 && p.status(i) == nil; j++ {
+		for j := 0; j < 100 && p.status(i) != nil; j++ {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
