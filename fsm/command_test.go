@@ -31,6 +31,9 @@ var oneOfEach = []Command{
 	&UpsertMDM{ID: "m", RaftAddr: "h:3", APIAddr: "h:4"},
 	&RemoveMDM{ID: "m"},
 	&RestoreState{DB: []byte{0, 1, 2, 255}},
+	&RegisterNode{ID: "n", Capabilities: []string{CapSDS, CapSDC}, Version: "v", APIAddr: "h:5", DataAddr: "h:6", NBDAddr: "h:7",
+		SDS: &SDSRegistration{ProtectionDomain: "pd", FaultSet: "fs", Devices: Devices{"d"}, TotalCapacityGB: 3}},
+	&SetNodeState{ID: "n", State: NodeDown},
 	&Batch{Entries: []BatchEntry{{Type: TypeCreatePD, Header: Header{RequestID: "r", Time: 9}, Payload: json.RawMessage(`{"name":"p"}`)}}},
 }
 

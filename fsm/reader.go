@@ -93,13 +93,13 @@ func (r *Reader) Pools() ([]Pool, error) {
 	return all(r, scanPool, `SELECT `+poolCols+` FROM pools p ORDER BY p.id`)
 }
 
-const sdsCols = `id, name, pd_id, fault_set_id, address, devices, total_capacity_gb, state, state_changed_at, created_at`
+const sdsCols = `id, name, pd_id, fault_set_id, address, devices, total_capacity_gb, state, state_changed_at, created_at, COALESCE(node_id, '')`
 
 func scanSDS(s scanner) (d SDS, err error) {
 	var fs sql.NullInt64
 	var devices string
 	if err = s.Scan(&d.ID, &d.Name, &d.ProtectionDomainID, &fs, &d.Address, &devices, &d.TotalCapacityGB,
-		&d.State, &d.StateChangedAt, &d.CreatedAt); err != nil {
+		&d.State, &d.StateChangedAt, &d.CreatedAt, &d.NodeID); err != nil {
 		return
 	}
 	if fs.Valid {
@@ -117,10 +117,10 @@ func (r *Reader) SDSs() ([]SDS, error) {
 	return all(r, scanSDS, `SELECT `+sdsCols+` FROM sds ORDER BY id`)
 }
 
-const sdcCols = `id, name, address, state, created_at`
+const sdcCols = `id, name, address, state, created_at, COALESCE(node_id, '')`
 
 func scanSDC(s scanner) (c SDC, err error) {
-	err = s.Scan(&c.ID, &c.Name, &c.Address, &c.State, &c.CreatedAt)
+	err = s.Scan(&c.ID, &c.Name, &c.Address, &c.State, &c.CreatedAt, &c.NodeID)
 	return
 }
 
@@ -228,4 +228,42 @@ func (r *Reader) count(query string, args ...any) (int64, error) {
 func (r *Reader) AppliedIndex() (uint64, error) {
 	v, err := metaValue(r.q, "applied_index")
 	return uint64(v), err
+}
+
+const nodeCols = `id, capabilities, version, api_addr, mgmt_addr, data_addr, nbd_addr, gossip_addr, state, registered_at, state_changed_at`
+
+func scanNode(s scanner) (n Node, err error) {
+	var caps string
+	err = s.Scan(&n.ID, &caps, &n.Version, &n.APIAddr, &n.MgmtAddr, &n.DataAddr, &n.NBDAddr, &n.GossipAddr,
+		&n.State, &n.RegisteredAt, &n.StateChangedAt)
+	n.Capabilities = splitCaps(caps)
+	return
+}
+
+// Node returns a registered node.
+func (r *Reader) Node(id string) (Node, error) {
+	return one(r, scanNode, "node", fmt.Sprintf("%q", id), `SELECT `+nodeCols+` FROM nodes WHERE id = ?`, id)
+}
+
+// Nodes lists every registered node.
+func (r *Reader) Nodes() ([]Node, error) {
+	return all(r, scanNode, `SELECT `+nodeCols+` FROM nodes ORDER BY id`)
+}
+
+// sdsByNode finds the SDS a node serves (by node id, else an unclaimed SDS of that name).
+func (r *Reader) sdsByNode(id string) (SDS, bool, error) {
+	d, err := one(r, scanSDS, "SDS", id, `SELECT `+sdsCols+` FROM sds WHERE node_id = ? OR (node_id IS NULL AND name = ?) ORDER BY node_id IS NULL LIMIT 1`, id, id)
+	return notFoundAsMissing(d, err)
+}
+
+func (r *Reader) sdcByNode(id string) (SDC, bool, error) {
+	c, err := one(r, scanSDC, "SDC", id, `SELECT `+sdcCols+` FROM sdc WHERE node_id = ? OR (node_id IS NULL AND name = ?) ORDER BY node_id IS NULL LIMIT 1`, id, id)
+	return notFoundAsMissing(c, err)
+}
+
+func notFoundAsMissing[T any](v T, err error) (T, bool, error) {
+	if e, ok := AsError(err); ok && e.Kind == KindNotFound {
+		return v, false, nil
+	}
+	return v, err == nil, err
 }

@@ -41,15 +41,32 @@ CREATE TABLE IF NOT EXISTS sds (
 	total_capacity_gb INTEGER NOT NULL,
 	state             TEXT NOT NULL,
 	state_changed_at  INTEGER NOT NULL,
-	created_at        INTEGER NOT NULL
+	created_at        INTEGER NOT NULL,
+	node_id           TEXT -- the registered node serving it; NULL when added by hand
 );
 CREATE TABLE IF NOT EXISTS sdc (
 	id         INTEGER PRIMARY KEY AUTOINCREMENT,
 	name       TEXT NOT NULL UNIQUE,
 	address    TEXT NOT NULL,
 	state      TEXT NOT NULL,
-	created_at INTEGER NOT NULL
+	created_at INTEGER NOT NULL,
+	node_id    TEXT
 );
+-- Components that registered themselves (POST /discovery/register): identity, capabilities,
+-- addresses and the liveness the leader last committed. Heartbeat times are not replicated.
+CREATE TABLE IF NOT EXISTS nodes (
+	id               TEXT PRIMARY KEY,
+	capabilities     TEXT NOT NULL,
+	version          TEXT NOT NULL,
+	api_addr         TEXT NOT NULL,
+	mgmt_addr        TEXT NOT NULL,
+	data_addr        TEXT NOT NULL,
+	nbd_addr         TEXT NOT NULL,
+	gossip_addr      TEXT NOT NULL,
+	state            TEXT NOT NULL,
+	registered_at    INTEGER NOT NULL,
+	state_changed_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS volumes (
 	id             INTEGER PRIMARY KEY AUTOINCREMENT,
 	name           TEXT NOT NULL UNIQUE,
@@ -106,6 +123,7 @@ var stateTables = []struct{ name, order string }{
 	{"mappings", "volume_id, sdc_id"},
 	{"labels", "volume_id, key"},
 	{"mdm_nodes", "id"},
+	{"nodes", "id"},
 	{"requests", "rid"},
 	{"sqlite_sequence", "name"},
 }

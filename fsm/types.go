@@ -54,6 +54,7 @@ type SDS struct {
 	State              string  `json:"state"`
 	StateChangedAt     int64   `json:"state_changed_at"`
 	CreatedAt          int64   `json:"created_at"`
+	NodeID             string  `json:"node_id,omitempty"` // the registered node serving it
 }
 
 type SDC struct {
@@ -62,6 +63,46 @@ type SDC struct {
 	Address   string `json:"address"`
 	State     string `json:"state"`
 	CreatedAt int64  `json:"created_at"`
+	NodeID    string `json:"node_id,omitempty"`
+}
+
+// Node capabilities (the prototype's capability model: one node may carry several).
+const (
+	CapMDM  = "MDM"
+	CapSDS  = "SDS"
+	CapSDC  = "SDC"
+	CapMGMT = "MGMT"
+)
+
+// Node liveness as committed by the leader.
+const (
+	NodeUp   = "up"
+	NodeDown = "down"
+)
+
+// Node is a component that registered itself with the MDM.
+type Node struct {
+	ID             string   `json:"id"`
+	Capabilities   []string `json:"capabilities"`
+	Version        string   `json:"version"`
+	APIAddr        string   `json:"api_addr"`
+	MgmtAddr       string   `json:"mgmt_addr"`
+	DataAddr       string   `json:"data_addr"`
+	NBDAddr        string   `json:"nbd_addr"`
+	GossipAddr     string   `json:"gossip_addr"`
+	State          string   `json:"state"`
+	RegisteredAt   int64    `json:"registered_at"`
+	StateChangedAt int64    `json:"state_changed_at"`
+}
+
+// Has reports whether the node carries a capability.
+func (n Node) Has(capability string) bool {
+	for _, c := range n.Capabilities {
+		if c == capability {
+			return true
+		}
+	}
+	return false
 }
 
 // Provisioning and access modes.

@@ -2,7 +2,10 @@ package fsm
 
 // Commands on volumes: create, extend, delete, map, unmap and labels.
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 type CreateVolume struct {
 	Name         string `json:"name"`
@@ -162,6 +165,13 @@ func applyMapVolume(t *applyTx, h Header, c *MapVolume) (any, error) {
 	sdc, err := r.SDC(c.SDCID)
 	if err != nil {
 		return nil, err
+	}
+	if sdc.NodeID != "" {
+		// The capability model: only a node that carries the SDC capability can map volumes.
+		if n, err := r.Node(sdc.NodeID); err == nil && !n.Has(CapSDC) {
+			return nil, conflict("SDC %q is served by node %q, which no longer has the SDC capability (it has %s)",
+				sdc.Name, n.ID, strings.Join(n.Capabilities, ", "))
+		}
 	}
 	for _, m := range v.Mappings {
 		if m.SDCID == c.SDCID {
