@@ -178,9 +178,9 @@ func (t *Tracker) Wait(ctx context.Context) (Leader, error) {
 	}
 }
 
-// Report records a leader API address an MDM announced (the X-Pflex-Leader header, or the
-// leader_api of an answer). An empty address (the MDM knows no leader) is ignored.
-func (t *Tracker) Report(apiAddr string) {
+// Report records a leader an MDM announced: the X-Pflex-Leader header (id ""), or the
+// leader_id / leader_api of an answer. An empty address (the MDM knows no leader) is ignored.
+func (t *Tracker) Report(id, apiAddr string) {
 	apiAddr = normalize(apiAddr)
 	if apiAddr == "" {
 		return
@@ -188,12 +188,18 @@ func (t *Tracker) Report(apiAddr string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.known && t.cur.API == apiAddr {
+		if t.cur.ID == "" && id != "" {
+			t.cur.ID = id
+		}
 		return
 	}
 	if t.held(apiAddr) {
 		return
 	}
-	t.setLocked(Leader{ID: t.idOfLocked(apiAddr), API: apiAddr, Via: ViaHeader}, true)
+	if id == "" {
+		id = t.idOfLocked(apiAddr)
+	}
+	t.setLocked(Leader{ID: id, API: apiAddr, Via: ViaHeader}, true)
 }
 
 // Failed records that the leader at apiAddr did not answer or answered that it cannot serve

@@ -181,7 +181,7 @@ func TestReportFromHeaderNotUndoneByStaleGossip(t *testing.T) {
 	g.set(Leader{ID: "mdm-1", API: "127.0.0.1:8001", Term: 4}, true)
 	tr := New(g, nil, Options{Recheck: 5 * time.Millisecond})
 	defer tr.Close()
-	tr.Report("http://127.0.0.1:8002")
+	tr.Report("", "http://127.0.0.1:8002")
 	if l := current(tr); l.API != "127.0.0.1:8002" || l.ID != "mdm-2" || l.Via != ViaHeader {
 		t.Fatalf("want mdm-2 from the header, got %+v", l)
 	}
@@ -192,7 +192,7 @@ func TestReportFromHeaderNotUndoneByStaleGossip(t *testing.T) {
 	// Gossip catching up with the new leader keeps it and learns the term.
 	g.set(Leader{ID: "mdm-2", API: "127.0.0.1:8002", Term: 5}, true)
 	waitFor(t, "term from gossip", func() bool { return current(tr).Term == 5 })
-	tr.Report("") // an MDM that knows no leader changes nothing
+	tr.Report("", "") // an MDM that knows no leader changes nothing
 	if _, ok := tr.Current(); !ok {
 		t.Fatal("empty report cleared the leader")
 	}
@@ -227,7 +227,7 @@ func TestFailedLeaderReadoptedWhenReelected(t *testing.T) {
 	if _, ok := tr.Current(); ok {
 		t.Fatal("failed leader still current")
 	}
-	tr.Report("127.0.0.1:8001") // a follower that has not noticed yet
+	tr.Report("", "127.0.0.1:8001") // a follower that has not noticed yet
 	if _, ok := tr.Current(); ok {
 		t.Fatal("second-hand report brought the failed leader back within the hold")
 	}

@@ -1,0 +1,341 @@
+// Package agent is the runtime SDS and SDC share: it joins the gossip pool, follows the MDM
+// leader, registers with it and heartbeats to it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"pflex/gossip"
+	"pflex/internal/api"
+	"pflex/internal/leader"
+)
+
+// Backoff between attempts against a leader that keeps failing.
+const (
+	retryStart = 50 * time.Millisecond
+	retryCap   = 500 * time.Millisecond
+)
+
+// Agent is a running member: gossip pool, leader tracker and the register/heartbeat loop.
+type Agent struct {
+	cfg     Config
+	log     hclog.Logger
+	pool    *gossip.Pool // nil without gossip
+	tracker *leader.Tracker
+	reg     RegisterRequest
+	started time.Time
+
+	mu sync.Mutex
+	st state
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// state is what Status reports; guarded by Agent.mu.
+type state struct {
+	registered    bool
+	sdsID, sdcID  int64
+	lastHB        time.Time
+	lastHBLeader  string
+	heartbeats    uint64
+	failures      int
+	switches      int
+	registrations int
+	lastError     string
+}
+
+// Start joins the gossip pool (when configured), starts the leader tracker and the
+// register/heartbeat loop. Close stops them.
+func Start(cfg Config) (*Agent, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, started: time.Now(), done: make(chan struct{})}
+	var view leader.Gossip
+	gossipAddr := ""
+	if cfg.Gossip != nil {
+		pc := *cfg.Gossip
+		pc.Meta = gossip.Meta{
+			ID: cfg.ID, Caps: cfg.Caps, Version: cfg.Version,
+			API: cfg.APIAddr, Mgmt: cfg.MgmtAddr, Data: cfg.DataAddr, NBD: cfg.NBDAddr,
+		}
+		pc.Logger = cfg.Logger.Named("gossip")
+		pool, err := gossip.Start(pc)
+		if err != nil {
+			return nil, fmt.Errorf("agent: join gossip: %w", err)
+		}
+		a.pool = pool
+		view = leader.PoolView(pool)
+		gossipAddr = pool.Addr()
+	}
+	a.tracker = leader.New(view, cfg.MDM, leader.Options{
+		Logger:     cfg.Logger.Named("leader"),
+		ClusterKey: cfg.ClusterKey,
+		HTTPClient: cfg.HTTPClient,
+	})
+	a.reg = RegisterRequest{
+		ID: cfg.ID, Capabilities: cfg.Caps, Version: cfg.Version,
+		APIAddr: cfg.APIAddr, MgmtAddr: cfg.MgmtAddr, DataAddr: cfg.DataAddr, NBDAddr: cfg.NBDAddr,
+		GossipAddr: gossipAddr,
+	}
+	if slices.Contains(cfg.Caps, gossip.CapSDS) {
+		a.reg.SDS = cfg.SDS
+		if a.reg.SDS == nil {
+			a.reg.SDS = &SDSInfo{}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	go func() {
+		defer close(a.done)
+		a.run(ctx)
+	}()
+	return a, nil
+}
+
+// Close stops heartbeating, leaves the gossip pool (so peers see "left", not "dead") and
+// releases everything.
+func (a *Agent) Close() error {
+	a.cancel()
+	<-a.done
+	a.tracker.Close()
+	if a.pool == nil {
+		return nil
+	}
+	err := a.pool.Leave(time.Second)
+	return errors.Join(err, a.pool.Shutdown())
+}
+
+// Pool is the gossip pool, nil when the agent runs without gossip.
+func (a *Agent) Pool() *gossip.Pool { return a.pool }
+
+// Tracker is the agent's leader tracker.
+func (a *Agent) Tracker() *leader.Tracker { return a.tracker }
+
+// run is the register/heartbeat loop. It always talks to the leader the tracker names:
+// registration when the node is not registered or the leader changed (it is idempotent),
+// heartbeats otherwise.
+func (a *Agent) run(ctx context.Context) {
+	var (
+		used         string // API address of the leader in use
+		needRegister = true
+		backoff      = retryStart
+	)
+	for ctx.Err() == nil {
+		ld, err := a.tracker.Wait(ctx)
+		if err != nil {
+			return
+		}
+		changed := a.tracker.Changed()
+		if ld.API != used {
+			a.follow(used, ld)
+			used = ld.API
+			needRegister = true
+			backoff = retryStart
+		}
+		var wait time.Duration
+		if needRegister {
+			wait = a.register(ctx, ld)
+			if wait == 0 {
+				needRegister = false
+				backoff = retryStart
+				continue // heartbeat at once: it also confirms the leader
+			}
+		} else {
+			var notRegistered bool
+			wait, notRegistered = a.heartbeat(ctx, ld)
+			if notRegistered {
+				needRegister = true
+				continue
+			}
+		}
+		if wait < 0 { // the attempt failed: back off unless the leader already changed
+			wait = backoff
+			backoff = min(backoff*2, retryCap, a.cfg.HeartbeatInterval)
+		} else if wait == a.cfg.HeartbeatInterval {
+			backoff = retryStart
+		}
+		if cur, ok := a.tracker.Current(); !ok || cur.API != used {
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// follow records a switch to the leader ld (from the one at prev, "" at start).
+func (a *Agent) follow(prev string, ld leader.Leader) {
+	name := ld.ID
+	if name == "" {
+		name = "(id unknown)"
+	}
+	a.mu.Lock()
+	if prev != "" {
+		a.st.switches++
+	}
+	a.mu.Unlock()
+	if prev == "" {
+		a.log.Info("found MDM leader "+name+" at "+ld.API, "via", ld.Via)
+	} else {
+		a.log.Info("following new MDM leader "+name+" at "+ld.API, "previous", prev, "via", ld.Via)
+	}
+}
+
+// register registers with the leader ld. It returns 0 on success, -1 to retry soon (the
+// leader failed or moved) and a longer wait when the MDM refused the registration.
+func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
+	var resp RegisterResponse
+	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathRegister, &a.reg, &resp)
+	if ans.err == nil {
+		a.mu.Lock()
+		first := !a.st.registered
+		a.st.registered = true
+		a.st.sdsID, a.st.sdcID = resp.SDSID, resp.SDCID
+		a.st.registrations++
+		a.st.lastError = ""
+		a.mu.Unlock()
+		lvl := hclog.Debug
+		if first {
+			lvl = hclog.Info
+		}
+		a.log.Log(lvl, "registered with MDM leader", "leader", ld.API, "sds_id", resp.SDSID, "sdc_id", resp.SDCID)
+		a.reportLeader(resp.LeaderID, resp.LeaderAPI, ans.leader)
+		return 0
+	}
+	if ctx.Err() != nil {
+		return -1
+	}
+	a.noteError(ans.err)
+	if e := ans.apiError(); e != nil && !ans.unavailable() {
+		a.tracker.Report("", ans.leader)
+		a.log.Log(a.refusalLevel(ans.err), a.refusal(e), "leader", ld.API)
+		return a.cfg.RegisterRetry
+	}
+	a.log.Debug("registration failed", "leader", ld.API, "error", ans.err)
+	a.leaderFailed(ld, ans)
+	return -1
+}
+
+// heartbeat sends one heartbeat to ld. It returns the wait before the next one (-1: retry
+// soon) and whether the MDM no longer knows this node.
+func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration, bool) {
+	var resp HeartbeatResponse
+	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, HeartbeatRequest{ID: a.cfg.ID}, &resp)
+	if ans.err == nil {
+		a.mu.Lock()
+		a.st.lastHB, a.st.lastHBLeader = time.Now(), ld.API
+		a.st.heartbeats++
+		if a.st.failures > 0 {
+			a.log.Info("heartbeats resumed", "leader", ld.API, "after_failures", a.st.failures)
+		}
+		a.st.failures = 0
+		a.st.lastError = ""
+		a.mu.Unlock()
+		// A follower that forwarded the heartbeat names the real leader: go there directly.
+		a.reportLeader(resp.LeaderID, resp.LeaderAPI, ans.leader)
+		return a.cfg.HeartbeatInterval, false
+	}
+	if ctx.Err() != nil {
+		return -1, false
+	}
+	a.mu.Lock()
+	a.st.failures++
+	n := a.st.failures
+	a.mu.Unlock()
+	a.noteError(ans.err)
+	if e := ans.apiError(); e != nil && e.Status == http.StatusNotFound && e.Code == "not_found" {
+		a.mu.Lock()
+		a.st.registered = false
+		a.mu.Unlock()
+		a.log.Info("MDM does not know this node (any more); registering again", "leader", ld.API)
+		return -1, true
+	}
+	lvl := hclog.Debug
+	if n == 3 {
+		lvl = hclog.Warn
+	}
+	a.log.Log(lvl, "heartbeat failed", "leader", ld.API, "consecutive_failures", n, "error", ans.err)
+	if e := ans.apiError(); e != nil && !ans.unavailable() {
+		a.tracker.Report("", ans.leader)
+		return a.cfg.HeartbeatInterval, false
+	}
+	a.leaderFailed(ld, ans)
+	return -1, false
+}
+
+// leaderFailed tells the tracker what a failed call taught: another leader named in the
+// answer, or that ld cannot serve. A 503 from ld naming itself (a commit whose outcome is
+// unknown) is only retried.
+func (a *Agent) leaderFailed(ld leader.Leader, ans answer) {
+	switch {
+	case ans.leader != "" && ans.leader != ld.API:
+		a.tracker.Report("", ans.leader)
+	case ans.leader == ld.API && ans.status != 0:
+	default:
+		a.tracker.Failed(ld.API)
+	}
+}
+
+func (a *Agent) noteError(err error) {
+	a.mu.Lock()
+	a.st.lastError = err.Error()
+	a.mu.Unlock()
+}
+
+// refusal is the log line for a registration the MDM refused, with what the operator can do.
+func (a *Agent) refusal(e *api.APIError) string {
+	msg := "registration refused: " + e.Error()
+	if e.Status == http.StatusNotFound {
+		sds := a.reg.SDS
+		low := strings.ToLower(e.Message)
+		switch {
+		case sds != nil && sds.FaultSet != "" && strings.Contains(strings.ReplaceAll(low, "_", " "), "fault set"):
+			msg = fmt.Sprintf("registration refused: fault set %q not found — create it with `pflex faultset create %s -pd %s` (%s)",
+				sds.FaultSet, sds.FaultSet, sds.ProtectionDomain, e.Message)
+		case sds != nil:
+			msg = fmt.Sprintf("registration refused: protection domain %q not found — create it with `pflex pd create %s` (%s)",
+				sds.ProtectionDomain, sds.ProtectionDomain, e.Message)
+		}
+	}
+	if e.Status == http.StatusUnauthorized {
+		msg = "registration refused: the MDM does not accept this cluster_key (" + e.Error() + ")"
+	}
+	return msg + "; retrying every " + a.cfg.RegisterRetry.String()
+}
+
+// refusalLevel: a missing protection domain is an expected start-up order (warn); a bad key
+// or bad input is a configuration error.
+func (a *Agent) refusalLevel(err error) hclog.Level {
+	var e *api.APIError
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return hclog.Warn
+	}
+	return hclog.Error
+}
+
+// reportLeader passes what a successful answer says about the leader to the tracker: the body's
+// leader_id and leader_api, or else the X-Pflex-Leader header.
+func (a *Agent) reportLeader(id, apiAddr, header string) {
+	if apiAddr == "" {
+		id, apiAddr = "", header
+	}
+	a.tracker.Report(id, apiAddr)
+}
