@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"pflex/gossip"
 	"pflex/internal/config"
 )
 
@@ -21,10 +22,38 @@ type Config struct {
 	// APIAdvertise is the API address other nodes and clients use, when it differs.
 	APIAdvertise string `hcl:"api_advertise,optional"`
 
+	// ClusterKey authenticates components (SDS, SDC, MGMT) on the discovery routes
+	// (register, heartbeat): they send "Authorization: Bearer <cluster_key>".
+	ClusterKey string `hcl:"cluster_key,optional"`
+	// BootstrapExpect bootstraps a new cluster over gossip once this many MDMs with empty logs
+	// see each other (Consul's rule). 0 means: static peers, or wait to be joined.
+	BootstrapExpect int `hcl:"bootstrap_expect,optional"`
+	// SDSDownGrace is how long a component must stay unreachable (gossip dead or heartbeats
+	// missed) before the leader commits it down.
+	SDSDownGrace string `hcl:"sds_down_grace,optional"`
+	// HeartbeatTimeout is how long without a heartbeat counts as "missed heartbeats".
+	HeartbeatTimeout string `hcl:"heartbeat_timeout,optional"`
+	// DeadServerCleanup removes an MDM that gossip has reported dead for this long from the raft
+	// configuration (never below three voters). Empty: dead MDMs are only reported, and removed
+	// by `pflex cluster remove`.
+	DeadServerCleanup string `hcl:"dead_server_cleanup,optional"`
+
+	Gossip *GossipSettings `hcl:"gossip,block"`
+
 	// Peers is the static initial quorum. A node whose data dir is empty bootstraps with it;
 	// an empty list means "wait to be added by POST /cluster/join".
 	Peers []PeerConfig  `hcl:"peer,block"`
 	Raft  *RaftSettings `hcl:"raft,block"`
+}
+
+// GossipSettings joins the memberlist pool every component shares.
+type GossipSettings struct {
+	BindAddr      string   `hcl:"bind_addr"`
+	AdvertiseAddr string   `hcl:"advertise_addr,optional"`
+	Join          []string `hcl:"join,optional"`
+	// Key is the cluster's gossip key: base64 of 16, 24 or 32 bytes. A node with another key is
+	// not admitted.
+	Key string `hcl:"key,optional"`
 }
 
 // PeerConfig is one member of the static initial quorum.
@@ -128,6 +157,36 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level: %q is not one of trace, debug, info, warn, error", c.LogLevel)
 	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
+		return fmt.Errorf("bootstrap_expect: %d must be between 0 and 9", c.BootstrapExpect)
+	}
+	if c.BootstrapExpect > 0 && len(c.Peers) > 0 {
+		return errors.New("bootstrap_expect and peer blocks are two ways to bootstrap: use one")
+	}
+	if c.BootstrapExpect > 0 && c.Gossip == nil {
+		return errors.New("bootstrap_expect needs a gossip block (the MDMs find each other over gossip)")
+	}
+	if g := c.Gossip; g != nil {
+		if err := config.HostPort("gossip.bind_addr", g.BindAddr); err != nil {
+			return err
+		}
+		if g.AdvertiseAddr != "" {
+			if err := config.HostPort("gossip.advertise_addr", g.AdvertiseAddr); err != nil {
+				return err
+			}
+		}
+		for i, j := range g.Join {
+			if err := config.HostPort(fmt.Sprintf("gossip.join[%d]", i), j); err != nil {
+				return err
+			}
+		}
+		if _, err := gossip.ParseKey(g.Key); err != nil {
+			return fmt.Errorf("gossip.key: %w", err)
+		}
+	}
+	if _, err := c.Liveness(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	self := false
 	for i, p := range c.Peers {
@@ -218,4 +277,27 @@ func (c *Config) Timing() (Timing, error) {
 	}
 	t.NoSync = r.NoSync
 	return t, nil
+}
+
+// Liveness is the parsed failure-detection settings.
+type Liveness struct {
+	DownGrace, HeartbeatTimeout, DeadServerCleanup time.Duration
+}
+
+// Liveness parses sds_down_grace, heartbeat_timeout and dead_server_cleanup.
+func (c *Config) Liveness() (Liveness, error) {
+	var l Liveness
+	var err error
+	if l.DownGrace, err = config.Duration("sds_down_grace", c.SDSDownGrace, 5*time.Second); err != nil {
+		return l, err
+	}
+	if l.HeartbeatTimeout, err = config.Duration("heartbeat_timeout", c.HeartbeatTimeout, 2*time.Second); err != nil {
+		return l, err
+	}
+	if c.DeadServerCleanup != "" {
+		if l.DeadServerCleanup, err = config.Duration("dead_server_cleanup", c.DeadServerCleanup, 0); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
 }

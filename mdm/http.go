@@ -30,6 +30,8 @@ type Store interface {
 	AppliedIndex() uint64
 	Status() api.ClusterStatus
 	Peers() []api.Peer
+	Members() ([]api.Member, error)
+	Heartbeat(id string) (api.HeartbeatResponse, error)
 	Join(ctx context.Context, req api.JoinRequest) error
 	Remove(ctx context.Context, id string) error
 	TransferLeadership(id string) error
@@ -51,15 +53,17 @@ const (
 type httpAPI struct {
 	store     Store
 	token     string
+	key       string // cluster key: what components present
 	transport http.RoundTripper
 	metrics   *httpMetrics
 }
 
-func newHandler(store Store, adminToken string) http.Handler {
+func newHandler(store Store, adminToken, clusterKey string) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	a := &httpAPI{
 		store: store,
 		token: adminToken,
+		key:   clusterKey,
 		transport: &http.Transport{
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       90 * time.Second,
@@ -87,18 +91,41 @@ func (a *httpAPI) headers(c *gin.Context) {
 	c.Next()
 }
 
+// componentRoutes are what SDS, SDC and MGMT call with the cluster key; everything else is the
+// admin API and wants the admin token.
+var componentRoutes = map[string]bool{
+	"/discovery/register": true,
+	"/heartbeat":          true,
+	"/discovery/nodes":    true,
+	"/cluster/status":     true,
+}
+
 func (a *httpAPI) auth(c *gin.Context) {
-	if a.token == "" {
-		return
-	}
-	switch c.Request.URL.Path {
+	path := c.Request.URL.Path
+	switch path {
 	case "/healthz", "/readyz", "/metrics":
 		return
 	}
-	got := strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+	got := []byte(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer "))
+	ok := a.token == "" || subtle.ConstantTimeCompare(got, []byte(a.token)) == 1
+	if componentRoutes[path] {
+		if a.key != "" {
+			ok = subtle.ConstantTimeCompare(got, []byte(a.key)) == 1 ||
+				(a.token != "" && subtle.ConstantTimeCompare(got, []byte(a.token)) == 1)
+		} else {
+			ok = true // no cluster key configured: components are trusted, as on a lab network
+			if a.token != "" && len(got) > 0 {
+				ok = subtle.ConstantTimeCompare(got, []byte(a.token)) == 1
+			}
+		}
+	}
+	if !ok {
 		c.Header("WWW-Authenticate", `Bearer realm="pflex"`)
-		fail(c, http.StatusUnauthorized, api.CodeUnauthorized, "missing or wrong admin token (Authorization: Bearer <admin_token>)")
+		msg := "missing or wrong admin token (Authorization: Bearer <admin_token>)"
+		if componentRoutes[path] {
+			msg = "missing or wrong cluster key (Authorization: Bearer <cluster_key>)"
+		}
+		fail(c, http.StatusUnauthorized, api.CodeUnauthorized, msg)
 		c.Abort()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"pflex/fsm"
+	"pflex/gossip"
 	"pflex/internal/api"
 )
 
@@ -45,9 +47,13 @@ type Node struct {
 	readyTerm atomic.Uint64
 	addrCache atomic.Pointer[cachedAddr]
 	proposer  *proposer
-	notifyCh  chan bool
-	stop      chan struct{}
-	wg        sync.WaitGroup
+
+	pool       *gossip.Pool // nil without a gossip block
+	live       *liveTracker
+	httpClient *http.Client
+	notifyCh   chan bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // openNode opens the stores, brings state.db up to the latest snapshot if it is behind, and starts
@@ -61,7 +67,8 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("mdm: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, timing: timing, log: logger, notifyCh: make(chan bool, 16), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, timing: timing, log: logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
+		live: newLiveTracker(), httpClient: &http.Client{Timeout: 3 * time.Second}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -99,6 +106,9 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	if n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 4, 10*time.Second, logger.Named("transport")); err != nil {
 		return nil, fmt.Errorf("mdm: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
+	if err := n.joinGossip(); err != nil {
+		return nil, err
+	}
 	fsmAdapter, err := fsm.NewRaftFSM(n.store, fsm.StagingDir(cfg.DataDir))
 	if err != nil {
 		return nil, err
@@ -129,7 +139,9 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.proposer = newProposer(n, n.stop)
-	n.wg.Add(2)
+	n.wg.Add(4)
+	go n.membershipLoop()
+	go n.livenessLoop()
 	go n.watchLeadership()
 	go func() {
 		defer n.wg.Done()
@@ -336,7 +348,8 @@ func (n *Node) Leader() (id, apiAddr string) {
 	return string(lid), n.apiAddrOf(string(lid))
 }
 
-// apiAddrOf finds an MDM's API address: the FSM's record, else the static peer list. Every
+// apiAddrOf finds an MDM's API address: the FSM's record, else its gossip meta, else the static
+// peer list. Every
 // response names the leader, so the answer is cached for a second.
 func (n *Node) apiAddrOf(id string) string {
 	if id == n.cfg.NodeID {
@@ -368,6 +381,9 @@ func (n *Node) lookupAPIAddr(id string) string {
 	})
 	if addr != "" {
 		return addr
+	}
+	if m, ok := n.gossipMember(id); ok && m.Meta.API != "" {
+		return m.Meta.API
 	}
 	for _, p := range n.cfg.Peers {
 		if p.ID == id {
@@ -503,6 +519,10 @@ func (n *Node) Close() error {
 
 func (n *Node) closeStores() error {
 	var errs []error
+	if n.pool != nil {
+		n.pool.Leave(time.Second)
+		errs = append(errs, n.pool.Shutdown())
+	}
 	if n.trans != nil {
 		errs = append(errs, n.trans.Close())
 	}

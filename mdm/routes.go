@@ -1,6 +1,8 @@
 package mdm
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -128,12 +130,67 @@ func (a *httpAPI) routes(e *gin.Engine) {
 	e.GET("/metrics/timeline", a.read(timeline))
 
 	e.GET("/cluster/status", a.clusterStatus)
-	e.GET("/cluster/members", func(c *gin.Context) {
+	e.GET("/cluster/peers", func(c *gin.Context) {
 		if !a.barrier(c) {
 			return
 		}
 		a.respond(c, a.store.Peers())
 	})
+	e.GET("/cluster/members", a.leaderView(func(c *gin.Context) (any, error) { return a.store.Members() }))
+
+	e.POST("/discovery/register", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var cmd fsm.RegisterNode
+		if err := bindBody(c, &cmd); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), requestTimeout)
+		defer cancel()
+		v, err := a.store.Propose(ctx, c.GetHeader(api.HeaderRequestID), &cmd)
+		if err != nil {
+			return nil, err
+		}
+		reg, ok := v.(fsm.Registration)
+		if !ok { // a retried request answered from the dedupe record
+			if err := remarshal(v, &reg); err != nil {
+				return nil, err
+			}
+		}
+		// Registering is also a sign of life.
+		if _, err := a.store.Heartbeat(cmd.ID); err != nil {
+			return nil, err
+		}
+		id, addr := a.store.Leader()
+		return api.RegisterResponse{Registration: reg, LeaderID: id, LeaderAPI: addr}, nil
+	}))
+	e.POST("/heartbeat", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var req api.HeartbeatRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		if req.ID == "" {
+			return nil, &fsm.Error{Kind: fsm.KindInvalid, Message: "id is required"}
+		}
+		return a.store.Heartbeat(req.ID)
+	}))
+	e.GET("/discovery/nodes", a.leaderView(func(c *gin.Context) (any, error) {
+		members, err := a.store.Members()
+		if err != nil {
+			return nil, err
+		}
+		byID := map[string]api.Member{}
+		for _, m := range members {
+			byID[m.ID] = m
+		}
+		var nodes []fsm.Node
+		if err := a.store.Read(func(r *fsm.Reader) (err error) { nodes, err = r.Nodes(); return }); err != nil {
+			return nil, err
+		}
+		out := make([]api.NodeView, 0, len(nodes))
+		for _, n := range nodes {
+			out = append(out, api.NodeView{Node: n, GossipState: byID[n.ID].GossipState, LastHeartbeatMs: byID[n.ID].LastHeartbeatMs})
+		}
+		return out, nil
+	}))
 	e.POST("/cluster/join", a.leaderOnly(func(c *gin.Context) (any, error) {
 		var req api.JoinRequest
 		if err := bindBody(c, &req); err != nil {
@@ -210,6 +267,23 @@ func deleteByID(param string, build func(int64) fsm.Command) func(*gin.Context) 
 			return nil, err
 		}
 		return build(id), nil
+	}
+}
+
+// leaderView answers from the leader's memory as well as its state (heartbeat times live only
+// there): forwarded like a read, without the ReadIndex barrier; ?stale=1 answers locally.
+func (a *httpAPI) leaderView(view func(c *gin.Context) (any, error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !stale(c) && !a.store.IsLeader() {
+			a.forward(c)
+			return
+		}
+		v, err := view(c)
+		if err != nil {
+			failErr(c, err)
+			return
+		}
+		a.respond(c, v)
 	}
 }
 
@@ -353,4 +427,13 @@ func pprofHandler(w http.ResponseWriter, r *http.Request) {
 	default:
 		pprof.Index(w, r)
 	}
+}
+
+// remarshal converts a JSON-encodable value (such as a stored json.RawMessage) into out.
+func remarshal(v any, out any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
 }

@@ -49,7 +49,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: logger, node: node, ln: ln, done: make(chan error, 1)}
 	s.http = &http.Server{
-		Handler:           newHandler(node, cfg.AdminToken),
+		Handler:           newHandler(node, cfg.AdminToken, cfg.ClusterKey),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}

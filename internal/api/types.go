@@ -103,3 +103,47 @@ type Summary struct {
 	Cluster ClusterStatus `json:"cluster"`
 	Counts  fsm.Counts    `json:"counts"`
 }
+
+// HeartbeatRequest is a component's heartbeat (POST /heartbeat).
+type HeartbeatRequest struct {
+	ID string `json:"id"`
+}
+
+// HeartbeatResponse tells the component who leads and what the FSM thinks of it.
+type HeartbeatResponse struct {
+	LeaderID  string `json:"leader_id"`
+	LeaderAPI string `json:"leader_api"`
+	Term      uint64 `json:"term"`
+	State     string `json:"state"`
+}
+
+// RegisterResponse answers POST /discovery/register.
+type RegisterResponse struct {
+	fsm.Registration
+	LeaderID  string `json:"leader_id"`
+	LeaderAPI string `json:"leader_api"`
+}
+
+// Member is one node as gossip, the FSM and raft see it (GET /cluster/members).
+type Member struct {
+	ID           string   `json:"id"`
+	Capabilities []string `json:"capabilities"`
+	Version      string   `json:"version"`
+	APIAddr      string   `json:"api_addr"`
+	GossipAddr   string   `json:"gossip_addr"`
+	GossipState  string   `json:"gossip_state"` // alive, suspect, dead, left; empty: not in gossip
+	State        string   `json:"state"`        // up/down as committed (components) or derived (MDMs)
+	Registered   bool     `json:"registered"`   // went through POST /discovery/register
+	Raft         string   `json:"raft,omitempty"`
+	Leader       bool     `json:"leader,omitempty"`
+	// LastHeartbeatMs is how long ago the leader last heard this node's heartbeat; -1: never.
+	LastHeartbeatMs int64  `json:"last_heartbeat_ms"`
+	LastContact     string `json:"last_contact,omitempty"` // how long a dead member has been gone
+}
+
+// NodeView is a registered node with the leader's liveness view (GET /discovery/nodes).
+type NodeView struct {
+	fsm.Node
+	GossipState     string `json:"gossip_state"`
+	LastHeartbeatMs int64  `json:"last_heartbeat_ms"`
+}

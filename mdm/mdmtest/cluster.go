@@ -238,3 +238,63 @@ func DoJSON(base, token, method, path string, body, out any) (int, http.Header, 
 
 // DecodeBody decodes a JSON response body.
 func DecodeBody(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }
+
+// TestGossipKey is the gossip key test clusters share.
+const TestGossipKey = "ZvG5M1yAbxn/f9ZTQa6wVQ1qlvSCnjPMZKW2qCS81tg="
+
+// TestClusterKey is the cluster key test clusters share.
+const TestClusterKey = "test-cluster-key"
+
+// GossipConfigs builds n MDM configs that find each other over gossip and bootstrap with
+// bootstrap_expect = n (no static peers).
+func GossipConfigs(t testing.TB, dir string, n int) []*mdm.Config {
+	cfgs := Configs(t, dir, n, "")
+	ports := FreePorts(t, n)
+	var join []string
+	for _, p := range ports {
+		join = append(join, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	for i, cfg := range cfgs {
+		cfg.Peers = nil
+		cfg.BootstrapExpect = n
+		cfg.ClusterKey = TestClusterKey
+		cfg.Gossip = &mdm.GossipSettings{BindAddr: join[i], Join: join, Key: TestGossipKey}
+	}
+	return cfgs
+}
+
+// StartGossipCluster starts n MDMs that bootstrap over gossip, in the given order, waiting
+// delay[i] before starting member order[i] (nil: all at once, in order).
+func StartGossipCluster(t testing.TB, n int, order []int, delay []time.Duration) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t}
+	for _, cfg := range GossipConfigs(t, t.TempDir(), n) {
+		c.Members = append(c.Members, &Member{Cfg: cfg})
+	}
+	t.Cleanup(c.Close)
+	if order == nil {
+		for i := range c.Members {
+			order = append(order, i)
+		}
+	}
+	for k, i := range order {
+		if k < len(delay) {
+			time.Sleep(delay[k])
+		}
+		c.Start(i)
+	}
+	c.WaitLeader(20 * time.Second)
+	return c
+}
+
+// Adopt starts a cluster whose member configs the caller prepared and waits for a leader.
+func Adopt(t testing.TB, c *Cluster) *Cluster {
+	t.Helper()
+	c.t = t
+	t.Cleanup(c.Close)
+	for i := range c.Members {
+		c.Start(i)
+	}
+	c.WaitLeader(20 * time.Second)
+	return c
+}

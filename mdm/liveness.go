@@ -1,0 +1,264 @@
+package mdm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"pflex/fsm"
+	"pflex/gossip"
+	"pflex/internal/api"
+)
+
+// Failure detection of components (SDS, SDC, MGMT). Only the leader judges: it keeps the time
+// of each node's last heartbeat in memory and watches gossip. A node that is unreachable (dead
+// in gossip, or no heartbeat for heartbeat_timeout) for sds_down_grace is committed down; one
+// that is reachable again for upStable is committed up. Windows must hold without a break, so a
+// flapping node does not flood the log. A new leader starts every clock afresh rather than
+// trusting the old leader's timers, which it never saw.
+
+const (
+	upStable      = time.Second
+	minTransition = time.Second // at most one committed state change per node per this
+)
+
+type liveTracker struct {
+	mu      sync.Mutex
+	term    uint64
+	since   time.Time            // start of this leadership
+	lastHB  map[string]time.Time // last heartbeat per node
+	suspect map[string]time.Time // unreachable since
+	alive   map[string]time.Time // reachable since
+	changed map[string]time.Time // last committed transition
+}
+
+func newLiveTracker() *liveTracker {
+	t := &liveTracker{}
+	t.reset(0)
+	return t
+}
+
+func (t *liveTracker) reset(term uint64) {
+	t.term, t.since = term, time.Now()
+	t.lastHB = map[string]time.Time{}
+	t.suspect = map[string]time.Time{}
+	t.alive = map[string]time.Time{}
+	t.changed = map[string]time.Time{}
+}
+
+func (t *liveTracker) heartbeat(id string) {
+	t.mu.Lock()
+	t.lastHB[id] = time.Now()
+	t.mu.Unlock()
+}
+
+// lastHeartbeat is when the leader last heard from id (zero: never, in this leadership).
+func (t *liveTracker) lastHeartbeat(id string) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastHB[id]
+}
+
+func (n *Node) liveness() (Liveness, error) { return n.cfg.Liveness() }
+
+// gossipMember returns what gossip knows of id.
+func (n *Node) gossipMember(id string) (gossip.Member, bool) {
+	if n.pool == nil {
+		return gossip.Member{}, false
+	}
+	for _, m := range n.pool.Members() {
+		if m.Name == id {
+			return m, true
+		}
+	}
+	return gossip.Member{}, false
+}
+
+// livenessLoop runs the leader's failure detector.
+func (n *Node) livenessLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		n.checkLiveness()
+	}
+}
+
+func (n *Node) checkLiveness() {
+	live, _ := n.liveness()
+	t := n.live
+	term := n.raft.CurrentTerm()
+	t.mu.Lock()
+	if t.term != term {
+		t.reset(term)
+	}
+	t.mu.Unlock()
+
+	var nodes []fsm.Node
+	if err := n.store.Read(func(r *fsm.Reader) (err error) { nodes, err = r.Nodes(); return }); err != nil {
+		return
+	}
+	now := time.Now()
+	type change struct{ id, state string }
+	var changes []change
+	t.mu.Lock()
+	for _, node := range nodes {
+		hb := t.lastHB[node.ID]
+		if hb.IsZero() {
+			hb = t.since // nothing heard yet in this leadership: give it the timeout from now
+		}
+		reachable := now.Sub(hb) < live.HeartbeatTimeout
+		if m, ok := n.gossipMember(node.ID); ok && (m.State == "dead" || m.State == "left") {
+			reachable = false
+		}
+		if reachable {
+			delete(t.suspect, node.ID)
+			if _, ok := t.alive[node.ID]; !ok {
+				t.alive[node.ID] = now
+			}
+		} else {
+			delete(t.alive, node.ID)
+			if _, ok := t.suspect[node.ID]; !ok {
+				t.suspect[node.ID] = now
+			}
+		}
+		if now.Sub(t.changed[node.ID]) < minTransition {
+			continue
+		}
+		switch {
+		case node.State == fsm.NodeUp && !reachable && now.Sub(t.suspect[node.ID]) >= live.DownGrace:
+			changes = append(changes, change{node.ID, fsm.NodeDown})
+		case node.State == fsm.NodeDown && reachable && now.Sub(t.alive[node.ID]) >= upStable:
+			changes = append(changes, change{node.ID, fsm.NodeUp})
+		}
+	}
+	t.mu.Unlock()
+
+	for _, c := range changes {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := n.Propose(ctx, "", &fsm.SetNodeState{ID: c.id, State: c.state})
+		cancel()
+		if err != nil {
+			n.log.Warn("could not commit node state", "node", c.id, "state", c.state, "error", err)
+			continue
+		}
+		n.log.Info("node state committed", "node", c.id, "state", c.state)
+		t.mu.Lock()
+		t.changed[c.id] = time.Now()
+		t.mu.Unlock()
+	}
+}
+
+// Heartbeat records a component's heartbeat on the leader.
+func (n *Node) Heartbeat(id string) (api.HeartbeatResponse, error) {
+	if !n.IsLeader() {
+		return api.HeartbeatResponse{}, ErrNotLeader
+	}
+	var node fsm.Node
+	if err := n.store.Read(func(r *fsm.Reader) (err error) { node, err = r.Node(id); return }); err != nil {
+		return api.HeartbeatResponse{}, err
+	}
+	n.live.heartbeat(id)
+	lid, lapi := n.Leader()
+	return api.HeartbeatResponse{LeaderID: lid, LeaderAPI: lapi, Term: n.raft.CurrentTerm(), State: node.State}, nil
+}
+
+// Members is the cluster as gossip, the FSM and raft see it, one row per node.
+func (n *Node) Members() ([]api.Member, error) {
+	byID := map[string]*api.Member{}
+	get := func(id string) *api.Member {
+		m, ok := byID[id]
+		if !ok {
+			m = &api.Member{ID: id, LastHeartbeatMs: -1, Capabilities: []string{}}
+			byID[id] = m
+		}
+		return m
+	}
+	if n.pool != nil {
+		for _, g := range n.pool.Members() {
+			m := get(g.Name)
+			m.GossipAddr, m.GossipState, m.Version = g.Addr, g.State, g.Meta.Version
+			m.Capabilities = append([]string(nil), g.Meta.Caps...)
+			m.APIAddr = g.Meta.API
+			m.Leader = g.Meta.Leader
+			if g.State != "alive" && g.State != "suspect" && !g.LastChange.IsZero() {
+				m.LastContact = time.Since(g.LastChange).Round(time.Millisecond).String()
+			}
+		}
+	}
+	var nodes []fsm.Node
+	if err := n.store.Read(func(r *fsm.Reader) (err error) { nodes, err = r.Nodes(); return }); err != nil {
+		return nil, err
+	}
+	for _, node := range nodes {
+		m := get(node.ID)
+		m.Registered, m.State = true, node.State
+		if len(m.Capabilities) == 0 {
+			m.Capabilities = node.Capabilities
+		}
+		if m.APIAddr == "" {
+			m.APIAddr = node.APIAddr
+		}
+		if m.Version == "" {
+			m.Version = node.Version
+		}
+		if hb := n.live.lastHeartbeat(node.ID); !hb.IsZero() && n.IsLeader() {
+			m.LastHeartbeatMs = time.Since(hb).Milliseconds()
+		}
+	}
+	leaderID, _ := n.Leader()
+	for _, p := range n.Peers() {
+		m := get(p.ID)
+		m.Raft = p.Suffrage
+		if !contains(m.Capabilities, gossip.CapMDM) {
+			m.Capabilities = append(m.Capabilities, gossip.CapMDM)
+		}
+		if m.APIAddr == "" {
+			m.APIAddr = p.APIAddr
+		}
+		m.Leader = p.ID == leaderID
+		if m.State == "" {
+			m.State = "up"
+			if m.GossipState == "dead" || m.GossipState == "left" {
+				m.State = "down"
+			}
+		}
+	}
+	out := make([]api.Member, 0, len(byID))
+	for _, m := range byID {
+		sort.Strings(m.Capabilities)
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func decodeJSON(r io.Reader, v any) error {
+	if err := json.NewDecoder(r).Decode(v); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	return nil
+}
