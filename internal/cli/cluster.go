@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"pflex/internal/api"
@@ -34,12 +35,25 @@ func clusterVerbs() []verb {
 		{path: "cluster peers", summary: "list the MDM replicas in the Raft configuration", maxArgs: 0,
 			define: func(fs *flag.FlagSet) runFunc {
 				return func(ctx context.Context, s *session, _ []string) error {
-					raw, err := s.call(ctx, "GET", "/cluster/members", nil, nil)
+					raw, err := s.call(ctx, "GET", "/cluster/peers", nil, nil)
 					if err != nil {
 						return err
 					}
 					return emit(s, raw, func(peers []api.Peer) error {
 						renderPeers(s, peers, s.api.LastLeader())
+						return nil
+					})
+				}
+			}},
+		{path: "cluster members", summary: "list every node: capabilities, gossip state, committed state, last heartbeat", maxArgs: 0,
+			define: func(fs *flag.FlagSet) runFunc {
+				return func(ctx context.Context, s *session, _ []string) error {
+					raw, err := s.call(ctx, "GET", "/cluster/members", nil, nil)
+					if err != nil {
+						return err
+					}
+					return emit(s, raw, func(members []api.Member) error {
+						renderMembers(s, members)
 						return nil
 					})
 				}
@@ -163,6 +177,33 @@ func renderPeers(s *session, peers []api.Peer, leaderAPI string) {
 		t.row(p.ID, p.RaftAddr, p.APIAddr, p.Suffrage, mark)
 	}
 	t.flush()
+}
+
+func renderMembers(s *session, members []api.Member) {
+	t := newTable(s.stdout, "ID", "CAPABILITIES", "GOSSIP", "STATE", "RAFT", "LAST HEARTBEAT", "API")
+	for _, m := range members {
+		gossipState := dash(m.GossipState)
+		if m.LastContact != "" {
+			gossipState += " (" + m.LastContact + ")"
+		}
+		hb := "-"
+		if m.LastHeartbeatMs >= 0 {
+			hb = (time.Duration(m.LastHeartbeatMs) * time.Millisecond).String() + " ago"
+		}
+		raft := dash(m.Raft)
+		if m.Leader {
+			raft += " (leader)"
+		}
+		t.row(m.ID, strings.Join(m.Capabilities, ","), gossipState, dash(m.State), raft, hb, dash(m.APIAddr))
+	}
+	t.flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // snapshotSave downloads the state database and writes it atomically: a reader of FILE sees

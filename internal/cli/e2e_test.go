@@ -66,6 +66,10 @@ func TestCLIAgainstRealCluster(t *testing.T) {
 		}
 	}
 
+	if out := must("cluster", "members"); !strings.Contains(out, "MDM") || !strings.Contains(out, "voter") {
+		t.Fatalf("cluster members:\n%s", out)
+	}
+
 	// Backup, change, restore.
 	backup := filepath.Join(t.TempDir(), "backup.db")
 	must("cluster", "snapshot", "save", backup)

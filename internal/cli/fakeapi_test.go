@@ -60,7 +60,7 @@ func newFakeMDM(t *testing.T) *fakeMDM {
 	mux.HandleFunc("GET /cluster/status", func(w http.ResponseWriter, r *http.Request) {
 		f.reply(w, 200, f.status)
 	})
-	mux.HandleFunc("GET /cluster/members", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /cluster/peers", func(w http.ResponseWriter, r *http.Request) {
 		f.reply(w, 200, f.status.Peers)
 	})
 	mux.HandleFunc("POST /cluster/join", f.ok)
