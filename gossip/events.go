@@ -16,9 +16,13 @@ type memberEvents struct{ p *Pool }
 
 func (e memberEvents) NotifyJoin(n *memberlist.Node)   { e.p.observe(EventJoin, n, StateAlive) }
 func (e memberEvents) NotifyUpdate(n *memberlist.Node) { e.p.observe(EventUpdate, n, "") }
+
+// NotifyLeave covers failures and graceful leaves alike; n.State is never filled in by
+// memberlist v0.7.0, so a leave is recognised by the Meta.Leaving flag the node
+// announced just before (see Pool.Leave).
 func (e memberEvents) NotifyLeave(n *memberlist.Node) {
 	st := StateDead
-	if n.State == memberlist.StateLeft {
+	if m, err := decodeMeta(n.Meta); err == nil && m.Leaving {
 		st = StateLeft
 	}
 	e.p.observe(EventLeave, n, st)

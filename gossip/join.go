@@ -28,7 +28,6 @@ func (p *Pool) joinLoop() {
 	joined := false
 	lastReconnect := time.Now()
 	for {
-		p.refreshSuspect()
 		if !p.left.Load() {
 			if p.ml.NumMembers() <= 1 {
 				if p.joinSeeds(lastWarn, joined) {
@@ -73,7 +72,7 @@ func (p *Pool) joinSeeds(lastWarn map[string]time.Time, rejoin bool) bool {
 			continue
 		}
 		lastWarn[seed] = time.Now()
-		msg := "gossip join to " + seed + " failed: " + oneLine(err.Error())
+		msg := "gossip join to " + seed + " failed: " + joinErrText(err)
 		if looksLikeKeyMismatch(err.Error()) {
 			msg += keyHint
 		} else {
@@ -148,6 +147,18 @@ func isLocalIP(host string) bool {
 func looksLikeKeyMismatch(s string) bool {
 	s = strings.ToLower(s)
 	return strings.Contains(s, "decrypt") || strings.Contains(s, "encrypt")
+}
+
+// joinErrText strips memberlist's one-seed error list down to the cause.
+func joinErrText(err error) string {
+	s := oneLine(err.Error())
+	s = strings.TrimPrefix(s, "1 error occurred: * ")
+	if rest, ok := strings.CutPrefix(s, "failed to join "); ok {
+		if _, cause, ok := strings.Cut(rest, ": "); ok {
+			s = cause
+		}
+	}
+	return s
 }
 
 // oneLine flattens memberlist's multi-line error lists.

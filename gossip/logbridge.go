@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"io"
+	"strings"
 	"sync"
 	"time"
 )
@@ -20,7 +21,10 @@ type logBridge struct {
 
 func (b *logBridge) Write(line []byte) (int, error) {
 	n, err := b.next.Write(line)
-	if bytes.Contains(line, []byte("memberlist:")) && looksLikeKeyMismatch(string(line)) {
+	// Our own failed joins are reported by joinSeeds; this catches the receiving side
+	// (streams and packets from a peer with another key, or none).
+	if bytes.Contains(line, []byte("memberlist:")) && !bytes.Contains(line, []byte("failed to join")) &&
+		looksLikeKeyMismatch(string(line)) {
 		b.mu.Lock()
 		due := time.Since(b.lastHint) >= joinWarnEvery
 		if due {
@@ -28,8 +32,12 @@ func (b *logBridge) Write(line []byte) (int, error) {
 		}
 		b.mu.Unlock()
 		if due {
-			b.p.log.Warn("a peer's gossip could not be decrypted"+keyHint,
-				"detail", oneLine(string(bytes.TrimSpace(line))))
+			text := oneLine(string(bytes.TrimSpace(line)))
+			from := "unknown"
+			if _, f, ok := strings.Cut(text, "from="); ok {
+				from, _, _ = strings.Cut(f, " ")
+			}
+			b.p.log.Warn("gossip from "+from+" could not be decrypted"+keyHint, "detail", text)
 		}
 	}
 	return n, err

@@ -33,6 +33,9 @@ type Meta struct {
 	Term    uint64   `json:"term,omitempty"`   // MDM: raft term of that leadership / current term
 	Fresh   bool     `json:"fresh,omitempty"`  // MDM: raft log is empty (bootstrap_expect uses it)
 	Expect  int      `json:"expect,omitempty"` // MDM: its bootstrap_expect
+	// Leaving is set by Pool.Leave just before memberlist's leave, so that peers can
+	// tell a graceful leave ("left") from a failure ("dead").
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Has reports whether the node advertises capability c.

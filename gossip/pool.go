@@ -19,6 +19,11 @@ import (
 )
 
 // Member states as reported in Member.State.
+//
+// StateSuspect is part of the vocabulary but not produced: memberlist v0.7.0 raises no
+// event for suspicion and never fills Node.State (its internal nodeState shadows it), so a
+// suspected node reads "alive" until it is declared dead, about 1.5 s later with the
+// default timings. Callers should still treat "suspect" as alive (Member.IsAlive does).
 const (
 	StateAlive   = "alive"
 	StateSuspect = "suspect"
@@ -70,6 +75,7 @@ type Event struct {
 type Pool struct {
 	cfg  Config
 	name string
+	addr string // advertised gossip address, fixed after Start
 	log  hclog.Logger
 	ml   *memberlist.Memberlist
 
@@ -123,6 +129,17 @@ func Start(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	p.ml = ml
+	// Our own address, as memberlist announced it in our join event. (Reading
+	// ml.LocalNode() later races with UpdateNode, which rewrites that node in place.)
+	p.mu.Lock()
+	if self, ok := p.members[p.name]; ok {
+		p.addr = self.Addr
+	}
+	p.mu.Unlock()
+	if p.addr == "" {
+		n := ml.LocalNode()
+		p.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	}
 	if len(cfg.Key) == 0 {
 		p.log.Warn("gossip encryption is off: no key configured; any process that can reach this port can join the pool")
 	}
@@ -177,10 +194,7 @@ func (p *Pool) memberlistConfig() (*memberlist.Config, error) {
 func (p *Pool) LocalName() string { return p.name }
 
 // Addr is the gossip address other nodes reach this one at (the real port when BindAddr used port 0).
-func (p *Pool) Addr() string {
-	n := p.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (p *Pool) Addr() string { return p.addr }
 
 // LocalMeta returns a copy of this node's current metadata.
 func (p *Pool) LocalMeta() Meta {
@@ -223,7 +237,6 @@ func (p *Pool) UpdateMeta(fn func(*Meta)) error {
 // Members returns every node ever seen, including dead and left ones and this node,
 // sorted by name.
 func (p *Pool) Members() []Member {
-	p.refreshSuspect()
 	p.mu.Lock()
 	out := make([]Member, 0, len(p.members))
 	for _, m := range p.members {
@@ -308,16 +321,35 @@ func (p *Pool) Forget(name string) bool {
 // DroppedEvents counts events not delivered because a subscriber's buffer was full.
 func (p *Pool) DroppedEvents() uint64 { return p.dropped.Load() }
 
-// Leave announces that this node is leaving (others see it as "left", not "dead") and
-// waits up to timeout for the announcement to go out. It stops the join retry; call
-// Shutdown afterwards.
+// Leave announces that this node is leaving, so others list it as "left" rather than
+// "dead", and waits up to timeout (for each of two broadcasts) for the announcement to go
+// out. It stops the join retry; call Shutdown afterwards.
+//
+// memberlist's NotifyLeave does not say whether a node left or died, so the leave is
+// announced twice: first Meta.Leaving=true (a meta update, like a leader announcement),
+// then memberlist's own leave. Peers that saw the flag record "left".
 func (p *Pool) Leave(timeout time.Duration) error {
 	p.updateMu.Lock()
 	defer p.updateMu.Unlock()
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.left.Store(true)
+	if p.left.Swap(true) {
+		return nil
+	}
+	p.localMu.Lock()
+	m := p.meta.clone()
+	m.Leaving = true
+	b, err := encodeMeta(m)
+	if err == nil {
+		p.meta, p.metaBytes = m, b
+	}
+	p.localMu.Unlock()
+	if err == nil {
+		if err := p.ml.UpdateNode(timeout); err != nil {
+			p.log.Debug("leave intent broadcast not confirmed", "error", err)
+		}
+	}
 	if err := p.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
@@ -347,33 +379,4 @@ func (p *Pool) Shutdown() error {
 		p.log.Info("gossip stopped")
 	})
 	return err
-}
-
-// refreshSuspect folds memberlist's alive/suspect view into the member table
-// (memberlist raises no event for suspicion).
-func (p *Pool) refreshSuspect() {
-	if p.closed.Load() {
-		return
-	}
-	states := make(map[string]memberlist.NodeStateType)
-	for _, n := range p.ml.Members() { // takes memberlist's lock: never call it holding p.mu
-		states[n.Name] = n.State
-	}
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for name, m := range p.members {
-		st, ok := states[name]
-		if !ok {
-			continue // dead/left arrive through NotifyLeave
-		}
-		switch {
-		case m.State == StateAlive && st == memberlist.StateSuspect:
-			m.State, m.LastChange = StateSuspect, now
-			p.log.Warn("member suspected", "name", name, "addr", m.Addr)
-		case m.State == StateSuspect && st == memberlist.StateAlive:
-			m.State, m.LastChange = StateAlive, now
-			p.log.Info("member no longer suspected", "name", name)
-		}
-	}
 }
