@@ -13,7 +13,8 @@ func TestLocalConfigsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.NodeID != "mdm-"+n || len(cfg.Peers) != 3 || cfg.AdminToken == "" {
+		if cfg.NodeID != "mdm-"+n || cfg.BootstrapExpect != 3 || cfg.Gossip == nil || len(cfg.Gossip.Join) != 3 ||
+			cfg.AdminToken == "" || cfg.ClusterKey == "" {
 			t.Fatalf("mdm%s: %+v", n, cfg)
 		}
 		tm, _ := cfg.Timing()
@@ -38,6 +39,9 @@ raft_addr = "127.0.0.1:8101"
 		{base + "raft {\n leader_lease_timeout = \"2s\"\n}", "raft.leader_lease_timeout"},
 		{base + "peer \"mdm-2\" {\n raft_addr = \"127.0.0.1:8102\"\n api_addr = \"127.0.0.1:8002\"\n}", "must include this node"},
 		{base + "peer \"mdm-1\" {\n raft_addr = \"127.0.0.1:9999\"\n api_addr = \"127.0.0.1:8001\"\n}", "differs"},
+		{base + "bootstrap_expect = 3", "gossip block"},
+		{base + "gossip {\n bind_addr = \"127.0.0.1:7901\"\n key = \"short\"\n}", "gossip.key"},
+		{base + "sds_down_grace = \"never\"", "sds_down_grace"},
 	} {
 		path := filepath.Join(t.TempDir(), "c.hcl")
 		os.WriteFile(path, []byte(tc.body), 0o600)

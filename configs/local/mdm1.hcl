@@ -3,22 +3,27 @@ node_id     = "mdm-1"
 data_dir    = "./data/mdm1"
 api_addr    = "127.0.0.1:8001"
 raft_addr   = "127.0.0.1:8101"
-# Development token: clients send "Authorization: Bearer pflex-dev-token" (PFLEX_TOKEN).
-admin_token = "pflex-dev-token"
 log_level   = "info"
 
-peer "mdm-1" {
-  raft_addr = "127.0.0.1:8101"
-  api_addr  = "127.0.0.1:8001"
+# Development secrets: admins send "Authorization: Bearer pflex-dev-token" (PFLEX_TOKEN);
+# SDS/SDC/MGMT present the cluster key on register and heartbeat.
+admin_token = "pflex-dev-token"
+cluster_key = "pflex-dev-cluster-key"
+
+# The three MDMs find each other over gossip and bootstrap one quorum once all three are up,
+# whatever their start order.
+bootstrap_expect = 3
+
+gossip {
+  bind_addr = "127.0.0.1:7901"
+  join      = ["127.0.0.1:7901", "127.0.0.1:7902", "127.0.0.1:7903"]
+  # The shared development gossip key (base64 of 32 bytes). A node with another key is refused.
+  key       = "ZvG5M1yAbxn/f9ZTQa6wVQ1qlvSCnjPMZKW2qCS81tg="
 }
-peer "mdm-2" {
-  raft_addr = "127.0.0.1:8102"
-  api_addr  = "127.0.0.1:8002"
-}
-peer "mdm-3" {
-  raft_addr = "127.0.0.1:8103"
-  api_addr  = "127.0.0.1:8003"
-}
+
+# A component unreachable this long (gossip dead or heartbeats missed) is committed down.
+sds_down_grace    = "5s"
+heartbeat_timeout = "2s"
 
 raft {
   heartbeat_timeout    = "500ms"
