@@ -434,3 +434,37 @@ func TestSubscribeUnsubscribeAndShutdownClose(t *testing.T) {
 		t.Errorf("UpdateMeta after Shutdown = %v", err)
 	}
 }
+
+func TestRestartedNodeRejoinsUnderSameName(t *testing.T) {
+	mdm := newNode(t, "mdm-1", testKey, Meta{Caps: []string{CapMDM}})
+	cfg, logs := testConfig("sds-1", testKey, Meta{Caps: []string{CapSDS}, Data: "old"}, mdm.Addr())
+	cfg.BindAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	sds := startNode(t, cfg, logs)
+	waitFor(t, 5*time.Second, "2 alive", func() bool { return mdm.NumAlive() == 2 })
+	events, unsubscribe := mdm.Subscribe()
+	defer unsubscribe()
+
+	_ = sds.Shutdown()
+	waitFor(t, 8*time.Second, "sds-1 dead", func() bool {
+		m, _ := member(mdm.Pool, "sds-1")
+		return m.State == StateDead
+	})
+	cfg.Meta.Data = "new"
+	cfg2, logs2 := testConfig("sds-1", testKey, cfg.Meta, mdm.Addr())
+	cfg2.BindAddr = cfg.BindAddr
+	startNode(t, cfg2, logs2)
+	waitFor(t, 5*time.Second, "sds-1 alive again with its new meta", func() bool {
+		m, _ := member(mdm.Pool, "sds-1")
+		return m.State == StateAlive && m.Meta.Data == "new"
+	})
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type == EventJoin && ev.Member.Name == "sds-1" {
+				return
+			}
+		case <-time.After(time.Second):
+			t.Fatal("no EventJoin for the restarted sds-1")
+		}
+	}
+}
