@@ -322,8 +322,8 @@ func (p *Pool) Forget(name string) bool {
 func (p *Pool) DroppedEvents() uint64 { return p.dropped.Load() }
 
 // Leave announces that this node is leaving, so others list it as "left" rather than
-// "dead", and waits up to timeout (for each of two broadcasts) for the announcement to go
-// out. It stops the join retry; call Shutdown afterwards.
+// "dead", and waits up to timeout in all for the announcement to go out. It stops the
+// join retry; call Shutdown afterwards.
 //
 // memberlist's NotifyLeave does not say whether a node left or died, so the leave is
 // announced twice: first Meta.Leaving=true (a meta update, like a leader announcement),
@@ -345,12 +345,13 @@ func (p *Pool) Leave(timeout time.Duration) error {
 		p.meta, p.metaBytes = m, b
 	}
 	p.localMu.Unlock()
+	deadline := time.Now().Add(timeout)
 	if err == nil {
-		if err := p.ml.UpdateNode(timeout); err != nil {
+		if err := p.ml.UpdateNode(timeout / 2); err != nil {
 			p.log.Debug("leave intent broadcast not confirmed", "error", err)
 		}
 	}
-	if err := p.ml.Leave(timeout); err != nil {
+	if err := p.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
 	p.log.Info("left gossip pool")
