@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"pflex/fsm"
 	"pflex/gossip"
 	"pflex/internal/api"
 	"pflex/internal/leader"
@@ -31,7 +32,7 @@ type Agent struct {
 	log     hclog.Logger
 	pool    *gossip.Pool // nil without gossip
 	tracker *leader.Tracker
-	reg     RegisterRequest
+	reg     fsm.RegisterNode
 	started time.Time
 
 	mu sync.Mutex
@@ -70,7 +71,7 @@ func Start(cfg Config) (*Agent, error) {
 			ID: cfg.ID, Caps: cfg.Caps, Version: cfg.Version,
 			API: cfg.APIAddr, Mgmt: cfg.MgmtAddr, Data: cfg.DataAddr, NBD: cfg.NBDAddr,
 		}
-		pc.Logger = cfg.Logger.Named("gossip")
+		pc.Logger = cfg.Logger // the pool names its own sub-logger
 		pool, err := gossip.Start(pc)
 		if err != nil {
 			return nil, fmt.Errorf("agent: join gossip: %w", err)
@@ -84,7 +85,7 @@ func Start(cfg Config) (*Agent, error) {
 		ClusterKey: cfg.ClusterKey,
 		HTTPClient: cfg.HTTPClient,
 	})
-	a.reg = RegisterRequest{
+	a.reg = fsm.RegisterNode{
 		ID: cfg.ID, Capabilities: cfg.Caps, Version: cfg.Version,
 		APIAddr: cfg.APIAddr, MgmtAddr: cfg.MgmtAddr, DataAddr: cfg.DataAddr, NBDAddr: cfg.NBDAddr,
 		GossipAddr: gossipAddr,
@@ -92,7 +93,7 @@ func Start(cfg Config) (*Agent, error) {
 	if slices.Contains(cfg.Caps, gossip.CapSDS) {
 		a.reg.SDS = cfg.SDS
 		if a.reg.SDS == nil {
-			a.reg.SDS = &SDSInfo{}
+			a.reg.SDS = &fsm.SDSRegistration{}
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -202,7 +203,7 @@ func (a *Agent) follow(prev string, ld leader.Leader) {
 // register registers with the leader ld. It returns 0 on success, -1 to retry soon (the
 // leader failed or moved) and a longer wait when the MDM refused the registration.
 func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
-	var resp RegisterResponse
+	var resp api.RegisterResponse
 	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathRegister, &a.reg, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
@@ -237,8 +238,8 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 // heartbeat sends one heartbeat to ld. It returns the wait before the next one (-1: retry
 // soon) and whether the MDM no longer knows this node.
 func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration, bool) {
-	var resp HeartbeatResponse
-	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, HeartbeatRequest{ID: a.cfg.ID}, &resp)
+	var resp api.HeartbeatResponse
+	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, api.HeartbeatRequest{ID: a.cfg.ID}, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
 		a.st.lastHB, a.st.lastHBLeader = time.Now(), ld.API
@@ -303,7 +304,7 @@ func (a *Agent) noteError(err error) {
 // refusal is the log line for a registration the MDM refused, with what the operator can do.
 func (a *Agent) refusal(e *api.APIError) string {
 	msg := "registration refused: " + e.Error()
-	if e.Status == http.StatusNotFound {
+	if e.Status == http.StatusNotFound && !strings.Contains(e.Message, "pflex ") { // the MDM may name the fix itself
 		sds := a.reg.SDS
 		low := strings.ToLower(e.Message)
 		switch {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"pflex/fsm"
 	"pflex/gossip"
 	"pflex/internal/api"
 )
@@ -30,14 +31,14 @@ type fakeMDM struct {
 	leaderAPI  string
 	down       bool // answer 503 no_leader to register and heartbeat
 	pdMissing  bool // refuse registrations with 404
-	registered map[string]RegisterRequest
+	registered map[string]fsm.RegisterNode
 	regs       int
 	hbs        int
 	badAuth    int
 }
 
 func newFakeMDM(t *testing.T, id string) *fakeMDM {
-	m := &fakeMDM{t: t, id: id, registered: map[string]RegisterRequest{}}
+	m := &fakeMDM{t: t, id: id, registered: map[string]fsm.RegisterNode{}}
 	m.srv = httptest.NewServer(http.HandlerFunc(m.serve))
 	t.Cleanup(m.srv.Close)
 	return m
@@ -68,7 +69,7 @@ func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
-		var req RegisterRequest
+		var req fsm.RegisterNode
 		if err := dec.Decode(&req); err != nil {
 			fail(http.StatusBadRequest, "bad_request", err.Error())
 			return
@@ -86,14 +87,14 @@ func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusServiceUnavailable, "no_leader", "no leader")
 			return
 		}
-		var req HeartbeatRequest
+		var req api.HeartbeatRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		if _, ok := m.registered[req.ID]; !ok {
 			fail(http.StatusNotFound, "not_found", "node "+req.ID+" is not registered")
 			return
 		}
 		m.hbs++
-		json.NewEncoder(w).Encode(HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader"})
+		json.NewEncoder(w).Encode(api.HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader"})
 	default:
 		http.NotFound(w, r)
 	}
@@ -134,15 +135,35 @@ func testConfig(t *testing.T, mdm ...string) Config {
 		HeartbeatTimeout:  500 * time.Millisecond,
 		RegisterRetry:     30 * time.Millisecond,
 		MDM:               mdm,
-		SDS:               &SDSInfo{ProtectionDomain: "pd1", Devices: []string{"/x/dev0.img"}, TotalCapacityGB: 100},
-		Logger:            hclog.New(&hclog.LoggerOptions{Name: "sds-1", Level: hclog.Debug, Output: testWriter{t}}),
+		SDS:               &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: []string{"/x/dev0.img"}, TotalCapacityGB: 100},
+		Logger:            hclog.New(&hclog.LoggerOptions{Name: "sds-1", Level: hclog.Debug, Output: newTestWriter(t)}),
 	}
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log until the test ends: memberlist goroutines may still log
+// a line after Shutdown, and t.Log after the test panics.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -258,10 +279,14 @@ func TestRegistrationRefusedIsRetried(t *testing.T) {
 }
 
 func TestRefusalMessageNamesTheFix(t *testing.T) {
-	ag := &Agent{cfg: Config{RegisterRetry: 3 * time.Second}, reg: RegisterRequest{SDS: &SDSInfo{ProtectionDomain: "pd1"}}}
+	ag := &Agent{cfg: Config{RegisterRetry: 3 * time.Second}, reg: fsm.RegisterNode{SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1"}}}
 	msg := ag.refusal(&apiErr404)
 	if !strings.Contains(msg, `protection domain "pd1" not found`) || !strings.Contains(msg, "pflex pd create pd1") {
 		t.Fatalf("message: %s", msg)
+	}
+	own := api.APIError{Status: 404, Code: "not_found", Message: "protection domain \"pd1\" not found; create it with `pflex pd create pd1`"}
+	if msg := ag.refusal(&own); strings.Count(msg, "pflex pd create") != 1 {
+		t.Fatalf("message repeats the MDM's hint: %s", msg)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"pflex/fsm"
 	"pflex/gossip"
 	"pflex/internal/config"
 )
@@ -43,7 +44,7 @@ type Config struct {
 	// leader is learned from MDM alone (tests).
 	Gossip *gossip.Config
 	// SDS is sent with the registration of a node with the SDS capability.
-	SDS        *SDSInfo
+	SDS        *fsm.SDSRegistration
 	Logger     hclog.Logger
 	HTTPClient *http.Client
 }

@@ -20,49 +20,9 @@ const (
 	PathHeartbeat = "/heartbeat"
 )
 
-// RegisterRequest is the body of POST /discovery/register. The MDM decodes it strictly, so it
-// carries exactly these fields.
-type RegisterRequest struct {
-	ID           string   `json:"id"`
-	Capabilities []string `json:"capabilities"`
-	Version      string   `json:"version"`
-	APIAddr      string   `json:"api_addr"`
-	MgmtAddr     string   `json:"mgmt_addr"`
-	DataAddr     string   `json:"data_addr"`
-	NBDAddr      string   `json:"nbd_addr"`
-	GossipAddr   string   `json:"gossip_addr"`
-	SDS          *SDSInfo `json:"sds,omitempty"`
-}
-
-// SDSInfo is what an SDS registers beyond its addresses.
-type SDSInfo struct {
-	ProtectionDomain string   `json:"protection_domain"`
-	FaultSet         string   `json:"fault_set"`
-	Devices          []string `json:"devices"`
-	TotalCapacityGB  int64    `json:"total_capacity_gb"`
-}
-
-// RegisterResponse is the MDM's answer to a registration.
-type RegisterResponse struct {
-	Node      json.RawMessage `json:"node"`
-	SDSID     int64           `json:"sds_id"`
-	SDCID     int64           `json:"sdc_id"`
-	LeaderID  string          `json:"leader_id"`
-	LeaderAPI string          `json:"leader_api"`
-}
-
-// HeartbeatRequest is the body of POST /heartbeat.
-type HeartbeatRequest struct {
-	ID string `json:"id"`
-}
-
-// HeartbeatResponse is the MDM's answer to a heartbeat.
-type HeartbeatResponse struct {
-	LeaderID  string `json:"leader_id"`
-	LeaderAPI string `json:"leader_api"`
-	Term      uint64 `json:"term"`
-	State     string `json:"state"`
-}
+// The bodies are the shared wire types: fsm.RegisterNode (the registration, committed as is),
+// api.RegisterResponse, api.HeartbeatRequest and api.HeartbeatResponse. The MDM decodes bodies
+// strictly, so the agent sends exactly those types.
 
 // answer is what one call to an MDM produced, whatever its outcome.
 type answer struct {

@@ -1,0 +1,20 @@
+# SDC 1 of the one-host development cluster (ports of DESIGN.md section 12).
+id          = "sdc-1"
+data_dir    = "./data/sdc1"
+api_addr    = "127.0.0.1:8301"  # control HTTP
+mgmt_addr   = "127.0.0.1:8401"
+nbd_addr    = "127.0.0.1:10809" # NBD exports (announced; served by the data plane)
+# Development key: the MDMs accept it for registration and heartbeats.
+cluster_key = "pflex-dev-cluster-key"
+log_level   = "info"
+heartbeat_interval = "500ms"
+# Asked for the leader only while gossip has not named one.
+mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+
+gossip {
+  bind_addr = "127.0.0.1:7921"
+  join      = ["127.0.0.1:7901", "127.0.0.1:7902", "127.0.0.1:7903"]
+  # The shared development gossip key (base64 of 32 bytes); generate your own with
+  # head -c 32 /dev/urandom | base64
+  key       = "ZvG5M1yAbxn/f9ZTQa6wVQ1qlvSCnjPMZKW2qCS81tg="
+}

@@ -1,0 +1,25 @@
+# SDS 3 of the one-host development cluster (ports of DESIGN.md section 12).
+id          = "sds-3"
+data_dir    = "./data/sds3"
+api_addr    = "127.0.0.1:9103"  # control HTTP
+mgmt_addr   = "127.0.0.1:9203"
+data_addr   = "127.0.0.1:9703"  # data protocol (announced; served by the data plane)
+# Development key: the MDMs accept it for registration and heartbeats.
+cluster_key = "pflex-dev-cluster-key"
+log_level   = "info"
+heartbeat_interval = "500ms"
+# Asked for the leader only while gossip has not named one.
+mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+
+# Must exist on the MDMs: pflex pd create pd1
+protection_domain = "pd1"
+devices           = ["./data/sds3/dev0.img"]
+total_capacity_gb = 100
+
+gossip {
+  bind_addr = "127.0.0.1:7913"
+  join      = ["127.0.0.1:7901", "127.0.0.1:7902", "127.0.0.1:7903"]
+  # The shared development gossip key (base64 of 32 bytes); generate your own with
+  # head -c 32 /dev/urandom | base64
+  key       = "ZvG5M1yAbxn/f9ZTQa6wVQ1qlvSCnjPMZKW2qCS81tg="
+}

@@ -1,0 +1,83 @@
+package sdc
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"pflex/internal/agent"
+	"pflex/internal/config"
+)
+
+// Config is an SDC's configuration file (HCL). See configs/local/sdc1.hcl.
+type Config struct {
+	ID      string `hcl:"id"`
+	DataDir string `hcl:"data_dir,optional"`
+	// APIAddr is the control HTTP listener, MgmtAddr the management one; NBDAddr is where the
+	// NBD exports will be served (announced now, served by the data plane).
+	APIAddr  string `hcl:"api_addr,optional"`
+	MgmtAddr string `hcl:"mgmt_addr,optional"`
+	NBDAddr  string `hcl:"nbd_addr,optional"`
+	// ClusterKey authenticates registration and heartbeats to the MDMs.
+	ClusterKey        string `hcl:"cluster_key,optional"`
+	LogLevel          string `hcl:"log_level,optional"`
+	HeartbeatInterval string `hcl:"heartbeat_interval,optional"`
+	// MDM are MDM API addresses asked for the leader when gossip has not named one.
+	MDM []string `hcl:"mdm,optional"`
+
+	Gossip *agent.GossipConfig `hcl:"gossip,block"`
+}
+
+// DefaultConfig is SDC 1 of the one-host layout (DESIGN.md section 12). It has no cluster key:
+// that must be configured.
+func DefaultConfig() *Config {
+	return &Config{
+		ID:                "sdc-1",
+		DataDir:           "./data/sdc1",
+		APIAddr:           "127.0.0.1:8301",
+		MgmtAddr:          "127.0.0.1:8401",
+		NBDAddr:           "127.0.0.1:10809",
+		LogLevel:          "info",
+		HeartbeatInterval: agent.DefaultHeartbeatInterval.String(),
+		Gossip:            &agent.GossipConfig{BindAddr: "127.0.0.1:7921"},
+	}
+}
+
+// LoadConfig reads an HCL file over the defaults and validates it.
+func LoadConfig(path string) (*Config, error) {
+	cfg := DefaultConfig()
+	if err := config.LoadHCL(path, cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if err := agent.ValidateCommon(c.ID, c.DataDir, c.ClusterKey, c.LogLevel, c.HeartbeatInterval, c.MDM); err != nil {
+		return err
+	}
+	for _, f := range []struct{ field, value string }{
+		{"api_addr", c.APIAddr}, {"mgmt_addr", c.MgmtAddr}, {"nbd_addr", c.NBDAddr},
+	} {
+		if err := config.HostPort(f.field, f.value); err != nil {
+			return err
+		}
+	}
+	if err := c.Gossip.Validate(); err != nil {
+		return err
+	}
+	if c.Gossip != nil && len(c.Gossip.Join) == 0 && len(c.MDM) == 0 {
+		return errors.New("gossip.join: neither gossip join addresses nor mdm addresses: the SDC could not find the MDMs")
+	}
+	return nil
+}
+
+// heartbeatInterval is the parsed heartbeat_interval (validated).
+func (c *Config) heartbeatInterval() time.Duration {
+	d, _ := config.Duration("heartbeat_interval", c.HeartbeatInterval, agent.DefaultHeartbeatInterval)
+	return d
+}
