@@ -27,11 +27,12 @@ vet:
 	$(GO) vet $(PKGS)
 
 # make bench: MDM commit throughput and latency (1/16/64 clients) and leader-kill failover, on
-# three real processes with fsync on; FSM apply cost. Figures: docs/BENCHMARKS.md.
+# three real processes with fsync on; FSM apply cost; SDS/SDC heartbeat failover. Figures: docs/BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkApply' -benchmem ./fsm/
 	$(GO) test -run '^$$' -bench 'BenchmarkCommit' -benchtime 20000x -timeout 20m ./mdm/
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillFailover' -benchtime 1x -timeout 20m -v ./mdm/ | grep -E 'rep|Benchmark|ok'
+	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
 
 # make demo: a three-MDM quorum on loopback (configs/local), Ctrl-C stops it.
 demo: build

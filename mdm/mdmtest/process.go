@@ -49,6 +49,20 @@ func RenderHCL(cfg *mdm.Config) string {
 	if cfg.AdminToken != "" {
 		fmt.Fprintf(&b, "admin_token = %q\n", cfg.AdminToken)
 	}
+	if cfg.ClusterKey != "" {
+		fmt.Fprintf(&b, "cluster_key = %q\n", cfg.ClusterKey)
+	}
+	if cfg.BootstrapExpect > 0 {
+		fmt.Fprintf(&b, "bootstrap_expect = %d\n", cfg.BootstrapExpect)
+	}
+	for _, kv := range [][2]string{{"sds_down_grace", cfg.SDSDownGrace}, {"heartbeat_timeout", cfg.HeartbeatTimeout}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, "%s = %q\n", kv[0], kv[1])
+		}
+	}
+	if g := cfg.Gossip; g != nil {
+		fmt.Fprintf(&b, "gossip {\n  bind_addr = %q\n  join = [%s]\n  key = %q\n}\n", g.BindAddr, quoteList(g.Join), g.Key)
+	}
 	for _, p := range cfg.Peers {
 		fmt.Fprintf(&b, "peer %q {\n  raft_addr = %q\n  api_addr = %q\n}\n", p.ID, p.RaftAddr, p.APIAddr)
 	}
@@ -63,6 +77,102 @@ func RenderHCL(cfg *mdm.Config) string {
 		b.WriteString("}\n")
 	}
 	return b.String()
+}
+
+func quoteList(list []string) string {
+	q := make([]string, len(list))
+	for i, s := range list {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// StartGossipProcesses starts n `pflex mdm` processes that bootstrap over gossip
+// (bootstrap_expect = n); tune edits each config before it is written.
+func StartGossipProcesses(t testing.TB, bin string, n int, tune func(*mdm.Config)) *ProcCluster {
+	t.Helper()
+	dir := t.TempDir()
+	p := &ProcCluster{t: t, Bin: bin, Dir: dir, Cfgs: GossipConfigs(t, dir, n), procs: make([]*exec.Cmd, n), Token: TestClusterKey}
+	for _, cfg := range p.Cfgs {
+		cfg.Raft = nil
+		cfg.LogLevel = "info"
+		if tune != nil {
+			tune(cfg)
+		}
+	}
+	for i := range p.Cfgs {
+		p.Start(i)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Proc is another pflex process (an SDS, an SDC) run beside a ProcCluster.
+type Proc struct {
+	t      testing.TB
+	Name   string
+	Role   string
+	Config string // HCL text
+	bin    string
+	dir    string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// AddProc prepares `pflex <role> -config <name>.hcl` with the given HCL; call Start.
+func (p *ProcCluster) AddProc(name, role, hcl string) *Proc {
+	x := &Proc{t: p.t, Name: name, Role: role, Config: hcl, bin: p.Bin, dir: p.Dir}
+	p.t.Cleanup(x.Kill9)
+	return x
+}
+
+// Start starts the process (again).
+func (x *Proc) Start() {
+	x.t.Helper()
+	if x.cmd != nil {
+		return
+	}
+	path := filepath.Join(x.dir, x.Name+".hcl")
+	if err := os.WriteFile(path, []byte(x.Config), 0o600); err != nil {
+		x.t.Fatal(err)
+	}
+	logf, err := os.OpenFile(filepath.Join(x.dir, x.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	cmd := exec.Command(x.bin, x.Role, "-config", path)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		x.t.Fatalf("start %s: %v", x.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	x.cmd, x.done = cmd, done
+}
+
+// Kill9 kills the process with SIGKILL.
+func (x *Proc) Kill9() {
+	if x.cmd != nil {
+		x.cmd.Process.Signal(syscall.SIGKILL)
+		<-x.done
+		x.cmd = nil
+	}
+}
+
+// Pause stops the process with SIGSTOP; Resume continues it.
+func (x *Proc) Pause()  { x.signal(syscall.SIGSTOP) }
+func (x *Proc) Resume() { x.signal(syscall.SIGCONT) }
+
+func (x *Proc) signal(s syscall.Signal) {
+	if x.cmd != nil {
+		x.cmd.Process.Signal(s)
+	}
+}
+
+// Log returns the process's log.
+func (x *Proc) Log() string {
+	b, _ := os.ReadFile(filepath.Join(x.dir, x.Name+".log"))
+	return string(b)
 }
 
 // StartProcesses starts n `pflex mdm` processes with the given raft timing (nil: defaults).
