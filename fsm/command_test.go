@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"pflex/internal/layout"
 	"reflect"
 	"strings"
 	"testing"
@@ -34,6 +35,9 @@ var oneOfEach = []Command{
 	&RegisterNode{ID: "n", Capabilities: []string{CapSDS, CapSDC}, Version: "v", APIAddr: "h:5", DataAddr: "h:6", NBDAddr: "h:7",
 		SDS: &SDSRegistration{ProtectionDomain: "pd", FaultSet: "fs", Devices: Devices{"d"}, TotalCapacityGB: 3}},
 	&SetNodeState{ID: "n", State: NodeDown},
+	&AddTokenKey{ID: 1, Key: []byte("0123456789abcdef0123456789abcdef")},
+	&SetLayout{VolumeID: 1, Members: []layout.Member{{SDSID: 1, Weight: 10}, {SDSID: 2, Weight: 20, FaultSet: 3}}},
+	&AckTokens{SDSID: 1, Entries: []TokenAck{{TokenID: "t", VolumeID: 1, SDCID: 2, ReadOps: 3, WriteOps: 4, ReadBytes: 5, WriteBytes: 6}}},
 	&Batch{Entries: []BatchEntry{{Type: TypeCreatePD, Header: Header{RequestID: "r", Time: 9}, Payload: json.RawMessage(`{"name":"p"}`)}}},
 }
 

@@ -99,6 +99,32 @@ CREATE TABLE IF NOT EXISTS mdm_nodes (
 	raft_addr TEXT NOT NULL,
 	api_addr  TEXT NOT NULL
 );
+-- IO tokens: signing keys the leader generated (the highest id signs), the layout pinned per
+-- volume, and the ACK ledger of what each token carried through each SDS.
+CREATE TABLE IF NOT EXISTS token_keys (
+	id         INTEGER PRIMARY KEY,
+	key        BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_layouts (
+	volume_id  INTEGER PRIMARY KEY REFERENCES volumes(id),
+	epoch      INTEGER NOT NULL,
+	members    TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS token_ledger (
+	token_id    TEXT NOT NULL,
+	sds_id      INTEGER NOT NULL,
+	volume_id   INTEGER NOT NULL,
+	sdc_id      INTEGER NOT NULL,
+	read_ops    INTEGER NOT NULL,
+	write_ops   INTEGER NOT NULL,
+	read_bytes  INTEGER NOT NULL,
+	write_bytes INTEGER NOT NULL,
+	first_at    INTEGER NOT NULL,
+	last_at     INTEGER NOT NULL,
+	PRIMARY KEY (token_id, sds_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (
 	rid      TEXT PRIMARY KEY,
 	ts       INTEGER NOT NULL,
@@ -124,6 +150,9 @@ var stateTables = []struct{ name, order string }{
 	{"labels", "volume_id, key"},
 	{"mdm_nodes", "id"},
 	{"nodes", "id"},
+	{"token_keys", "id"},
+	{"volume_layouts", "volume_id"},
+	{"token_ledger", "token_id, sds_id"},
 	{"requests", "rid"},
 	{"sqlite_sequence", "name"},
 }

@@ -113,6 +113,9 @@ func applyDeleteVolume(t *applyTx, _ Header, c *DeleteVolume) (any, error) {
 	if _, err := t.exec(`DELETE FROM labels WHERE volume_id = ?`, c.ID); err != nil {
 		return nil, err
 	}
+	if _, err := t.exec(`DELETE FROM volume_layouts WHERE volume_id = ?`, c.ID); err != nil {
+		return nil, err
+	}
 	if _, err := t.exec(`DELETE FROM volumes WHERE id = ?`, c.ID); err != nil {
 		return nil, err
 	}
@@ -178,10 +181,8 @@ func applyMapVolume(t *applyTx, h Header, c *MapVolume) (any, error) {
 			return nil, conflict("volume %q is already mapped to SDC %q", v.Name, sdc.Name)
 		}
 	}
-	gen := v.MapGeneration + 1
-	if _, err := t.exec(`UPDATE volumes SET map_generation = ? WHERE id = ?`, gen, v.ID); err != nil {
-		return nil, err
-	}
+	// The generation counts revocations (unmaps); a new mapping's tokens carry the current one.
+	gen := v.MapGeneration
 	if _, err := t.exec(`INSERT INTO mappings(volume_id, sdc_id, access_mode, iops_limit, bandwidth_limit_mbps, generation, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, v.ID, sdc.ID, mode, c.IOPSLimit, c.BandwidthLimitMBps, gen, h.Time); err != nil {
 		return nil, err
@@ -208,6 +209,9 @@ func applyUnmapVolume(t *applyTx, _ Header, c *UnmapVolume) (any, error) {
 		return nil, err
 	}
 	if _, err := t.exec(`UPDATE volumes SET map_generation = map_generation + 1 WHERE id = ?`, v.ID); err != nil {
+		return nil, err
+	}
+	if err := t.bumpIOVersion(); err != nil {
 		return nil, err
 	}
 	return r.Volume(v.ID)

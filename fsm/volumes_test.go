@@ -92,10 +92,10 @@ func TestMapUnmap(t *testing.T) {
 	a.reject(KindNotFound, &MapVolume{VolumeID: v, SDCID: 9})
 
 	got := a.ok(&MapVolume{VolumeID: v, SDCID: c1, IOPSLimit: 1000, BandwidthLimitMBps: 200}).(Volume)
-	if got.MapGeneration != 1 || len(got.Mappings) != 1 {
+	if got.MapGeneration != 0 || len(got.Mappings) != 1 {
 		t.Fatalf("after first map: %+v", got)
 	}
-	want := Mapping{VolumeID: v, SDCID: c1, AccessMode: ReadWrite, IOPSLimit: 1000, BandwidthLimitMBps: 200, Generation: 1, CreatedAt: a.now}
+	want := Mapping{VolumeID: v, SDCID: c1, AccessMode: ReadWrite, IOPSLimit: 1000, BandwidthLimitMBps: 200, Generation: 0, CreatedAt: a.now}
 	if got.Mappings[0] != want {
 		t.Fatalf("mapping %+v, want %+v", got.Mappings[0], want)
 	}
@@ -103,7 +103,7 @@ func TestMapUnmap(t *testing.T) {
 	a.reject(KindConflict, &MapVolume{VolumeID: v, SDCID: c1, AccessMode: ReadOnly})
 
 	got = a.ok(&MapVolume{VolumeID: v, SDCID: c2, AccessMode: ReadOnly}).(Volume)
-	if got.MapGeneration != 2 || len(got.Mappings) != 2 || got.Mappings[1].Generation != 2 || got.Mappings[1].AccessMode != ReadOnly {
+	if got.MapGeneration != 0 || len(got.Mappings) != 2 || got.Mappings[1].Generation != 0 || got.Mappings[1].AccessMode != ReadOnly {
 		t.Fatalf("after second map: %+v", got)
 	}
 	if c := a.counts(); c.Mappings != 2 {
@@ -116,18 +116,18 @@ func TestMapUnmap(t *testing.T) {
 
 	a.reject(KindNotFound, &UnmapVolume{VolumeID: 9, SDCID: c1})
 	got = a.ok(&UnmapVolume{VolumeID: v, SDCID: c1}).(Volume)
-	if got.MapGeneration != 3 || len(got.Mappings) != 1 || got.Mappings[0].SDCID != c2 {
+	if got.MapGeneration != 1 || len(got.Mappings) != 1 || got.Mappings[0].SDCID != c2 {
 		t.Fatalf("after unmap: %+v", got)
 	}
 	a.reject(KindNotFound, &UnmapVolume{VolumeID: v, SDCID: c1}) // the pair is no longer mapped
 	a.reject(KindNotFound, &UnmapVolume{VolumeID: v, SDCID: 42})
 	a.ok(&UnmapVolume{VolumeID: v, SDCID: c2})
-	if got := a.volume(v); got.MapGeneration != 4 || len(got.Mappings) != 0 {
+	if got := a.volume(v); got.MapGeneration != 2 || len(got.Mappings) != 0 {
 		t.Fatalf("after second unmap: %+v", got)
 	}
-	// Re-mapping continues the generation.
+	// Only unmaps move the generation; a re-mapping's tokens carry the current one.
 	got = a.ok(&MapVolume{VolumeID: v, SDCID: c1}).(Volume)
-	if got.MapGeneration != 5 || got.Mappings[0].Generation != 5 {
+	if got.MapGeneration != 2 || got.Mappings[0].Generation != 2 {
 		t.Fatalf("after re-map: %+v", got)
 	}
 	a.ok(&UnmapVolume{VolumeID: v, SDCID: c1})
