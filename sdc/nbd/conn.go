@@ -1,0 +1,345 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+var (
+	errProtocol = errors.New("protocol violation")
+	errNoExport = errors.New("no such export")
+)
+
+// An oversized WRITE (length > MaxPayload) gets EINVAL after its payload is
+// read and discarded through a small scratch buffer, which keeps the stream
+// in step at no memory cost. Past maxWriteDiscard the client is treated as
+// broken and the connection is dropped.
+const maxWriteDiscard = 256 << 20
+
+// conn is one client connection: handshake, then transmission.
+type conn struct {
+	srv      *Server
+	nc       net.Conn
+	br       *bufio.Reader
+	log      hclog.Logger
+	noZeroes bool
+
+	mu       sync.Mutex
+	name     string // resolved export name, set when entering transmission
+	stopping bool   // stop reading requests (Close or ExportRemoved)
+	stopWhy  string
+
+	// Set once by attach before transmission starts; read-only after.
+	export   Export
+	size     uint64
+	readOnly bool
+
+	wmu  sync.Mutex // serialises replies
+	werr error      // first reply write error; later replies are dropped
+
+	lim      limiter
+	inflight sync.WaitGroup
+}
+
+type request struct {
+	flags  uint16
+	typ    uint16
+	handle uint64
+	off    uint64
+	length uint32
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv: s,
+		nc:  nc,
+		br:  bufio.NewReaderSize(nc, 64<<10),
+		log: s.log.With("remote", nc.RemoteAddr().String()),
+	}
+	c.lim.init(s.cfg.MaxInflight, s.cfg.MaxInflightBytes)
+	return c
+}
+
+// serve runs the connection to its end and closes it.
+func (c *conn) serve() {
+	defer c.nc.Close()
+	c.log.Debug("connection opened")
+	_ = c.nc.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	if err := c.handshake(); err != nil {
+		switch {
+		case errors.Is(err, errHandshakeEnd):
+			c.log.Debug("client aborted the handshake")
+		case errors.Is(err, errProtocol):
+			c.srv.stats.protocolErrors.Add(1)
+			c.log.Warn("handshake refused", "reason", err)
+		case errors.Is(err, errNoExport):
+			c.log.Warn("handshake refused", "reason", err)
+		default:
+			c.log.Debug("handshake ended", "reason", err)
+		}
+		return
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	if stopped, why := c.stopped(); stopped {
+		c.log.Debug("connection stopped before transmission", "reason", why)
+		return
+	}
+	c.srv.stats.handshakes.Add(1)
+	c.log.Debug("transmission started", "export", c.exportName(), "size", c.size, "read_only", c.readOnly)
+	reason := c.readRequests()
+	c.inflight.Wait()
+	c.log.Debug("connection closed", "reason", reason)
+}
+
+func (c *conn) attach(e Export, name string) {
+	c.export = e
+	c.size = uint64(max(e.Size(), 0))
+	c.readOnly = e.ReadOnly()
+	c.setExportName(name)
+}
+
+func (c *conn) setExportName(name string) {
+	c.mu.Lock()
+	c.name = name
+	c.mu.Unlock()
+}
+
+func (c *conn) exportName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.name
+}
+
+// stop makes the connection stop reading requests: the pending read fails
+// at once, in-flight requests finish, then the connection closes.
+func (c *conn) stop(why string) {
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return
+	}
+	c.stopping, c.stopWhy = true, why
+	c.mu.Unlock()
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+func (c *conn) stopped() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopping, c.stopWhy
+}
+
+// readRequests reads requests until the connection ends and returns why.
+// Requests are read strictly in order (a WRITE's payload before the next
+// header) and executed concurrently.
+func (c *conn) readRequests() string {
+	var hdr [requestHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			return c.readEnded(err)
+		}
+		if m := binary.BigEndian.Uint32(hdr[0:]); m != magicRequest {
+			c.srv.stats.protocolErrors.Add(1)
+			c.log.Warn("bad request magic; dropping connection", "magic", fmt.Sprintf("%#x", m))
+			c.nc.Close()
+			return "bad request magic"
+		}
+		req := request{
+			flags:  binary.BigEndian.Uint16(hdr[4:]),
+			typ:    binary.BigEndian.Uint16(hdr[6:]),
+			handle: binary.BigEndian.Uint64(hdr[8:]),
+			off:    binary.BigEndian.Uint64(hdr[16:]),
+			length: binary.BigEndian.Uint32(hdr[24:]),
+		}
+		if req.typ == cmdDisc {
+			return "client sent DISC"
+		}
+		if err := c.dispatch(req); err != nil {
+			if errors.Is(err, errProtocol) {
+				c.srv.stats.protocolErrors.Add(1)
+				c.log.Warn("dropping connection", "reason", err)
+				c.nc.Close()
+				return err.Error()
+			}
+			return c.readEnded(err)
+		}
+	}
+}
+
+func (c *conn) readEnded(err error) string {
+	if stopped, why := c.stopped(); stopped {
+		return why
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "client closed the connection"
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+		return "connection closed"
+	}
+	return "read error: " + err.Error()
+}
+
+// dispatch validates req, reads a WRITE's payload, and starts execution.
+func (c *conn) dispatch(req request) error {
+	errno := c.check(req)
+	if req.typ == cmdWrite && errno != 0 {
+		if req.length > maxWriteDiscard {
+			return fmt.Errorf("%w: WRITE of %d bytes", errProtocol, req.length)
+		}
+		if _, err := io.CopyN(io.Discard, c.br, int64(req.length)); err != nil {
+			return err
+		}
+	}
+	if errno != 0 {
+		c.srv.stats.count(req.typ, req.length, errno)
+		c.log.Debug("request refused", "command", cmdName(req.typ), "offset", req.off,
+			"length", req.length, "flags", req.flags, "errno", errno)
+		c.reply(req.handle, errno, nil)
+		return nil
+	}
+	var held int64
+	var buf []byte
+	switch req.typ {
+	case cmdWrite:
+		held = c.lim.acquire(int64(req.length))
+		buf = c.srv.bufs.get(int(req.length))
+		if _, err := io.ReadFull(c.br, buf); err != nil {
+			c.srv.bufs.put(buf)
+			c.lim.release(held)
+			return err
+		}
+	case cmdRead:
+		held = c.lim.acquire(int64(req.length))
+	default:
+		held = c.lim.acquire(0)
+	}
+	c.inflight.Add(1)
+	go c.execute(req, buf, held)
+	return nil
+}
+
+// check returns the error value for a request that must not reach the
+// export, or 0.
+func (c *conn) check(req request) uint32 {
+	end, overflow := req.off+uint64(req.length), req.off+uint64(req.length) < req.off
+	inRange := !overflow && end <= c.size
+	switch req.typ {
+	case cmdRead:
+		switch {
+		case req.flags&^cmdFlagFUA != 0, req.length > uint32(c.srv.cfg.MaxPayload), !inRange:
+			return errnoInval
+		}
+	case cmdWrite, cmdWriteZeroes:
+		allowed := cmdFlagFUA
+		if req.typ == cmdWriteZeroes {
+			allowed |= cmdFlagNoHole
+		}
+		switch {
+		case req.flags&^allowed != 0:
+			return errnoInval
+		case c.readOnly:
+			return errnoPerm
+		case req.typ == cmdWrite && req.length > uint32(c.srv.cfg.MaxPayload):
+			return errnoInval
+		case !inRange:
+			// The spec asks for ENOSPC on writes past the end (as qemu does).
+			return errnoNoSpc
+		}
+	case cmdFlush:
+		if req.flags&^cmdFlagFUA != 0 {
+			return errnoInval
+		}
+	case cmdTrim:
+		switch {
+		case req.flags&^cmdFlagFUA != 0:
+			return errnoInval
+		case c.readOnly:
+			return errnoPerm
+		case !inRange:
+			return errnoInval
+		}
+	default: // CACHE, BLOCK_STATUS and unknown commands
+		return errnoInval
+	}
+	return 0
+}
+
+// execute runs one validated request against the export and replies.
+func (c *conn) execute(req request, buf []byte, held int64) {
+	defer c.inflight.Done()
+	ctx := c.srv.ctx
+	e := c.export
+	off, n := int64(req.off), int64(req.length)
+	fua := req.flags&cmdFlagFUA != 0
+	var err error
+	var data []byte
+	switch req.typ {
+	case cmdRead:
+		if n > 0 {
+			buf = c.srv.bufs.get(int(n))
+			if err = e.ReadAt(ctx, buf, off); err == nil {
+				data = buf
+			}
+		}
+	case cmdWrite:
+		if n > 0 {
+			err = e.WriteAt(ctx, buf, off, fua)
+		} else if fua {
+			err = e.Flush(ctx)
+		}
+	case cmdFlush:
+		err = e.Flush(ctx)
+	case cmdTrim:
+		if n > 0 {
+			if err = e.Trim(ctx, off, n); err == nil && fua {
+				err = e.Flush(ctx)
+			}
+		}
+	case cmdWriteZeroes:
+		if n > 0 {
+			err = e.WriteZeroes(ctx, off, n, fua, req.flags&cmdFlagNoHole == 0)
+		}
+	}
+	errno := errnoOf(err)
+	if err != nil {
+		c.log.Debug("export error", "command", cmdName(req.typ), "offset", req.off,
+			"length", req.length, "errno", errno, "error", err)
+	}
+	c.reply(req.handle, errno, data)
+	c.srv.bufs.put(buf)
+	c.lim.release(held)
+	c.srv.stats.count(req.typ, req.length, errno)
+}
+
+// reply sends a simple reply; data follows only for a successful READ.
+// Replies go out in completion order under wmu. A failed write drops the
+// connection, which also ends the request reader.
+func (c *conn) reply(handle uint64, errno uint32, data []byte) {
+	var hdr [replyHeaderSize]byte
+	binary.BigEndian.PutUint32(hdr[0:], magicSimpleReply)
+	binary.BigEndian.PutUint32(hdr[4:], errno)
+	binary.BigEndian.PutUint64(hdr[8:], handle)
+	bufs := net.Buffers{hdr[:]}
+	if len(data) > 0 {
+		bufs = append(bufs, data)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	if _, err := bufs.WriteTo(c.nc); err != nil {
+		c.werr = err
+		c.log.Debug("reply failed; dropping connection", "error", err)
+		c.nc.Close()
+	}
+}
