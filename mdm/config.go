@@ -38,6 +38,9 @@ type Config struct {
 	// by `pflex cluster remove`.
 	DeadServerCleanup string `hcl:"dead_server_cleanup,optional"`
 
+	// TokenTTL is the lifetime of IO tokens (default 60s); SDCs renew them before expiry.
+	TokenTTL string `hcl:"token_ttl,optional"`
+
 	Gossip *GossipSettings `hcl:"gossip,block"`
 
 	// Peers is the static initial quorum. A node whose data dir is empty bootstraps with it;
@@ -185,6 +188,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if _, err := c.Liveness(); err != nil {
+		return err
+	}
+	if _, err := config.Duration("token_ttl", c.TokenTTL, DefaultTokenTTL); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

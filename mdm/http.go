@@ -18,6 +18,7 @@ import (
 
 	"pflex/fsm"
 	"pflex/internal/api"
+	"pflex/internal/layout"
 )
 
 // Store is what the HTTP layer needs from the replica; *Node implements it.
@@ -31,7 +32,12 @@ type Store interface {
 	Status() api.ClusterStatus
 	Peers() []api.Peer
 	Members() ([]api.Member, error)
-	Heartbeat(id string) (api.HeartbeatResponse, error)
+	Heartbeat(req api.HeartbeatRequest) (api.HeartbeatResponse, error)
+	IssueToken(ctx context.Context, req api.TokenRequest) (api.TokenResponse, error)
+	RotateTokenKey(ctx context.Context) (uint32, error)
+	IOState() (*api.IOState, error)
+	Ledger(f fsm.LedgerFilter) (api.Ledger, error)
+	VolumeLayout(ctx context.Context, volumeID int64) (layout.Layout, error)
 	Join(ctx context.Context, req api.JoinRequest) error
 	Remove(ctx context.Context, id string) error
 	TransferLeadership(id string) error
@@ -98,6 +104,13 @@ var componentRoutes = map[string]bool{
 	"/heartbeat":          true,
 	"/discovery/nodes":    true,
 	"/cluster/status":     true,
+	"/token/issue":        true,
+	"/token/ack":          true,
+}
+
+// isComponentRoute also admits the per-volume layout, which SDCs and SDSs fetch.
+func isComponentRoute(path string) bool {
+	return componentRoutes[path] || (strings.HasPrefix(path, "/vol/") && strings.HasSuffix(path, "/layout"))
 }
 
 func (a *httpAPI) auth(c *gin.Context) {
@@ -108,7 +121,8 @@ func (a *httpAPI) auth(c *gin.Context) {
 	}
 	got := []byte(strings.TrimPrefix(c.GetHeader("Authorization"), "Bearer "))
 	ok := a.token == "" || subtle.ConstantTimeCompare(got, []byte(a.token)) == 1
-	if componentRoutes[path] {
+	component := isComponentRoute(path)
+	if component {
 		if a.key != "" {
 			ok = subtle.ConstantTimeCompare(got, []byte(a.key)) == 1 ||
 				(a.token != "" && subtle.ConstantTimeCompare(got, []byte(a.token)) == 1)
@@ -122,7 +136,7 @@ func (a *httpAPI) auth(c *gin.Context) {
 	if !ok {
 		c.Header("WWW-Authenticate", `Bearer realm="pflex"`)
 		msg := "missing or wrong admin token (Authorization: Bearer <admin_token>)"
-		if componentRoutes[path] {
+		if component {
 			msg = "missing or wrong cluster key (Authorization: Bearer <cluster_key>)"
 		}
 		fail(c, http.StatusUnauthorized, api.CodeUnauthorized, msg)
@@ -153,6 +167,8 @@ func failErr(c *gin.Context, err error) {
 		return
 	}
 	switch {
+	case errors.Is(err, ErrForbidden):
+		fail(c, http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, ErrShutdown):
 		fail(c, http.StatusServiceUnavailable, api.CodeNoLeader, err.Error())
 	case errors.Is(err, ErrOutcomeUnknown):

@@ -163,18 +163,34 @@ func (n *Node) checkLiveness() {
 	}
 }
 
-// Heartbeat records a component's heartbeat on the leader.
-func (n *Node) Heartbeat(id string) (api.HeartbeatResponse, error) {
+// Heartbeat records a component's heartbeat on the leader. An SDS whose IO state (keys,
+// revocations) is older than the leader's gets the current one in the answer.
+func (n *Node) Heartbeat(req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
 	if !n.IsLeader() {
 		return api.HeartbeatResponse{}, ErrNotLeader
 	}
 	var node fsm.Node
-	if err := n.store.Read(func(r *fsm.Reader) (err error) { node, err = r.Node(id); return }); err != nil {
+	var version int64
+	if err := n.store.Read(func(r *fsm.Reader) (err error) {
+		if node, err = r.Node(req.ID); err != nil {
+			return err
+		}
+		version, err = r.IOVersion()
+		return err
+	}); err != nil {
 		return api.HeartbeatResponse{}, err
 	}
-	n.live.heartbeat(id)
+	n.live.heartbeat(req.ID)
 	lid, lapi := n.Leader()
-	return api.HeartbeatResponse{LeaderID: lid, LeaderAPI: lapi, Term: n.raft.CurrentTerm(), State: node.State}, nil
+	resp := api.HeartbeatResponse{LeaderID: lid, LeaderAPI: lapi, Term: n.raft.CurrentTerm(), State: node.State}
+	if node.Has(fsm.CapSDS) && req.IOVersion != version {
+		io, err := n.IOState()
+		if err != nil {
+			return resp, err
+		}
+		resp.IO = io
+	}
+	return resp, nil
 }
 
 // Members is the cluster as gossip, the FSM and raft see it, one row per node.

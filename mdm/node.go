@@ -223,6 +223,9 @@ func (n *Node) establishLeadership() {
 		n.log.Warn("leadership barrier failed", "error", err)
 		return
 	}
+	if err := n.ensureTokenKey(ctx); err != nil {
+		n.log.Warn("could not commit an IO token signing key", "error", err)
+	}
 	known := map[string]fsm.MDMNode{}
 	n.store.Read(func(r *fsm.Reader) error {
 		nodes, err := r.MDMNodes()

@@ -156,11 +156,17 @@ func (a *httpAPI) routes(e *gin.Engine) {
 			}
 		}
 		// Registering is also a sign of life.
-		if _, err := a.store.Heartbeat(cmd.ID); err != nil {
+		if _, err := a.store.Heartbeat(api.HeartbeatRequest{ID: cmd.ID}); err != nil {
 			return nil, err
 		}
 		id, addr := a.store.Leader()
-		return api.RegisterResponse{Registration: reg, LeaderID: id, LeaderAPI: addr}, nil
+		resp := api.RegisterResponse{Registration: reg, LeaderID: id, LeaderAPI: addr}
+		if reg.SDSID != 0 {
+			if resp.IO, err = a.store.IOState(); err != nil {
+				return nil, err
+			}
+		}
+		return resp, nil
 	}))
 	e.POST("/heartbeat", a.leaderOnly(func(c *gin.Context) (any, error) {
 		var req api.HeartbeatRequest
@@ -170,7 +176,47 @@ func (a *httpAPI) routes(e *gin.Engine) {
 		if req.ID == "" {
 			return nil, &fsm.Error{Kind: fsm.KindInvalid, Message: "id is required"}
 		}
-		return a.store.Heartbeat(req.ID)
+		return a.store.Heartbeat(req)
+	}))
+
+	e.POST("/token/issue", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var req api.TokenRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		if err := firstErr(required("volume_id", req.VolumeID), required("sdc_id", req.SDCID)); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), requestTimeout)
+		defer cancel()
+		return a.store.IssueToken(ctx, req)
+	}))
+	e.POST("/token/ack", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var req api.AckRequest
+		if err := bindBody(c, &req); err != nil {
+			return nil, err
+		}
+		return &fsm.AckTokens{SDSID: req.SDSID, Entries: req.Entries}, required("sds_id", req.SDSID)
+	}))
+	e.GET("/token/ledger", a.read(func(c *gin.Context, _ *fsm.Reader) (any, error) {
+		var f fsm.LedgerFilter
+		if err := firstErr(queryInt(c, "volume_id", &f.VolumeID), queryInt(c, "sdc_id", &f.SDCID), queryInt(c, "sds_id", &f.SDSID)); err != nil {
+			return nil, err
+		}
+		return a.store.Ledger(f)
+	}))
+	e.POST("/token/rotate", a.leaderOnly(func(c *gin.Context) (any, error) {
+		id, err := a.store.RotateTokenKey(c.Request.Context())
+		return map[string]uint32{"key_id": id}, err
+	}))
+	e.GET("/vol/:id/layout", a.leaderOnly(func(c *gin.Context) (any, error) {
+		id, err := pathID(c, "id")
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), requestTimeout)
+		defer cancel()
+		return a.store.VolumeLayout(ctx, id)
 	}))
 	e.GET("/discovery/nodes", a.leaderView(func(c *gin.Context) (any, error) {
 		members, err := a.store.Members()

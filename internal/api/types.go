@@ -104,24 +104,28 @@ type Summary struct {
 	Counts  fsm.Counts    `json:"counts"`
 }
 
-// HeartbeatRequest is a component's heartbeat (POST /heartbeat).
+// HeartbeatRequest is a component's heartbeat (POST /heartbeat). An SDS sends the IOState
+// version it holds; the answer carries the current IOState when it changed.
 type HeartbeatRequest struct {
-	ID string `json:"id"`
+	ID        string `json:"id"`
+	IOVersion int64  `json:"io_version,omitempty"`
 }
 
 // HeartbeatResponse tells the component who leads and what the FSM thinks of it.
 type HeartbeatResponse struct {
-	LeaderID  string `json:"leader_id"`
-	LeaderAPI string `json:"leader_api"`
-	Term      uint64 `json:"term"`
-	State     string `json:"state"`
+	LeaderID  string   `json:"leader_id"`
+	LeaderAPI string   `json:"leader_api"`
+	Term      uint64   `json:"term"`
+	State     string   `json:"state"`
+	IO        *IOState `json:"io,omitempty"`
 }
 
 // RegisterResponse answers POST /discovery/register.
 type RegisterResponse struct {
 	fsm.Registration
-	LeaderID  string `json:"leader_id"`
-	LeaderAPI string `json:"leader_api"`
+	LeaderID  string   `json:"leader_id"`
+	LeaderAPI string   `json:"leader_api"`
+	IO        *IOState `json:"io,omitempty"` // for SDS-capable nodes: the keys to verify tokens with
 }
 
 // Member is one node as gossip, the FSM and raft see it (GET /cluster/members).
@@ -146,4 +150,58 @@ type NodeView struct {
 	fsm.Node
 	GossipState     string `json:"gossip_state"`
 	LastHeartbeatMs int64  `json:"last_heartbeat_ms"`
+}
+
+// TokenRequest asks the leader for an IO token (POST /token/issue).
+type TokenRequest struct {
+	VolumeID   int64  `json:"volume_id"`
+	SDCID      int64  `json:"sdc_id"`
+	AccessMode string `json:"access_mode"` // readWrite (default) or readOnly
+}
+
+// TokenResponse is a signed IO token and what it says.
+type TokenResponse struct {
+	Token         string `json:"token"` // base64url; what the SDC presents to SDSs
+	TokenID       string `json:"token_id"`
+	VolumeID      int64  `json:"volume_id"`
+	SDCID         int64  `json:"sdc_id"`
+	AccessMode    string `json:"access_mode"`
+	MapGeneration int64  `json:"map_generation"`
+	ExpiresAt     int64  `json:"expires_at"` // unix ms
+	KeyID         uint32 `json:"key_id"`
+}
+
+// IOState is what an SDS needs to verify tokens: the signing keys and each volume's map
+// generation, with the version they belong to. Heartbeats carry it when it changed.
+type IOState struct {
+	Version     int64            `json:"io_version"`
+	Keys        []TokenKey       `json:"keys"`
+	Generations map[string]int64 `json:"generations"` // volume id -> generation
+}
+
+// TokenKey is a signing key as sent to SDSs.
+type TokenKey struct {
+	ID  uint32 `json:"id"`
+	Key []byte `json:"key"`
+}
+
+// AckRequest is an SDS's batch of token usage (POST /token/ack).
+type AckRequest struct {
+	SDSID   int64          `json:"sds_id"`
+	Entries []fsm.TokenAck `json:"entries"`
+}
+
+// Ledger answers GET /token/ledger.
+type Ledger struct {
+	Rows   []fsm.LedgerRow `json:"rows"`
+	Totals LedgerTotals    `json:"totals"`
+}
+
+// LedgerTotals sums ledger rows.
+type LedgerTotals struct {
+	Tokens     int   `json:"tokens"`
+	ReadOps    int64 `json:"read_ops"`
+	WriteOps   int64 `json:"write_ops"`
+	ReadBytes  int64 `json:"read_bytes"`
+	WriteBytes int64 `json:"write_bytes"`
 }

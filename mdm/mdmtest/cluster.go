@@ -298,3 +298,36 @@ func Adopt(t testing.TB, c *Cluster) *Cluster {
 	c.WaitLeader(20 * time.Second)
 	return c
 }
+
+// DoJSONWithHeaders is DoJSON with extra request headers.
+func DoJSONWithHeaders(base, token, method, path string, body, out any, headers map[string]string) (int, http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, base+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil && err != io.EOF {
+			return resp.StatusCode, resp.Header, err
+		}
+	}
+	return resp.StatusCode, resp.Header, nil
+}
