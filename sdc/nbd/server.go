@@ -122,7 +122,8 @@ func (s *Server) isClosed() bool {
 
 // Close stops the listeners, stops reading new requests on every connection,
 // lets in-flight requests finish for up to ShutdownGrace, then cancels their
-// contexts and drops the connections. It waits for every handler to return.
+// contexts (the client sees ESHUTDOWN) and, if that is not enough either,
+// drops the connections. It waits for every handler to return.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -151,15 +152,25 @@ func (s *Server) Close() error {
 		s.handlers.Wait()
 		close(done)
 	}()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.ShutdownGrace):
+	wait := func(d time.Duration) bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	if !wait(s.cfg.ShutdownGrace) {
+		// Cancelled requests answer ESHUTDOWN if the export honours ctx;
+		// give those replies a moment, then drop whatever is left.
 		s.log.Warn("in-flight requests outlived the shutdown grace; cancelling them")
 		s.cancel()
-		for _, c := range conns {
-			c.nc.Close()
+		if !wait(min(s.cfg.ShutdownGrace, time.Second)) {
+			for _, c := range conns {
+				c.nc.Close()
+			}
+			<-done
 		}
-		<-done
 	}
 	s.cancel()
 	return errors.Join(errs...)
