@@ -110,7 +110,8 @@ var componentRoutes = map[string]bool{
 
 // isComponentRoute also admits the per-volume layout, which SDCs and SDSs fetch.
 func isComponentRoute(path string) bool {
-	return componentRoutes[path] || (strings.HasPrefix(path, "/vol/") && strings.HasSuffix(path, "/layout"))
+	return componentRoutes[path] || (strings.HasPrefix(path, "/vol/") && strings.HasSuffix(path, "/layout")) ||
+		(strings.HasPrefix(path, "/sdc/") && strings.HasSuffix(path, "/volumes"))
 }
 
 func (a *httpAPI) auth(c *gin.Context) {

@@ -67,6 +67,7 @@ func (a *httpAPI) routes(e *gin.Engine) {
 	}))
 	e.GET("/sdc/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.SDCs() }))
 	e.GET("/sdc/:id", a.read(byID("id", (*fsm.Reader).SDC)))
+	e.GET("/sdc/:id/volumes", a.read(sdcVolumes))
 	e.DELETE("/sdc/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.RemoveSDC{ID: id} })))
 
 	e.POST("/vol/create", a.write(func(c *gin.Context) (fsm.Command, error) {
@@ -482,4 +483,29 @@ func remarshal(v any, out any) error {
 		return err
 	}
 	return json.Unmarshal(b, out)
+}
+
+// sdcVolumes lists what an SDC exports: the volumes mapped to it (GET /sdc/{id}/volumes).
+func sdcVolumes(c *gin.Context, r *fsm.Reader) (any, error) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.SDC(id); err != nil {
+		return nil, err
+	}
+	vols, err := r.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	out := []api.MappedVolume{}
+	for _, v := range vols {
+		for _, m := range v.Mappings {
+			if m.SDCID == id {
+				out = append(out, api.MappedVolume{VolumeID: v.ID, Name: v.Name, SizeBytes: v.SizeGB << 30,
+					AccessMode: m.AccessMode, MapGeneration: v.MapGeneration, IOPSLimit: m.IOPSLimit, BandwidthLimitMBps: m.BandwidthLimitMBps})
+			}
+		}
+	}
+	return out, nil
 }

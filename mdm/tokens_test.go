@@ -39,6 +39,11 @@ func TestTokenAuthorityLedgerAndLayout(t *testing.T) {
 	c.Do(0, "POST", "/vol/map", map[string]any{"volume_id": 1, "sdc_id": 1}, nil)
 	c.Do(0, "POST", "/vol/map", map[string]any{"volume_id": 1, "sdc_id": 2, "access_mode": "readOnly"}, nil)
 
+	var exports []api.MappedVolume
+	if code, _, _ := c.Do(1, "GET", "/sdc/2/volumes", nil, &exports); code != 200 || len(exports) != 1 || exports[0].AccessMode != "readOnly" || exports[0].SizeBytes != 8<<30 {
+		t.Fatalf("sdc volumes: %d %+v", code, exports)
+	}
+
 	// An SDS registers and receives the keys to verify tokens with.
 	reg := fsm.RegisterNode{ID: "sds-1", Capabilities: []string{"SDS"}, DataAddr: "127.0.0.1:9701",
 		SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}

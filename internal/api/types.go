@@ -205,3 +205,14 @@ type LedgerTotals struct {
 	ReadBytes  int64 `json:"read_bytes"`
 	WriteBytes int64 `json:"write_bytes"`
 }
+
+// MappedVolume is a volume an SDC exports (GET /sdc/{id}/volumes).
+type MappedVolume struct {
+	VolumeID           int64  `json:"volume_id"`
+	Name               string `json:"name"`
+	SizeBytes          int64  `json:"size_bytes"`
+	AccessMode         string `json:"access_mode"`
+	MapGeneration      int64  `json:"map_generation"`
+	IOPSLimit          int64  `json:"iops_limit"`
+	BandwidthLimitMBps int64  `json:"bandwidth_limit_mbps"`
+}
