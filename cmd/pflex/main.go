@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"pflex/internal/cli"
+	"pflex/jepsen"
 	"pflex/mdm"
 	"pflex/sdc"
 	"pflex/sds"
@@ -28,6 +29,9 @@ func main() {
 	}
 	if len(args) > 0 && args[0] == "sdc" && isServiceArgs(args[1:]) {
 		os.Exit(runSDC(ctx, args[1:]))
+	}
+	if len(args) > 0 && args[0] == "jepsen" {
+		os.Exit(jepsen.Main(ctx, args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(cli.Run(ctx, args, os.Stdout, os.Stderr))
 }

@@ -1,0 +1,350 @@
+package jepsen
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"pflex/internal/api"
+)
+
+// LocalConfig describes a cluster of `pflex mdm` processes on loopback.
+type LocalConfig struct {
+	Binary string // path of the pflex binary
+	Dir    string // per node: <Dir>/<id>/{mdm.hcl,data/} and <Dir>/<id>.log
+	Size   int    // number of MDMs; 3 unless set
+	// GossipKey is the memberlist key (base64); ClusterKey what components present.
+	GossipKey  string
+	ClusterKey string
+	AdminToken string
+	// Raft timing; empty fields keep the MDM defaults (500 ms heartbeat and election).
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout string
+	LogLevel                                              string // info unless set
+	// OnExit is told when a node exits without the harness having asked it to.
+	OnExit func(node string, err error)
+}
+
+// LocalCluster runs the MDMs as local processes: SIGKILL, SIGSTOP and SIGCONT are real
+// signals, and each node keeps its ports (API, raft, gossip) across restarts.
+type LocalCluster struct {
+	cfg   LocalConfig
+	nodes []Node
+	hcl   []string
+	http  *http.Client
+
+	mu    sync.Mutex
+	procs []*localProc
+}
+
+type localProc struct {
+	cmd      *exec.Cmd
+	done     chan struct{}
+	paused   bool
+	stopping bool // the harness asked it to exit
+}
+
+// DefaultGossipKey is the gossip key of harness clusters (they run on loopback only).
+const DefaultGossipKey = "ZvG5M1yAbxn/f9ZTQa6wVQ1qlvSCnjPMZKW2qCS81tg="
+
+// NewLocalCluster prepares the nodes' configs and data directories; call Start for each node
+// (or StartAll).
+func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
+	if cfg.Binary == "" {
+		return nil, ErrNoBinary
+	}
+	if _, err := os.Stat(cfg.Binary); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoBinary, err)
+	}
+	if cfg.Size == 0 {
+		cfg.Size = 3
+	}
+	if cfg.GossipKey == "" {
+		cfg.GossipKey = DefaultGossipKey
+	}
+	if cfg.ClusterKey == "" {
+		cfg.ClusterKey = "jepsen-cluster-key"
+	}
+	if cfg.AdminToken == "" {
+		cfg.AdminToken = "jepsen-admin-token"
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	ports, err := freePorts(3 * cfg.Size)
+	if err != nil {
+		return nil, err
+	}
+	c := &LocalCluster{cfg: cfg, procs: make([]*localProc, cfg.Size),
+		http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	var join []string
+	for i := 0; i < cfg.Size; i++ {
+		join = append(join, fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
+	}
+	for i := 0; i < cfg.Size; i++ {
+		id := fmt.Sprintf("mdm-%d", i+1)
+		n := Node{ID: id, API: fmt.Sprintf("127.0.0.1:%d", ports[3*i])}
+		dir := filepath.Join(cfg.Dir, id)
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+			return nil, err
+		}
+		hcl := renderMDMConfig(mdmConfig{
+			ID: id, DataDir: filepath.Join(dir, "data"), API: n.API,
+			Raft: fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]), Gossip: join[i], Join: join,
+			GossipKey: cfg.GossipKey, ClusterKey: cfg.ClusterKey, AdminToken: cfg.AdminToken, LogLevel: cfg.LogLevel,
+			BootstrapExpect: cfg.Size, HeartbeatTimeout: cfg.HeartbeatTimeout,
+			ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		})
+		path := filepath.Join(dir, "mdm.hcl")
+		if err := os.WriteFile(path, []byte(hcl), 0o600); err != nil {
+			return nil, err
+		}
+		c.nodes = append(c.nodes, n)
+		c.hcl = append(c.hcl, path)
+	}
+	return c, nil
+}
+
+// freePorts reserves n loopback ports (listen, note, close).
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("jepsen: free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Nodes implements Cluster.
+func (c *LocalCluster) Nodes() []Node { return append([]Node(nil), c.nodes...) }
+
+// AdminToken implements Cluster.
+func (c *LocalCluster) AdminToken() string { return c.cfg.AdminToken }
+
+// LogPath is node i's log file (appended across restarts).
+func (c *LocalCluster) LogPath(i int) string {
+	return filepath.Join(c.cfg.Dir, c.nodes[i].ID+".log")
+}
+
+// StartAll starts every node.
+func (c *LocalCluster) StartAll(ctx context.Context) error {
+	for i := range c.nodes {
+		if err := c.Start(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start implements Cluster.
+func (c *LocalCluster) Start(ctx context.Context, i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.procs[i] != nil {
+		return nil
+	}
+	logf, err := os.OpenFile(c.LogPath(i), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "=== jepsen: starting %s at %s\n", c.nodes[i].ID, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(c.cfg.Binary, "mdm", "-config", c.hcl[i])
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so a Ctrl-C of the harness does not reach it before Close.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("jepsen: start %s: %w", c.nodes[i].ID, err)
+	}
+	p := &localProc{cmd: cmd, done: make(chan struct{})}
+	c.procs[i] = p
+	go func() {
+		err := cmd.Wait()
+		fmt.Fprintf(logf, "=== jepsen: %s exited at %s: %v\n", c.nodes[i].ID, time.Now().Format(time.RFC3339Nano), err)
+		logf.Close()
+		c.mu.Lock()
+		unexpected := !p.stopping
+		if c.procs[i] == p {
+			c.procs[i] = nil
+		}
+		c.mu.Unlock()
+		close(p.done)
+		if unexpected && c.cfg.OnExit != nil {
+			c.cfg.OnExit(c.nodes[i].ID, err)
+		}
+	}()
+	return nil
+}
+
+// Kill implements Cluster: SIGKILL, then wait for the process to be reaped.
+func (c *LocalCluster) Kill(i int) error { return c.stop(i, syscall.SIGKILL, 0) }
+
+// Stop implements Cluster: SIGTERM, SIGKILL after 10 s.
+func (c *LocalCluster) Stop(i int) error { return c.stop(i, syscall.SIGTERM, 10*time.Second) }
+
+func (c *LocalCluster) stop(i int, sig syscall.Signal, grace time.Duration) error {
+	c.mu.Lock()
+	p := c.procs[i]
+	if p == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	p.stopping = true
+	paused := p.paused
+	c.mu.Unlock()
+	p.cmd.Process.Signal(sig)
+	if paused && sig != syscall.SIGKILL {
+		p.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	if grace > 0 {
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			p.cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
+	<-p.done
+	return nil
+}
+
+// Pause implements Cluster.
+func (c *LocalCluster) Pause(i int) error { return c.setPaused(i, true) }
+
+// Resume implements Cluster.
+func (c *LocalCluster) Resume(i int) error { return c.setPaused(i, false) }
+
+func (c *LocalCluster) setPaused(i int, paused bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[i]
+	if p == nil {
+		return fmt.Errorf("%w: %s", ErrNodeDown, c.nodes[i].ID)
+	}
+	sig := syscall.SIGCONT
+	if paused {
+		sig = syscall.SIGSTOP
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("jepsen: signal %s: %w", c.nodes[i].ID, err)
+	}
+	p.paused = paused
+	return nil
+}
+
+// State implements Cluster.
+func (c *LocalCluster) State(i int) NodeState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch p := c.procs[i]; {
+	case p == nil:
+		return NodeStopped
+	case p.paused:
+		return NodePaused
+	}
+	return NodeRunning
+}
+
+// Status implements Cluster.
+func (c *LocalCluster) Status(ctx context.Context, i int) (*api.ClusterStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.nodes[i].API+"/cluster/status?stale=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.AdminToken)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("jepsen: %s status: %d %s", c.nodes[i].ID, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	var st api.ClusterStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Heal implements Cluster: resume paused nodes, start stopped ones.
+func (c *LocalCluster) Heal(ctx context.Context) error {
+	for i := range c.nodes {
+		switch c.State(i) {
+		case NodePaused:
+			if err := c.Resume(i); err != nil {
+				return err
+			}
+		case NodeStopped:
+			if err := c.Start(ctx, i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close implements Cluster: SIGKILL every node.
+func (c *LocalCluster) Close() error {
+	for i := range c.nodes {
+		c.Kill(i)
+	}
+	return nil
+}
+
+// mdmConfig is what the harness varies in an MDM's HCL config.
+type mdmConfig struct {
+	ID, DataDir, API, Raft, Gossip                        string
+	Join                                                  []string
+	GossipKey, ClusterKey, AdminToken, LogLevel           string
+	BootstrapExpect                                       int
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout string
+}
+
+// renderMDMConfig writes an MDM config that bootstraps over gossip (bootstrap_expect).
+func renderMDMConfig(m mdmConfig) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node_id = %q\ndata_dir = %q\napi_addr = %q\nraft_addr = %q\nlog_level = %q\n",
+		m.ID, m.DataDir, m.API, m.Raft, m.LogLevel)
+	fmt.Fprintf(&b, "admin_token = %q\ncluster_key = %q\nbootstrap_expect = %d\n", m.AdminToken, m.ClusterKey, m.BootstrapExpect)
+	q := make([]string, len(m.Join))
+	for i, j := range m.Join {
+		q[i] = fmt.Sprintf("%q", j)
+	}
+	fmt.Fprintf(&b, "gossip {\n  bind_addr = %q\n  join = [%s]\n  key = %q\n}\n", m.Gossip, strings.Join(q, ", "), m.GossipKey)
+	var raft []string
+	for _, kv := range [][2]string{{"heartbeat_timeout", m.HeartbeatTimeout}, {"election_timeout", m.ElectionTimeout},
+		{"leader_lease_timeout", m.LeaderLeaseTimeout}} {
+		if kv[1] != "" {
+			raft = append(raft, fmt.Sprintf("  %s = %q\n", kv[0], kv[1]))
+		}
+	}
+	if len(raft) > 0 {
+		b.WriteString("raft {\n" + strings.Join(raft, "") + "}\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,194 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Nemesis injects one kind of fault. Inject runs one fault from start to heal (a killed node
+// is started again, a paused one resumed) and returns; when ctx ends early it heals at once.
+// Every action is recorded in the history as a nemesis event.
+type Nemesis interface {
+	Name() string
+	Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error
+}
+
+// NemesisRecorder writes nemesis actions into the history and counts faults.
+type NemesisRecorder struct {
+	h *History
+
+	mu     sync.Mutex
+	faults map[string]int
+}
+
+// Do runs one action and records it (F = action, Key = nemesis, Node = target).
+func (r *NemesisRecorder) Do(nemesis, action string, c Cluster, i int, f func() error) error {
+	op := Op{Process: NemesisProcess, F: action, Key: nemesis, Node: c.Nodes()[i].ID, Invoke: r.h.Now()}
+	err := f()
+	op.Return, op.Outcome = r.h.Now(), OK
+	if err != nil {
+		op.Outcome, op.Error = Fail, err.Error()
+	}
+	r.h.Add(op)
+	return err
+}
+
+// Fault counts one injected fault of the named nemesis.
+func (r *NemesisRecorder) Fault(nemesis string) {
+	r.mu.Lock()
+	r.faults[nemesis]++
+	r.mu.Unlock()
+}
+
+// Faults returns the count of faults per nemesis.
+func (r *NemesisRecorder) Faults() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.faults {
+		out[k] = v
+	}
+	return out
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int63n(int64(hi-lo)+1))
+}
+
+// waitLeader waits up to timeout for a node that says it leads.
+func waitLeader(ctx context.Context, c Cluster, timeout time.Duration) (int, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if i, ok := Leader(ctx, c); ok {
+			return i, true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return -1, false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// killNemesis SIGKILLs the leader (leader-kill) or a random MDM (kill), and starts it again
+// 2-4 s later.
+type killNemesis struct{ leader bool }
+
+func (n killNemesis) Name() string {
+	if n.leader {
+		return "leader-kill"
+	}
+	return "kill"
+}
+
+func (n killNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	target := rng.Intn(len(c.Nodes()))
+	if n.leader {
+		i, ok := waitLeader(ctx, c, 10*time.Second)
+		if !ok {
+			return fmt.Errorf("leader-kill: no leader to kill")
+		}
+		target = i
+	}
+	if err := rec.Do(n.Name(), "kill", c, target, func() error { return c.Kill(target) }); err != nil {
+		return err
+	}
+	rec.Fault(n.Name())
+	sleep(ctx, between(rng, 2*time.Second, 4*time.Second))
+	return rec.Do(n.Name(), "start", c, target, func() error { return c.Start(context.Background(), target) })
+}
+
+// pauseNemesis SIGSTOPs the leader or a random MDM (even odds) for 2-5 s, then SIGCONTs it.
+type pauseNemesis struct{}
+
+func (pauseNemesis) Name() string { return "pause" }
+
+func (n pauseNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	target := rng.Intn(len(c.Nodes()))
+	if rng.Intn(2) == 0 {
+		if i, ok := Leader(ctx, c); ok {
+			target = i
+		}
+	}
+	if err := rec.Do(n.Name(), "pause", c, target, func() error { return c.Pause(target) }); err != nil {
+		return err
+	}
+	rec.Fault(n.Name())
+	sleep(ctx, between(rng, 2*time.Second, 5*time.Second))
+	return rec.Do(n.Name(), "resume", c, target, func() error { return c.Resume(target) })
+}
+
+// rollingRestartNemesis restarts every MDM in turn (SIGTERM, start), waiting for the
+// restarted node to answer and for a leader before the next one.
+type rollingRestartNemesis struct{}
+
+func (rollingRestartNemesis) Name() string { return "rolling-restart" }
+
+func (n rollingRestartNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	for i := range c.Nodes() {
+		if err := rec.Do(n.Name(), "restart", c, i, func() error { return Restart(context.Background(), c, i) }); err != nil {
+			return err
+		}
+		rec.Fault(n.Name())
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := c.Status(ctx, i); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		waitLeader(context.Background(), c, 20*time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
+		sleep(ctx, between(rng, time.Second, 2*time.Second))
+	}
+	return nil
+}
+
+// NewNemesis returns the nemesis with the given name.
+func NewNemesis(name string) (Nemesis, error) {
+	switch name {
+	case "leader-kill":
+		return killNemesis{leader: true}, nil
+	case "kill":
+		return killNemesis{}, nil
+	case "pause":
+		return pauseNemesis{}, nil
+	case "rolling-restart":
+		return rollingRestartNemesis{}, nil
+	}
+	return nil, fmt.Errorf("jepsen: unknown nemesis %q (%s, none)", name, strings.Join(Nemeses(), ", "))
+}
+
+// Nemeses lists the nemesis names.
+func Nemeses() []string { return []string{"leader-kill", "kill", "pause", "rolling-restart"} }
+
+// runNemeses injects a random fault from list every interval (uniform in [lo, hi]) until ctx
+// ends. Faults never overlap: each is healed before the next starts.
+func runNemeses(ctx context.Context, c Cluster, list []Nemesis, lo, hi time.Duration, rng *rand.Rand, rec *NemesisRecorder, logf func(string, ...any)) {
+	if len(list) == 0 {
+		return
+	}
+	for {
+		sleep(ctx, between(rng, lo, hi))
+		if ctx.Err() != nil {
+			return
+		}
+		n := list[rng.Intn(len(list))]
+		if err := n.Inject(ctx, c, rng, rec); err != nil {
+			logf("nemesis %s: %v", n.Name(), err)
+		}
+	}
+}
