@@ -17,7 +17,8 @@ type Handler[S any] interface {
 	Open(conn net.Conn) S
 	// Handle serves one request and returns its reply. It is called concurrently (up to
 	// ServerOptions.MaxInflight at once per connection) and replies may complete in any order.
-	// req and req.Data are valid only until Handle returns. ctx ends when the connection closes.
+	// req and req.Data are valid only until Handle returns. ctx ends when the connection fails
+	// (not when the peer merely closes its side: replies in flight are still delivered).
 	Handle(ctx context.Context, s S, req *Request) Response
 	// Close is called once after the connection has closed and every Handle has returned.
 	Close(s S)
@@ -39,8 +40,9 @@ func (HandlerFunc) Close(struct{}) {}
 
 // serverRequest is a pooled request plus the scratch its reply is encoded in.
 type serverRequest struct {
-	req Request
-	hdr [ReplyHeaderSize]byte
+	req  Request
+	hdr  [ReplyHeaderSize]byte
+	resp []byte // reply payload, until written
 }
 
 var serverRequests = sync.Pool{New: func() any { return new(serverRequest) }}
@@ -52,19 +54,21 @@ func (sr *serverRequest) release() {
 	if sr.req.reply != nil {
 		buffers.put(sr.req.reply)
 	}
-	sr.req = Request{}
+	sr.req, sr.resp = Request{}, nil
 	serverRequests.Put(sr)
 }
 
-// Serve runs the server protocol on conn until it closes or the peer breaks the protocol, then
-// closes conn, waits for the handlers in flight and calls h.Close. Requests are read in order and
-// dispatched concurrently; replies are written as they complete, batched into few syscalls.
+// Serve runs the server protocol on conn until the peer closes it, the peer breaks the protocol
+// or conn is closed by the caller; then it waits for the handlers in flight, closes conn and calls
+// h.Close. Requests are read in order and dispatched concurrently; replies are written as they
+// complete, batched into few syscalls. When the peer closes cleanly between requests, the
+// replies in flight are still written; on any error they are dropped.
 //
 // A request is passed to the handler only once its header is valid and its payload complete: a
 // bad magic, version or opcode, an oversized length, or a truncated frame closes the connection
-// (logged at Warn) and the partial request is dropped. Serve returns nil when the peer closed
-// the connection cleanly, an error wrapping ErrProtocol for a protocol violation, or the read or
-// write error that ended the connection.
+// (logged at Warn) and the partial request is dropped. Serve returns nil when the peer or the
+// caller closed the connection, an error wrapping ErrProtocol for a protocol violation, or the
+// read or write error that ended the connection.
 func Serve[S any](conn net.Conn, h Handler[S], opts ServerOptions) error {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -72,23 +76,38 @@ func Serve[S any](conn net.Conn, h Handler[S], opts ServerOptions) error {
 		return err
 	}
 	s := &server[S]{
-		conn:  conn,
-		h:     h,
-		opts:  opts,
-		w:     batchWriter{bw: bufio.NewWriterSize(conn, ioBufferSize)},
-		slots: make(chan struct{}, opts.MaxInflight),
+		conn:    conn,
+		h:       h,
+		opts:    opts,
+		bw:      bufio.NewWriterSize(conn, ioBufferSize),
+		slots:   make(chan struct{}, opts.MaxInflight),
+		replies: make(chan *serverRequest, opts.MaxInflight),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.state = h.Open(conn)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writeLoop()
+	}()
 	err = s.readLoop()
+	if err != io.EOF {
+		// Protocol violation or failed connection: stop now; replies in flight are dropped.
+		s.cancel()
+		conn.Close()
+	} else {
+		err = nil // the peer closed between requests: still deliver the replies in flight
+	}
+	s.inflight.Wait()
+	close(s.replies)
+	<-writerDone
 	s.cancel()
 	conn.Close()
-	s.inflight.Wait()
 	h.Close(s.state)
 
 	remote := conn.RemoteAddr().String()
-	if werr := s.writeErr(); err == nil && werr != nil {
-		err = werr
+	if err == nil && s.writeErr != nil {
+		err = fmt.Errorf("write: %w", s.writeErr)
 	}
 	switch {
 	case err == nil:
@@ -108,8 +127,10 @@ type server[S any] struct {
 	state    S
 	ctx      context.Context
 	cancel   context.CancelFunc
-	w        batchWriter
-	slots    chan struct{} // one per request in flight
+	bw       *bufio.Writer       // owned by writeLoop
+	writeErr error               // set by writeLoop; read after it exits
+	slots    chan struct{}       // one per request in flight
+	replies  chan *serverRequest // handled requests, for writeLoop
 	inflight sync.WaitGroup
 }
 
@@ -120,19 +141,16 @@ func (s *server[S]) readLoop() error {
 		select {
 		case s.slots <- struct{}{}:
 		case <-s.ctx.Done():
-			return nil // a reply write failed; writeErr reports it
+			return nil // a reply write failed; s.writeErr reports it
 		}
 		sr := serverRequests.Get().(*serverRequest)
 		if err := readRequest(br, &hdr, &sr.req, s.opts.MaxPayload); err != nil {
 			sr.release()
 			<-s.slots
-			if err == io.EOF {
-				return nil // clean close between requests
-			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil // closed here (a reply write failed) or by Serve's caller
 			}
-			return err
+			return err // io.EOF: clean close between requests
 		}
 		s.inflight.Add(1)
 		go s.serve(sr)
@@ -148,20 +166,32 @@ func (s *server[S]) serve(sr *serverRequest) {
 		resp = Response{Status: StatusProto, Epoch: resp.Epoch}
 	}
 	putReplyHeader(&sr.hdr, sr.req.Op, sr.req.ID, &resp)
-	err := s.w.write(sr.hdr[:], resp.Data)
-	sr.release()
-	<-s.slots
-	if err != nil {
-		s.cancel()
-		s.conn.Close() // unblocks the reader
-	}
+	sr.resp = resp.Data
+	s.replies <- sr
 }
 
-func (s *server[S]) writeErr() error {
-	s.w.mu.Lock()
-	defer s.w.mu.Unlock()
-	if s.w.err != nil {
-		return fmt.Errorf("write: %w", s.w.err)
+// writeLoop writes replies as handlers produce them and flushes when none is queued, so replies
+// completed together leave in one syscall. After a write error it keeps draining (and releasing)
+// until Serve closes the channel.
+func (s *server[S]) writeLoop() {
+	bw := s.bw
+	var err error
+	for sr := range s.replies {
+		if err == nil {
+			_, err = bw.Write(sr.hdr[:])
+			if err == nil && len(sr.resp) > 0 {
+				_, err = bw.Write(sr.resp)
+			}
+			if err == nil && len(s.replies) == 0 {
+				err = bw.Flush()
+			}
+			if err != nil {
+				s.writeErr = err
+				s.cancel()
+				s.conn.Close() // unblocks the reader
+			}
+		}
+		sr.release()
+		<-s.slots
 	}
-	return nil
 }

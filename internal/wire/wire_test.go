@@ -443,3 +443,31 @@ func TestOverPipe(t *testing.T) {
 		t.Fatal(resp, err)
 	}
 }
+
+// TestHalfCloseStillReplies: a peer that sends requests then closes its writing side still gets
+// every reply.
+func TestHalfCloseStillReplies(t *testing.T) {
+	ts := startServer(t, HandlerFunc(func(ctx context.Context, req *Request) Response {
+		time.Sleep(20 * time.Millisecond)
+		return Response{}
+	}), ServerOptions{})
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var frames []byte
+	for range 5 {
+		frames = append(frames, rawFrame(OpFlush, 0, nil)...)
+	}
+	nc.Write(frames)
+	nc.(*net.TCPConn).CloseWrite()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(nc)
+	if err != nil || len(got) != 5*ReplyHeaderSize {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, 5*ReplyHeaderSize)
+	}
+	if err := ts.serveErr(t); err != nil {
+		t.Fatalf("Serve = %v", err)
+	}
+}
