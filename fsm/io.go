@@ -188,7 +188,7 @@ func (r *Reader) Layout(volumeID int64) (layout.Layout, bool, error) {
 	if err != nil {
 		return layout.Layout{}, false, err
 	}
-	l := layout.Layout{VolumeID: v.ID, ChunkSize: p.ChunkSizeMB << 20, SizeBytes: v.SizeGB << 30}
+	l := layout.Layout{VolumeID: v.ID, ChunkSize: p.ChunkSizeMB << 20, SizeBytes: v.SizeGB << 30, Thick: v.Provisioning == Thick}
 	var members string
 	err = r.q.QueryRow(`SELECT epoch, members FROM volume_layouts WHERE volume_id = ?`, volumeID).Scan(&l.Epoch, &members)
 	if err != nil {

@@ -30,6 +30,7 @@ type Layout struct {
 	Epoch       int64             `json:"epoch"`
 	ChunkSize   int64             `json:"chunk_size"` // bytes
 	SizeBytes   int64             `json:"size_bytes"`
+	Thick       bool              `json:"thick,omitempty"` // SDSs allocate every chunk up front
 	Members     []Member          `json:"members"`
 	Overrides   map[int64][]int64 `json:"overrides,omitempty"` // chunk -> SDS ids, primary first
 	ChunkEpochs map[int64]int64   `json:"chunk_epochs,omitempty"`
