@@ -93,14 +93,16 @@ func (c *conn) serve() {
 		c.log.Debug("connection stopped before transmission", "reason", why)
 		return
 	}
-	c.srv.stats.handshakes.Add(1)
 	c.log.Debug("transmission started", "export", c.exportName(), "size", c.size, "read_only", c.readOnly)
 	reason := c.readRequests()
 	c.inflight.Wait()
 	c.log.Debug("connection closed", "reason", reason)
 }
 
+// attach binds the connection to its export; called before the final
+// handshake reply, so a client that has that reply sees it counted.
 func (c *conn) attach(e Export, name string) {
+	c.srv.stats.handshakes.Add(1)
 	c.export = e
 	c.size = uint64(max(e.Size(), 0))
 	c.readOnly = e.ReadOnly()
@@ -314,10 +316,10 @@ func (c *conn) execute(req request, buf []byte, held int64) {
 		c.log.Debug("export error", "command", cmdName(req.typ), "offset", req.off,
 			"length", req.length, "errno", errno, "error", err)
 	}
+	c.srv.stats.count(req.typ, req.length, errno) // before the reply: a client that has it sees it counted
 	c.reply(req.handle, errno, data)
 	c.srv.bufs.put(buf)
 	c.lim.release(held)
-	c.srv.stats.count(req.typ, req.length, errno)
 }
 
 // reply sends a simple reply; data follows only for a successful READ.

@@ -95,10 +95,10 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 		if c.noZeroes {
 			n = 10
 		}
+		c.attach(e, resolved)
 		if _, err := c.nc.Write(buf[:n]); err != nil {
 			return false, err
 		}
-		c.attach(e, resolved)
 		return true, nil
 
 	case optAbort:
@@ -191,14 +191,13 @@ func (c *conn) optInfoGo(opt uint32, data []byte) (done bool, err error) {
 	if err := c.optReply(opt, repInfo, bs[:]); err != nil {
 		return false, err
 	}
+	if opt == optGo {
+		c.attach(e, resolved)
+	}
 	if err := c.optReply(opt, repAck, nil); err != nil {
 		return false, err
 	}
-	if opt == optGo {
-		c.attach(e, resolved)
-		return true, nil
-	}
-	return false, nil
+	return opt == optGo, nil
 }
 
 // lookupFor resolves name; for GO it first records the name on the

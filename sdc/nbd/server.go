@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,8 +73,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if transientAcceptError(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed; retrying", "error", err, "backoff", backoff)
 				time.Sleep(backoff)
@@ -112,6 +112,16 @@ func (s *Server) startConn(nc net.Conn) bool {
 		c.serve()
 	}()
 	return true
+}
+
+// transientAcceptError reports accept failures worth retrying: timeouts,
+// running out of descriptors, and connections aborted before accept.
+func transientAcceptError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNABORTED)
 }
 
 func (s *Server) isClosed() bool {
