@@ -193,9 +193,17 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 	return ""
 }
 
-// Do sends a JSON request to member i and decodes the JSON answer into out (if not nil).
+// Do sends a JSON request to member i and decodes the JSON answer into out (if not nil). Like
+// a real client it retries a 503 (no leader yet, leadership moving) for up to ten seconds.
 func (c *Cluster) Do(i int, method, path string, body, out any) (int, http.Header, error) {
-	return DoJSON(c.URL(i), c.Token, method, path, body, out)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, hdr, err := DoJSON(c.URL(i), c.Token, method, path, body, out)
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code, hdr, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // DoJSON is one JSON request against an MDM API base URL.
