@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,6 +38,9 @@ type Agent struct {
 
 	mu sync.Mutex
 	st state
+
+	ioVersion atomic.Int64 // version of the IOState last passed to OnIOState
+	sdsID     atomic.Int64 // from the last registration; 0 before
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -213,6 +217,8 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 		a.st.registrations++
 		a.st.lastError = ""
 		a.mu.Unlock()
+		a.sdsID.Store(resp.SDSID)
+		a.applyIO(resp.IO)
 		lvl := hclog.Debug
 		if first {
 			lvl = hclog.Info
@@ -239,7 +245,7 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 // soon) and whether the MDM no longer knows this node.
 func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration, bool) {
 	var resp api.HeartbeatResponse
-	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, api.HeartbeatRequest{ID: a.cfg.ID}, &resp)
+	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, api.HeartbeatRequest{ID: a.cfg.ID, IOVersion: a.ioVersion.Load()}, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
 		a.st.lastHB, a.st.lastHBLeader = time.Now(), ld.API
@@ -250,6 +256,7 @@ func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration,
 		a.st.failures = 0
 		a.st.lastError = ""
 		a.mu.Unlock()
+		a.applyIO(resp.IO)
 		// A follower that forwarded the heartbeat names the real leader: go there directly.
 		a.reportLeader(resp.LeaderID, resp.LeaderAPI, ans.leader)
 		return a.cfg.HeartbeatInterval, false
@@ -339,4 +346,66 @@ func (a *Agent) reportLeader(id, apiAddr, header string) {
 		id, apiAddr = "", header
 	}
 	a.tracker.Report(id, apiAddr)
+}
+
+// applyIO passes an IOState from the MDM to the hook and remembers its version.
+func (a *Agent) applyIO(io *api.IOState) {
+	if io == nil {
+		return
+	}
+	if a.cfg.OnIOState != nil {
+		a.cfg.OnIOState(io)
+	}
+	a.ioVersion.Store(io.Version)
+}
+
+// IOVersion is the version of the last IOState received (0: none yet).
+func (a *Agent) IOVersion() int64 { return a.ioVersion.Load() }
+
+// SDSID is the SDS id the MDM gave this node at its last registration (0: not registered yet,
+// or not an SDS).
+func (a *Agent) SDSID() int64 { return a.sdsID.Load() }
+
+// LeaderDo sends one JSON request to the MDM leader the tracker names (body nil: none) and
+// decodes a 2xx answer into out. requestID, when not "", is sent as X-Pflex-Request-Id (the MDM
+// answers a retry with the first outcome). Transport failures and "no leader / not the leader"
+// answers are retried against the leader the tracker names next, with backoff, until ctx ends;
+// any other refusal (4xx) is returned at once as an *api.APIError.
+func (a *Agent) LeaderDo(ctx context.Context, method, path, requestID string, body, out any) error {
+	backoff := retryStart
+	var last error
+	for {
+		ld, err := a.tracker.Wait(ctx)
+		if err != nil {
+			return errors.Join(last, err)
+		}
+		ans := callMethod(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, method, ld.API, path, requestID, body, out)
+		if ans.err == nil {
+			if ans.leader != "" && ans.leader != ld.API {
+				a.tracker.Report("", ans.leader)
+			}
+			return nil
+		}
+		last = ans.err
+		if e := ans.apiError(); e != nil && !ans.unavailable() && e.Status != http.StatusTemporaryRedirect &&
+			e.Status != http.StatusMisdirectedRequest {
+			if ans.leader != "" && ans.leader != ld.API {
+				a.tracker.Report("", ans.leader) // a follower refused it: the header names the leader
+				continue
+			}
+			return ans.err
+		}
+		if ctx.Err() != nil {
+			return last
+		}
+		a.leaderFailed(ld, ans)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return last
+		case <-t.C:
+		}
+		backoff = min(backoff*2, retryCap)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"pflex/fsm"
 	"pflex/gossip"
+	"pflex/internal/api"
 	"pflex/internal/config"
 )
 
@@ -44,7 +45,12 @@ type Config struct {
 	// leader is learned from MDM alone (tests).
 	Gossip *gossip.Config
 	// SDS is sent with the registration of a node with the SDS capability.
-	SDS        *fsm.SDSRegistration
+	SDS *fsm.SDSRegistration
+	// OnIOState, when set, receives the token keys and map generations the MDM sends an SDS:
+	// from every registration answer and from heartbeat answers whenever they changed. It is
+	// called from the agent's loop, one call at a time; the agent then reports IOState.Version
+	// in its heartbeats so the MDM sends the state again only when it moves.
+	OnIOState  func(*api.IOState)
 	Logger     hclog.Logger
 	HTTPClient *http.Client
 }

@@ -48,28 +48,43 @@ func (a answer) unavailable() bool {
 
 // call POSTs body as JSON to one MDM, once, within timeout, and decodes a 2xx answer into out.
 func call(ctx context.Context, hc *http.Client, key string, timeout time.Duration, addr, path string, body, out any) answer {
-	payload, err := json.Marshal(body)
-	if err != nil {
-		return answer{err: fmt.Errorf("encode %s: %w", path, err)}
+	return callMethod(ctx, hc, key, timeout, http.MethodPost, addr, path, "", body, out)
+}
+
+// callMethod sends one request to one MDM, once, within timeout: body (nil: none) as JSON, and
+// requestID (when not "") as X-Pflex-Request-Id. A 2xx answer is decoded into out.
+func callMethod(ctx context.Context, hc *http.Client, key string, timeout time.Duration, method, addr, path, requestID string, body, out any) answer {
+	var rd io.Reader
+	if body != nil {
+		payload, err := json.Marshal(body)
+		if err != nil {
+			return answer{err: fmt.Errorf("encode %s: %w", path, err)}
+		}
+		rd = bytes.NewReader(payload)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
-		return answer{err: fmt.Errorf("POST %s at %s: %w", path, addr, err)}
+		return answer{err: fmt.Errorf("%s %s at %s: %w", method, path, addr, err)}
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
+	if requestID != "" {
+		req.Header.Set(api.HeaderRequestID, requestID)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return answer{err: fmt.Errorf("POST %s at %s: %w", path, addr, err)}
+		return answer{err: fmt.Errorf("%s %s at %s: %w", method, path, addr, err)}
 	}
 	defer resp.Body.Close()
 	a := answer{status: resp.StatusCode, leader: strings.TrimSpace(resp.Header.Get(api.HeaderLeader))}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		a.err = fmt.Errorf("POST %s at %s: reading the answer: %w", path, addr, err)
+		a.err = fmt.Errorf("%s %s at %s: reading the answer: %w", method, path, addr, err)
 		return a
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -85,7 +100,7 @@ func call(ctx context.Context, hc *http.Client, key string, timeout time.Duratio
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
-			a.err = fmt.Errorf("POST %s at %s: decode: %w", path, addr, err)
+			a.err = fmt.Errorf("%s %s at %s: decode: %w", method, path, addr, err)
 		}
 	}
 	return a

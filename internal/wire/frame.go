@@ -99,6 +99,9 @@ type Flags uint16
 // Flags.
 const (
 	FlagFUA Flags = 1 << 0 // force unit access: the write is durable on every replica before the reply
+	// FlagReplica marks an OpTrim or OpWriteZeroes that a chunk's primary forwards to its
+	// secondary (the TRIM / WRITE_ZEROES counterpart of OpReplWrite).
+	FlagReplica Flags = 1 << 1
 )
 
 // Request is one request. On the client, fill it and pass it to Conn.Do; ID is assigned by Do.

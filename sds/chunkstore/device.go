@@ -1,0 +1,106 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// device is one backing file or block device.
+type device struct {
+	path  string
+	f     *os.File
+	size  int64
+	block bool // a block device: no hole punching, zeros are written
+	sp    space
+}
+
+// openDevice opens path read-write. A missing file is created sparse with size bytes, and an
+// existing regular file smaller than size is extended (sparsely); a block device keeps its own
+// size.
+func openDevice(path string, size int64) (*device, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("device %s: %w", path, err)
+	}
+	d := &device{path: path, f: f}
+	switch {
+	case st.Mode()&os.ModeDevice != 0:
+		d.block = true
+		if d.size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("device %s: size: %w", path, err)
+		}
+	case st.Mode().IsRegular():
+		d.size = st.Size()
+		if d.size < size {
+			if err := f.Truncate(size); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("device %s: extend to %d bytes: %w", path, size, err)
+			}
+			d.size = size
+		}
+	default:
+		f.Close()
+		return nil, fmt.Errorf("device %s: %v is neither a regular file nor a block device", path, st.Mode().Type())
+	}
+	d.sp.size = d.size
+	return d, nil
+}
+
+// sync makes the device's written data durable.
+func (d *device) sync() error {
+	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {
+		return fmt.Errorf("fdatasync %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// zero makes [off, off+n) read as zeros. On a file it punches a hole (the space returns to
+// the filesystem) and, with reserve, allocates it again as zeroed blocks (thick volumes keep
+// their space); on a block device, or a filesystem without hole punching, it writes zeros.
+func (d *device) zero(off, n int64, reserve bool) error {
+	if !d.block {
+		err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			if reserve {
+				if err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
+					return ioErr(fmt.Errorf("fallocate %s: %w", d.path, err))
+				}
+			}
+			return nil
+		}
+		if !errors.Is(err, syscall.EOPNOTSUPP) && !errors.Is(err, syscall.ENOSYS) {
+			return ioErr(fmt.Errorf("punch hole %s: %w", d.path, err))
+		}
+	}
+	buf := zeroBuf[:]
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
+			return ioErr(fmt.Errorf("write zeros %s: %w", d.path, err))
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+var zeroBuf [256 << 10]byte
+
+// ioErr marks an out-of-space failure as ErrNoSpace.
+func ioErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
