@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/pflex
 PKGS      := ./...
 
-.PHONY: all build test test-short race lint vet fmt-check bench demo clean
+.PHONY: all build test test-short race lint vet fmt-check bench demo clean jepsen
 
 all: build
 
@@ -33,6 +33,13 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkCommit' -benchtime 20000x -timeout 20m ./mdm/
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillFailover' -benchtime 1x -timeout 20m -v ./mdm/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
+
+# make jepsen: the chaos matrix, every workload x every nemesis, RUNS runs of TIME each
+# (default 3 x 45s: about 30 minutes), summary in jepsen-report/matrix-*/summary.md. See docs/CHAOS.md.
+RUNS ?= 3
+TIME ?= 45s
+jepsen: build
+	RUNS=$(RUNS) TIME=$(TIME) ./jepsen/scripts/matrix.sh
 
 # make demo: a three-MDM quorum on loopback (configs/local), Ctrl-C stops it.
 demo: build

@@ -35,10 +35,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	report := fs.String("report", "", "report directory (default jepsen-report/<time>-<workload>-<nemesis>)")
 	bin := fs.String("bin", "", "pflex binary the MDMs run (default: this executable)")
 	quiet := fs.Bool("q", false, "no progress lines")
+	recheck := fs.String("check", "", "re-check the history of an earlier report directory with -workload's checker, and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	o.Workload = *workload
+	if *recheck != "" {
+		return checkReport(*recheck, o.Workload, o.CheckTimeout, stdout, stderr)
+	}
 	if *nemesis != "" && *nemesis != "none" {
 		o.Nemeses = strings.Split(*nemesis, ",")
 	}
@@ -66,6 +70,35 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "pflex jepsen: report (node logs):", v.ReportDir)
 		}
 		return 2
+	}
+	fmt.Fprint(stdout, v.Summary())
+	if !v.Valid {
+		return 1
+	}
+	return 0
+}
+
+// checkReport re-runs a workload's checker on a report's history.jsonl.
+func checkReport(dir, workload string, timeout time.Duration, stdout, stderr io.Writer) int {
+	w, err := NewWorkload(workload)
+	if err != nil {
+		fmt.Fprintln(stderr, "pflex jepsen:", err)
+		return 2
+	}
+	ops, err := ReadHistory(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		fmt.Fprintln(stderr, "pflex jepsen:", err)
+		return 2
+	}
+	var client []Op
+	for _, op := range ops {
+		if op.Process != NemesisProcess {
+			client = append(client, op)
+		}
+	}
+	v := Verdict{Valid: true, Workload: workload, ReportDir: dir, Checks: w.Check(client, dir, timeout)}
+	for _, c := range v.Checks {
+		v.Valid = v.Valid && c.Valid && !c.Inconclusive
 	}
 	fmt.Fprint(stdout, v.Summary())
 	if !v.Valid {

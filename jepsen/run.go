@@ -141,22 +141,39 @@ func (v Verdict) Summary() string {
 	if !v.Valid {
 		status = "INVALID"
 	}
-	fmt.Fprintf(&b, "jepsen %s / %s: %s (seed %d, %s)\n", v.Workload, strings.Join(append([]string{}, v.Nemeses...), ","), status, v.Seed, v.Duration)
-	fmt.Fprintf(&b, "  operations: %d ok, %d fail, %d unknown", v.Ops.OK, v.Ops.Fail, v.Ops.Unknown)
+	if v.Duration == "" { // a re-check of a stored history
+		fmt.Fprintf(&b, "jepsen %s re-check: %s\n", v.Workload, status)
+	} else {
+		fmt.Fprintf(&b, "jepsen %s / %s: %s (seed %d, %s)\n", v.Workload, strings.Join(v.Nemeses, ","), status, v.Seed, v.Duration)
+	}
+	if v.Duration == "" {
+		v.ByF, v.Faults = nil, nil
+	} else {
+		v.summarizeRun(&b)
+	}
+	v.summarizeChecks(&b)
+	return b.String()
+}
+
+func (v Verdict) summarizeRun(b *strings.Builder) {
+	fmt.Fprintf(b, "  operations: %d ok, %d fail, %d unknown", v.Ops.OK, v.Ops.Fail, v.Ops.Unknown)
 	var fs []string
 	for f, n := range v.ByF {
 		fs = append(fs, fmt.Sprintf("%s %d", f, n))
 	}
 	sort.Strings(fs)
 	if len(fs) > 0 {
-		fmt.Fprintf(&b, " (ok: %s)", strings.Join(fs, ", "))
+		fmt.Fprintf(b, " (ok: %s)", strings.Join(fs, ", "))
 	}
 	var faults []string
 	for n, c := range v.Faults {
 		faults = append(faults, fmt.Sprintf("%s %d", n, c))
 	}
 	sort.Strings(faults)
-	fmt.Fprintf(&b, "\n  faults: %d (%s)\n", v.FaultCount(), strings.Join(faults, ", "))
+	fmt.Fprintf(b, "\n  faults: %d (%s)\n", v.FaultCount(), strings.Join(faults, ", "))
+}
+
+func (v Verdict) summarizeChecks(b *strings.Builder) {
 	for _, c := range v.Checks {
 		mark := "ok  "
 		switch {
@@ -165,18 +182,17 @@ func (v Verdict) Summary() string {
 		case c.Inconclusive:
 			mark = "??  "
 		}
-		fmt.Fprintf(&b, "  [%s] %s: %s\n", mark, c.Name, c.Summary)
+		fmt.Fprintf(b, "  [%s] %s: %s\n", mark, c.Name, c.Summary)
 		for _, d := range c.Details[:min(len(c.Details), 40)] {
 			if !c.Valid {
-				fmt.Fprintf(&b, "         %s\n", d)
+				fmt.Fprintf(b, "         %s\n", d)
 			}
 		}
 		for _, f := range c.Files {
-			fmt.Fprintf(&b, "         see %s\n", f)
+			fmt.Fprintf(b, "         see %s\n", f)
 		}
 	}
-	fmt.Fprintf(&b, "  report: %s\n", v.ReportDir)
-	return b.String()
+	fmt.Fprintf(b, "  report: %s\n", v.ReportDir)
 }
 
 // Run runs one test: a three-MDM cluster of local processes, Options.Clients clients of the

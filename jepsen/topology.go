@@ -167,17 +167,12 @@ func CheckTopology(ops []Op) CheckResult {
 		}
 	}
 	names := map[int64]string{}
-	contains := func(l Op, id int64) bool {
-		for _, s := range l.List {
-			if strings.HasPrefix(s, strconv.FormatInt(id, 10)+":") {
-				return true
-			}
-		}
-		return false
-	}
+	listed := make([]map[int64]bool, len(lists)) // list -> ids it contains
+	containing := map[int64][]int{}              // id -> lists that contain it
 	violations := 0
-	for _, l := range lists {
+	for li, l := range lists {
 		seen := map[string]string{}
+		listed[li] = map[int64]bool{}
 		for _, s := range l.List {
 			idStr, name, _ := strings.Cut(s, ":")
 			if other, dup := seen[name]; dup {
@@ -191,31 +186,36 @@ func CheckTopology(ops []Op) CheckResult {
 				bad("PD %d was %s and is now %s in %s", id, prev, name, l)
 			}
 			names[id] = name
+			listed[li][id] = true
+			containing[id] = append(containing[id], li)
+		}
+	}
+	// The earliest invocation of a delete of each id (any outcome but a certain failure), and
+	// the earliest return of an acknowledged one.
+	firstDelete, firstAcked := map[int64]int64{}, map[int64]Op{}
+	for _, d := range deletes {
+		if t, ok := firstDelete[d.ID64]; !ok || d.Invoke < t {
+			firstDelete[d.ID64] = d.Invoke
+		}
+		if a, ok := firstAcked[d.ID64]; d.Outcome == OK && (!ok || d.Return < a.Return) {
+			firstAcked[d.ID64] = d
 		}
 	}
 	for _, c := range creates {
-		for _, l := range lists {
-			if l.Invoke <= c.Return || contains(l, c.ID64) {
+		del, deleted := firstDelete[c.ID64]
+		for li, l := range lists {
+			if l.Invoke <= c.Return || listed[li][c.ID64] || (deleted && del < l.Return) {
 				continue
 			}
-			deleted := false
-			for _, d := range deletes {
-				deleted = deleted || (d.ID64 == c.ID64 && d.Invoke < l.Return)
-			}
-			if !deleted {
-				violations++
-				bad("acknowledged create lost: %s is missing from %s", c, l)
-			}
+			violations++
+			bad("acknowledged create lost: %s is missing from %s", c, l)
 		}
 	}
-	for _, d := range deletes {
-		if d.Outcome != OK {
-			continue
-		}
-		for _, l := range lists {
-			if l.Invoke > d.Return && contains(l, d.ID64) {
+	for id, d := range firstAcked {
+		for _, li := range containing[id] {
+			if l := lists[li]; l.Invoke > d.Return {
 				violations++
-				bad("acknowledged delete undone: %s, yet PD %d is in %s", d, d.ID64, l)
+				bad("acknowledged delete undone: %s, yet PD %d is in %s", d, id, l)
 			}
 		}
 	}

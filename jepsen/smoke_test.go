@@ -1,0 +1,69 @@
+package jepsen
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildPflex builds ./cmd/pflex (without the race detector: the MDMs are the system under
+// test, the harness is what this package's tests race-check).
+func buildPflex(t *testing.T) string {
+	t.Helper()
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("find module root: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "pflex")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pflex")
+	cmd.Dir = strings.TrimSpace(string(root))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build pflex: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSmokeLabelsLeaderKill is a short run of the real thing: three MDM processes, the labels
+// workload, the leader SIGKILLed every few seconds. It must be valid, with faults injected and
+// operations acknowledged.
+func TestSmokeLabelsLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three MDM processes for about a minute")
+	}
+	// The report survives a failing run (t.TempDir would not).
+	report, err := os.MkdirTemp("", "pflex-jepsen-smoke-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{
+		Binary: buildPflex(t), ReportDir: report, Workload: "labels", Nemeses: []string{"leader-kill"},
+		Time: 30 * time.Second, Recovery: 5 * time.Second, Clients: 6, Keys: 4,
+		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second, Log: testWriter{t},
+	}
+	v, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("\n%s", v.Summary())
+	if !v.Valid {
+		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
+	}
+	defer os.RemoveAll(report)
+	if n := v.FaultCount(); n < 2 {
+		t.Fatalf("only %d faults injected", n)
+	}
+	if v.Ops.OK < 200 {
+		t.Fatalf("only %d operations acknowledged", v.Ops.OK)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
