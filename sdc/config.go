@@ -24,6 +24,10 @@ type Config struct {
 	HeartbeatInterval string `hcl:"heartbeat_interval,optional"`
 	// MDM are MDM API addresses asked for the leader when gossip has not named one.
 	MDM []string `hcl:"mdm,optional"`
+	// IOTimeout bounds one NBD or control-API IO, retries included: past it the client gets EIO.
+	IOTimeout string `hcl:"io_timeout,optional"`
+	// VolumePollInterval is how often the SDC asks the MDM which volumes are mapped to it.
+	VolumePollInterval string `hcl:"volume_poll_interval,optional"`
 
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }
@@ -32,14 +36,16 @@ type Config struct {
 // that must be configured.
 func DefaultConfig() *Config {
 	return &Config{
-		ID:                "sdc-1",
-		DataDir:           "./data/sdc1",
-		APIAddr:           "127.0.0.1:8301",
-		MgmtAddr:          "127.0.0.1:8401",
-		NBDAddr:           "127.0.0.1:10809",
-		LogLevel:          "info",
-		HeartbeatInterval: agent.DefaultHeartbeatInterval.String(),
-		Gossip:            &agent.GossipConfig{BindAddr: "127.0.0.1:7921"},
+		ID:                 "sdc-1",
+		DataDir:            "./data/sdc1",
+		APIAddr:            "127.0.0.1:8301",
+		MgmtAddr:           "127.0.0.1:8401",
+		NBDAddr:            "127.0.0.1:10809",
+		LogLevel:           "info",
+		HeartbeatInterval:  agent.DefaultHeartbeatInterval.String(),
+		IOTimeout:          DefaultIOTimeout.String(),
+		VolumePollInterval: DefaultVolumePollInterval.String(),
+		Gossip:             &agent.GossipConfig{BindAddr: "127.0.0.1:7921"},
 	}
 }
 
@@ -67,6 +73,12 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if _, err := config.Duration("io_timeout", c.IOTimeout, DefaultIOTimeout); err != nil {
+		return err
+	}
+	if _, err := config.Duration("volume_poll_interval", c.VolumePollInterval, DefaultVolumePollInterval); err != nil {
+		return err
+	}
 	if err := c.Gossip.Validate(); err != nil {
 		return err
 	}
@@ -74,6 +86,24 @@ func (c *Config) Validate() error {
 		return errors.New("gossip.join: neither gossip join addresses nor mdm addresses: the SDC could not find the MDMs")
 	}
 	return nil
+}
+
+// Defaults of the data plane.
+const (
+	DefaultIOTimeout          = 30 * time.Second
+	DefaultVolumePollInterval = time.Second
+)
+
+// ioTimeout is the parsed io_timeout (validated).
+func (c *Config) ioTimeout() time.Duration {
+	d, _ := config.Duration("io_timeout", c.IOTimeout, DefaultIOTimeout)
+	return d
+}
+
+// volumePoll is the parsed volume_poll_interval (validated).
+func (c *Config) volumePoll() time.Duration {
+	d, _ := config.Duration("volume_poll_interval", c.VolumePollInterval, DefaultVolumePollInterval)
+	return d
 }
 
 // heartbeatInterval is the parsed heartbeat_interval (validated).

@@ -1,12 +1,13 @@
-// Package sdc is the storage data client: it will expose the volumes mapped to it as NBD exports.
-// This stage runs its membership (gossip, registration, heartbeats to the MDM leader) and its
-// control and mgmt HTTP listeners; the NBD server and data client come later.
+// Package sdc is the storage data client: it exposes the volumes mapped to it as NBD exports,
+// splitting their IO by chunk and sending it to the SDSs with tokens and layouts from the MDM
+// leader. See DESIGN.md.
 package sdc
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 
@@ -14,6 +15,8 @@ import (
 
 	"pflex/gossip"
 	"pflex/internal/agent"
+	"pflex/internal/wire"
+	"pflex/sdc/nbd"
 )
 
 // Role is the name of this component in /status.
@@ -21,11 +24,17 @@ const Role = "sdc"
 
 // Service is a running SDC.
 type Service struct {
-	cfg     *Config
-	log     hclog.Logger
-	agent   *agent.Agent
-	control *agent.HTTPServer
-	mgmt    *agent.HTTPServer
+	cfg      *Config
+	log      hclog.Logger
+	agent    *agent.Agent
+	control  *agent.HTTPServer
+	mgmt     *agent.HTTPServer
+	cache    *LayoutCache
+	conns    *SDSConns
+	exporter *Exporter
+	nbd      *nbd.Server
+	nbdAddr  string
+	nbdDone  chan error
 }
 
 // NewLogger is the SDC's structured logger.
@@ -37,28 +46,51 @@ func NewLogger(cfg *Config) hclog.Logger {
 	})
 }
 
-// Start validates cfg, binds the control and mgmt listeners, joins gossip and starts
-// registering and heartbeating. Addresses with port 0 are announced as bound (tests).
-func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
+// Start validates cfg, binds the control, mgmt and NBD listeners, opens the layout cache, joins
+// gossip, starts registering and heartbeating, and starts exporting the volumes mapped to this
+// SDC once it is registered. Addresses with port 0 are announced as bound (tests).
+func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sdc: config: %w", err)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("sdc: data_dir: %w", err)
 	}
-	controlLn, err := agent.Listen("api_addr", cfg.APIAddr)
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+	listen := func(field, addr string) (net.Listener, error) {
+		ln, err := agent.Listen(field, addr)
+		if err != nil {
+			return nil, fmt.Errorf("sdc: %w", err)
+		}
+		closers = append(closers, ln.Close)
+		return ln, nil
+	}
+	controlLn, err := listen("api_addr", cfg.APIAddr)
+	if err != nil {
+		return nil, err
+	}
+	mgmtLn, err := listen("mgmt_addr", cfg.MgmtAddr)
+	if err != nil {
+		return nil, err
+	}
+	nbdLn, err := listen("nbd_addr", cfg.NBDAddr)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := OpenLayoutCache(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("sdc: %w", err)
 	}
-	mgmtLn, err := agent.Listen("mgmt_addr", cfg.MgmtAddr)
-	if err != nil {
-		controlLn.Close()
-		return nil, fmt.Errorf("sdc: %w", err)
-	}
+	closers = append(closers, cache.Close)
 	gc, err := cfg.Gossip.PoolConfig()
 	if err != nil {
-		controlLn.Close()
-		mgmtLn.Close()
 		return nil, fmt.Errorf("sdc: %w", err)
 	}
 	ag, err := agent.Start(agent.Config{
@@ -66,7 +98,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Caps:              []string{gossip.CapSDC},
 		APIAddr:           controlLn.Addr().String(),
 		MgmtAddr:          mgmtLn.Addr().String(),
-		NBDAddr:           cfg.NBDAddr,
+		NBDAddr:           nbdLn.Addr().String(),
 		ClusterKey:        cfg.ClusterKey,
 		HeartbeatInterval: cfg.heartbeatInterval(),
 		MDM:               cfg.MDM,
@@ -74,22 +106,51 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Logger:            logger,
 	})
 	if err != nil {
-		controlLn.Close()
-		mgmtLn.Close()
 		return nil, fmt.Errorf("sdc: %w", err)
 	}
-	s := &Service{cfg: cfg, log: logger, agent: ag}
+	closers = append(closers, ag.Close)
+	s = &Service{cfg: cfg, log: logger, agent: ag, cache: cache, nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 1)}
+	s.conns = NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")})
+	s.exporter, err = NewExporter(ExporterConfig{
+		MDM:           newMDMClient(ag.Tracker(), cfg.ClusterKey),
+		Conns:         s.conns,
+		Cache:         cache,
+		SDCID:         func() int64 { return ag.Status().SDCID },
+		LeaderChanged: ag.Tracker().Changed,
+		Removed:       func(name string) { s.nbd.ExportRemoved(name) },
+		Poll:          cfg.volumePoll(),
+		IOTimeout:     cfg.ioTimeout(),
+		Logger:        logger.Named("io"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sdc: %w", err)
+	}
+	s.nbd = nbd.NewServer(nbd.Config{Exports: s.exporter.Exports(), Logger: logger})
+	go func() { s.nbdDone <- s.nbd.Serve(nbdLn) }()
+	s.exporter.Start()
 	s.control = agent.Serve(controlLn, s.controlHandler())
-	s.mgmt = agent.Serve(mgmtLn, ag.Handler(Role))
-	logger.Info("SDC started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "nbd", cfg.NBDAddr,
-		"gossip", ag.Pool().Addr())
+	s.mgmt = agent.Serve(mgmtLn, s.mgmtHandler())
+	logger.Info("SDC started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "nbd", s.nbdAddr,
+		"gossip", ag.Pool().Addr(), "io_timeout", cfg.ioTimeout())
 	return s, nil
 }
 
-// controlHandler serves the control API: for now /healthz and /status.
+// controlHandler serves the control API: /healthz, /status (membership and exports) and the
+// IO routes.
 func (s *Service) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	s.agent.Routes(mux, Role)
+	mux.Handle("/", s.agent.Handler(Role))
+	s.ioRoutes(mux)
+	return mux
+}
+
+// mgmtHandler serves /healthz and /status for monitoring.
+func (s *Service) mgmtHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", s.agent.Handler(Role))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.FullStatus())
+	})
 	return mux
 }
 
@@ -106,6 +167,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		serveErr = fmt.Errorf("sdc: control listener: %w", serveErr)
 	case serveErr = <-s.mgmt.Done():
 		serveErr = fmt.Errorf("sdc: mgmt listener: %w", serveErr)
+	case serveErr = <-s.nbdDone:
+		serveErr = fmt.Errorf("sdc: nbd listener: %w", serveErr)
 	}
 	return errors.Join(serveErr, s.Close())
 }
@@ -113,12 +176,23 @@ func Run(ctx context.Context, cfg *Config) error {
 // Agent is the membership runtime (gossip pool, leader tracker, heartbeats).
 func (s *Service) Agent() *agent.Agent { return s.agent }
 
-// Status is the SDC's membership status, as GET /status serves it.
+// Status is the SDC's membership status.
 func (s *Service) Status() agent.Status {
 	st := s.agent.Status()
 	st.Role = Role
 	return st
 }
+
+// FullStatus is GET /status: membership, exports, per-volume token, layout and IO counters.
+func (s *Service) FullStatus() Status {
+	return Status{Status: s.Status(), ExporterStatus: s.exporter.Status()}
+}
+
+// Exporter is the SDC's export set and IO engines.
+func (s *Service) Exporter() *Exporter { return s.exporter }
+
+// NBDAddr is the bound NBD address.
+func (s *Service) NBDAddr() string { return s.nbdAddr }
 
 // APIAddr is the bound control address.
 func (s *Service) APIAddr() string { return s.control.Addr() }
@@ -126,9 +200,13 @@ func (s *Service) APIAddr() string { return s.control.Addr() }
 // MgmtAddr is the bound mgmt address.
 func (s *Service) MgmtAddr() string { return s.mgmt.Addr() }
 
-// Close stops the listeners, leaves the gossip pool and stops heartbeating.
+// Close stops the NBD server (in-flight requests get ShutdownGrace to finish), the exports and
+// their connections, the listeners; then it leaves the gossip pool and stops heartbeating.
 func (s *Service) Close() error {
-	err := errors.Join(s.control.Close(), s.mgmt.Close(), s.agent.Close())
+	nbdErr := s.nbd.Close()
+	s.exporter.Close()
+	s.conns.Close()
+	err := errors.Join(nbdErr, s.control.Close(), s.mgmt.Close(), s.cache.Close(), s.agent.Close())
 	s.log.Info("SDC stopped")
 	return err
 }

@@ -1,0 +1,152 @@
+package sdc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"pflex/internal/wire"
+)
+
+// SDSConns holds one wire connection per SDS data address, shared by every volume and
+// goroutine (the connection pipelines). A failed connection is replaced on the next use; the
+// tokens registered on it (OpAuth) are registered again on the new one.
+type SDSConns struct {
+	opts        wire.ClientOptions
+	dialTimeout time.Duration
+
+	mu    sync.Mutex
+	addrs map[string]*sdsEndpoint
+	dials int64 // connections made, for /status
+}
+
+// sdsEndpoint is one SDS address; mu serialises dialing so concurrent IO makes one connection.
+type sdsEndpoint struct {
+	addr string
+
+	mu       sync.Mutex
+	conn     *sdsConn
+	failedAt time.Time // last failed dial
+	failErr  error
+}
+
+// sdsConn is one connection and the token registered on it for each volume.
+type sdsConn struct {
+	c *wire.Conn
+
+	authMu sync.Mutex // serialises OpAuth on this connection (rare: once per token)
+	mu     sync.Mutex
+	authed map[int64]*issuedToken
+}
+
+// redialHold is how long a failed dial is remembered: IO retrying against a dead SDS backs off
+// anyway, and this keeps a burst of requests from each dialing it.
+const redialHold = 20 * time.Millisecond
+
+// NewSDSConns returns an empty pool.
+func NewSDSConns(opts wire.ClientOptions) *SDSConns {
+	return &SDSConns{opts: opts, dialTimeout: 2 * time.Second, addrs: map[string]*sdsEndpoint{}}
+}
+
+// get returns a live connection to addr, dialing if there is none.
+func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
+	p.mu.Lock()
+	ep := p.addrs[addr]
+	if ep == nil {
+		ep = &sdsEndpoint{addr: addr}
+		p.addrs[addr] = ep
+	}
+	p.mu.Unlock()
+
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.conn != nil && ep.conn.c.Err() == nil {
+		return ep.conn, nil
+	}
+	if ep.failErr != nil && time.Since(ep.failedAt) < redialHold {
+		return nil, ep.failErr
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+	defer cancel()
+	c, err := wire.Dial(dctx, addr, p.opts)
+	if err != nil {
+		ep.conn, ep.failErr, ep.failedAt = nil, err, time.Now()
+		return nil, err
+	}
+	ep.failErr = nil
+	ep.conn = &sdsConn{c: c, authed: map[int64]*issuedToken{}}
+	p.mu.Lock()
+	p.dials++
+	p.mu.Unlock()
+	return ep.conn, nil
+}
+
+// Dials is how many connections the pool has made.
+func (p *SDSConns) Dials() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dials
+}
+
+// Forget drops what every connection remembers about volumeID (the volume was unmapped).
+func (p *SDSConns) Forget(volumeID int64) {
+	p.mu.Lock()
+	eps := make([]*sdsEndpoint, 0, len(p.addrs))
+	for _, ep := range p.addrs {
+		eps = append(eps, ep)
+	}
+	p.mu.Unlock()
+	for _, ep := range eps {
+		ep.mu.Lock()
+		if c := ep.conn; c != nil {
+			c.forget(volumeID)
+		}
+		ep.mu.Unlock()
+	}
+}
+
+// Close closes every connection.
+func (p *SDSConns) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ep := range p.addrs {
+		ep.mu.Lock()
+		if ep.conn != nil {
+			ep.conn.c.Close()
+		}
+		ep.mu.Unlock()
+	}
+}
+
+// auth registers t for volumeID on the connection unless it is already registered.
+func (sc *sdsConn) auth(ctx context.Context, volumeID int64, t *issuedToken) error {
+	sc.mu.Lock()
+	done := sc.authed[volumeID] == t
+	sc.mu.Unlock()
+	if done {
+		return nil
+	}
+	sc.authMu.Lock()
+	defer sc.authMu.Unlock()
+	sc.mu.Lock()
+	done = sc.authed[volumeID] == t
+	sc.mu.Unlock()
+	if done {
+		return nil
+	}
+	if _, err := sc.c.Do(ctx, wire.Request{Op: wire.OpAuth, VolumeID: volumeID, Data: t.bytes}); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	sc.mu.Lock()
+	sc.authed[volumeID] = t
+	sc.mu.Unlock()
+	return nil
+}
+
+// forget makes the next IO of volumeID register its token again (the SDS said it has none).
+func (sc *sdsConn) forget(volumeID int64) {
+	sc.mu.Lock()
+	delete(sc.authed, volumeID)
+	sc.mu.Unlock()
+}

@@ -1,0 +1,543 @@
+package sdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"pflex/fsm"
+	"pflex/internal/api"
+	"pflex/internal/layout"
+	"pflex/internal/wire"
+	"pflex/sdc/nbd"
+)
+
+// maxSpan bounds one request to an SDS (the wire protocol's payload limit); a chunk bigger than
+// this is sent in several requests.
+const maxSpan = wire.DefaultMaxPayload
+
+// Retry backoff between attempts of one IO.
+const (
+	retryFirst = 5 * time.Millisecond
+	retryMax   = 250 * time.Millisecond
+)
+
+// Volume is one mapped volume: the IO engine behind its NBD export and the control API. It
+// cuts each request at chunk boundaries, sends the pieces in parallel to their chunks' primaries
+// and retries what may succeed again (new layout, new token, reconnect) until io_timeout.
+// It implements nbd.Export.
+type Volume struct {
+	id       int64
+	name     string
+	mode     string // fsm.ReadWrite or fsm.ReadOnly
+	readOnly bool
+	timeout  time.Duration
+
+	mdm    MDM
+	conns  *SDSConns
+	cache  *LayoutCache // nil: no persistence
+	tokens *tokenSource
+	log    hclog.Logger
+
+	size       atomic.Int64
+	generation atomic.Int64
+	lay        atomic.Pointer[layout.Layout]
+	layMu      sync.Mutex // serialises layout fetches
+
+	ctx    context.Context // ends when the volume is closed
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	stats volumeCounters
+}
+
+// volumeCounters are the per-volume IO counters of /status.
+type volumeCounters struct {
+	reads, writes, flushes, trims, zeroes atomic.Int64
+	readBytes, writeBytes                 atomic.Int64
+	errors, timeouts, retries             atomic.Int64
+	layoutRefreshes, staleEpochs          atomic.Int64
+}
+
+// volumeOptions are what a Volume is built from besides its mapping.
+type volumeOptions struct {
+	MDM       MDM
+	Conns     *SDSConns
+	Cache     *LayoutCache
+	Layout    *layout.Layout // cached layout, may be nil
+	SDCID     int64
+	IOTimeout time.Duration
+	Logger    hclog.Logger
+	OnLost    func() // the MDM says the volume is no longer mapped here
+}
+
+// newVolume makes the engine of a mapped volume and starts its token renewal and a first layout
+// fetch. Close stops them.
+func newVolume(mv api.MappedVolume, o volumeOptions) *Volume {
+	mode := mv.AccessMode
+	if mode == "" {
+		mode = fsm.ReadWrite
+	}
+	v := &Volume{
+		id: mv.VolumeID, name: mv.Name, mode: mode, readOnly: mode == fsm.ReadOnly,
+		timeout: o.IOTimeout, mdm: o.MDM, conns: o.Conns, cache: o.Cache,
+		log: o.Logger.With("volume", mv.Name, "volume_id", mv.VolumeID),
+	}
+	v.size.Store(mv.SizeBytes)
+	v.generation.Store(mv.MapGeneration)
+	if o.Layout != nil && o.Layout.VolumeID == mv.VolumeID {
+		l := *o.Layout
+		v.lay.Store(&l)
+	}
+	v.ctx, v.cancel = context.WithCancel(context.Background())
+	v.tokens = newTokenSource(o.MDM, api.TokenRequest{VolumeID: mv.VolumeID, SDCID: o.SDCID, AccessMode: mode}, v.log, o.OnLost)
+	v.wg.Add(2)
+	go func() {
+		defer v.wg.Done()
+		v.tokens.run(v.ctx)
+	}()
+	go func() {
+		defer v.wg.Done()
+		ctx, cancel := context.WithTimeout(v.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := v.refreshLayout(ctx, v.lay.Load()); err != nil && v.ctx.Err() == nil {
+			v.log.Warn("layout fetch failed; IO will retry it", "error", err)
+		}
+	}()
+	return v
+}
+
+// Close stops the volume's background work; IO still running fails with ErrClosed.
+func (v *Volume) Close() {
+	v.cancel()
+	v.wg.Wait()
+}
+
+// ID is the volume id.
+func (v *Volume) ID() int64 { return v.id }
+
+// Name is the volume name (the export name).
+func (v *Volume) Name() string { return v.name }
+
+// Size implements nbd.Export.
+func (v *Volume) Size() int64 { return v.size.Load() }
+
+// ReadOnly implements nbd.Export.
+func (v *Volume) ReadOnly() bool { return v.readOnly }
+
+// setSize records a new size (extend) and fetches the layout, which carries it.
+func (v *Volume) setSize(n int64) {
+	if v.size.Swap(n) == n {
+		return
+	}
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		ctx, cancel := context.WithTimeout(v.ctx, 10*time.Second)
+		defer cancel()
+		v.refreshLayout(ctx, v.lay.Load())
+	}()
+}
+
+// ReadAt implements nbd.Export.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	v.stats.reads.Add(1)
+	err := v.spans(ctx, wire.OpRead, 0, off, int64(len(p)), p)
+	if err == nil {
+		v.stats.readBytes.Add(int64(len(p)))
+	}
+	return err
+}
+
+// WriteAt implements nbd.Export.
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.stats.writes.Add(1)
+	err := v.spans(ctx, wire.OpWrite, fuaFlag(fua), off, int64(len(p)), p)
+	if err == nil {
+		v.stats.writeBytes.Add(int64(len(p)))
+	}
+	return err
+}
+
+// Trim implements nbd.Export.
+func (v *Volume) Trim(ctx context.Context, off, length int64) error {
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.stats.trims.Add(1)
+	return v.spans(ctx, wire.OpTrim, 0, off, length, nil)
+}
+
+// WriteZeroes implements nbd.Export. mayTrim is not used: the SDS decides how to zero.
+func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, fua, _ bool) error {
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.stats.zeroes.Add(1)
+	return v.spans(ctx, wire.OpWriteZeroes, fuaFlag(fua), off, length, nil)
+}
+
+// Flush implements nbd.Export: every SDS of the layout makes the writes it acknowledged
+// durable (and has its secondaries do the same).
+func (v *Volume) Flush(ctx context.Context) error {
+	v.stats.flushes.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	l, err := v.layout(ctx)
+	if err != nil {
+		return v.failed(ctx, "flush", 0, 0, err)
+	}
+	ids := make([]int64, 0, len(l.Members))
+	for _, m := range l.Members {
+		ids = append(ids, m.SDSID)
+	}
+	err = parallel(len(ids), func(i int) error {
+		return v.retry(ctx, func(l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
+			m, ok := l.Member(ids[i])
+			if !ok {
+				return nil, nil // no longer in the layout: nothing of ours to flush there
+			}
+			return v.send(ctx, m.Addr, tok, wire.Request{Op: wire.OpFlush, VolumeID: v.id, Epoch: l.Epoch})
+		})
+	})
+	if err != nil {
+		return v.failed(ctx, "flush", 0, 0, err)
+	}
+	return nil
+}
+
+func fuaFlag(fua bool) wire.Flags {
+	if fua {
+		return wire.FlagFUA
+	}
+	return 0
+}
+
+// spans runs op over [off, off+length): one request per chunk (at most maxSpan bytes), all in
+// parallel, each retried until the IO deadline. data is the read buffer or the write payload.
+func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, off, length int64, data []byte) error {
+	if length == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	l, err := v.layout(ctx)
+	if err == nil && off+length > l.SizeBytes && off+length <= v.Size() {
+		l, err = v.refreshLayout(ctx, l) // extended: the layout carries the new size
+	}
+	if err != nil {
+		return v.failed(ctx, op.String(), off, length, err)
+	}
+	spans, err := l.Split(off, length)
+	if err != nil {
+		return v.failed(ctx, op.String(), off, length, fmt.Errorf("%w: %w", nbd.ErrInvalid, err))
+	}
+	spans = cutSpans(spans, maxSpan)
+	err = parallel(len(spans), func(i int) error {
+		sp := spans[i]
+		req := wire.Request{Op: op, Flags: flags, VolumeID: v.id, Offset: sp.Offset, Length: uint32(sp.Length)}
+		var buf []byte
+		if data != nil {
+			buf = data[sp.Offset-off : sp.Offset-off+sp.Length]
+		}
+		return v.retry(ctx, func(l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
+			reps := l.Replicas(sp.Chunk)
+			if len(reps) == 0 {
+				return nil, fmt.Errorf("chunk %d has no replicas: %w", sp.Chunk, wire.StatusStaleEpoch)
+			}
+			m, ok := l.Member(reps[0])
+			if !ok || m.Addr == "" {
+				return nil, fmt.Errorf("chunk %d: primary SDS %d has no address: %w", sp.Chunk, reps[0], wire.StatusStaleEpoch)
+			}
+			r := req
+			r.Epoch = l.ChunkEpoch(sp.Chunk)
+			switch op {
+			case wire.OpRead:
+				r.ReadInto = buf
+			case wire.OpWrite:
+				r.Data = buf
+			}
+			sc, err := v.sendRead(ctx, m.Addr, tok, r, buf)
+			return sc, err
+		})
+	})
+	if err != nil {
+		return v.failed(ctx, op.String(), off, length, err)
+	}
+	return nil
+}
+
+// cutSpans cuts spans longer than n.
+func cutSpans(spans []layout.Span, n int64) []layout.Span {
+	var out []layout.Span
+	for _, sp := range spans {
+		for sp.Length > n {
+			out = append(out, layout.Span{Chunk: sp.Chunk, Offset: sp.Offset, Length: n})
+			sp.Offset += n
+			sp.Length -= n
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// parallel runs f(0..n-1), in goroutines when n > 1, and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	if n == 1 {
+		return f(0)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendRead is send, checking that a READ returned exactly the bytes asked for in buf.
+func (v *Volume) sendRead(ctx context.Context, addr string, tok *issuedToken, req wire.Request, buf []byte) (*sdsConn, error) {
+	sc, err := v.conn(ctx, addr, tok)
+	if err != nil {
+		return sc, err
+	}
+	resp, err := sc.c.Do(ctx, req)
+	if err == nil && req.Op == wire.OpRead {
+		if len(resp.Data) != len(buf) {
+			return sc, fmt.Errorf("SDS %s returned %d bytes for a %d-byte read: %w", addr, len(resp.Data), len(buf), wire.StatusIO)
+		}
+		if len(buf) > 0 && &resp.Data[0] != &buf[0] {
+			copy(buf, resp.Data)
+		}
+	}
+	return sc, err
+}
+
+// send sends req to the SDS at addr after registering the token there.
+func (v *Volume) send(ctx context.Context, addr string, tok *issuedToken, req wire.Request) (*sdsConn, error) {
+	return v.sendRead(ctx, addr, tok, req, nil)
+}
+
+// conn is the connection to addr with tok registered for this volume.
+func (v *Volume) conn(ctx context.Context, addr string, tok *issuedToken) (*sdsConn, error) {
+	sc, err := v.conns.get(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return sc, sc.auth(ctx, v.id, tok)
+}
+
+// retry runs attempt until it succeeds, fails for good or ctx ends. Between attempts it does
+// what the failure asks: a new layout (StaleEpoch, NotPrimary), a new token (Auth, Expired,
+// Revoked), a backoff (Retry, connection errors).
+func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *issuedToken) (*sdsConn, error)) error {
+	backoff := retryFirst
+	for n := 0; ; n++ {
+		if v.ctx.Err() != nil {
+			return ErrClosed
+		}
+		if n > 0 {
+			v.stats.retries.Add(1)
+		}
+		l, err := v.layout(ctx)
+		if err != nil {
+			return err
+		}
+		tok, err := v.tokens.Get(ctx)
+		if err != nil {
+			if errors.Is(err, ErrUnmapped) || ctx.Err() != nil {
+				return err
+			}
+			// The MDM did not answer: the token fetch already retried; wait and ask again.
+			if !sleep(ctx, &backoff) {
+				return fmt.Errorf("%w (token: %w)", ctx.Err(), err)
+			}
+			continue
+		}
+		sc, err := attempt(l, tok)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		}
+		st, isStatus := wire.StatusOf(err)
+		switch {
+		case !isStatus: // connection failed, dial refused: back off and reconnect
+			if errors.Is(err, wire.ErrTooLarge) || errors.Is(err, wire.ErrBadOp) {
+				return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
+			}
+		case st == wire.StatusStaleEpoch || st == wire.StatusNotPrimary:
+			v.stats.staleEpochs.Add(1)
+			if _, rerr := v.refreshLayout(ctx, l); rerr != nil && ctx.Err() != nil {
+				return fmt.Errorf("%w (layout: %w)", ctx.Err(), rerr)
+			}
+			if n == 0 {
+				continue // the new layout is likely right: no wait
+			}
+		case st == wire.StatusAuth:
+			if sc != nil {
+				sc.forget(v.id)
+			}
+			v.tokens.Invalidate(tok)
+		case st == wire.StatusExpired || st == wire.StatusRevoked:
+			v.tokens.Invalidate(tok)
+			if n == 0 {
+				continue
+			}
+		case st == wire.StatusRetry:
+		case st == wire.StatusReadOnly:
+			return fmt.Errorf("%w: %w", ErrReadOnly, err)
+		case st == wire.StatusRange:
+			return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
+		case st == wire.StatusNoSpace:
+			return fmt.Errorf("%w: %w", nbd.ErrNoSpace, err)
+		default: // StatusIO, StatusProto, unknown
+			return fmt.Errorf("%w: %w", nbd.ErrIO, err)
+		}
+		v.log.Trace("IO attempt failed; retrying", "attempt", n+1, "error", err)
+		if !sleep(ctx, &backoff) {
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		}
+	}
+}
+
+// sleep waits *backoff (jittered) or until ctx ends, and doubles *backoff up to retryMax.
+func sleep(ctx context.Context, backoff *time.Duration) bool {
+	d := *backoff/2 + rand.N(*backoff/2+1)
+	*backoff = min(*backoff*2, retryMax)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// failed turns the error of a whole IO into what the NBD server and the control API report,
+// and counts it. A deadline reached inside the IO is ErrTimeout (EIO).
+func (v *Volume) failed(ctx context.Context, what string, off, length int64, err error) error {
+	v.stats.errors.Add(1)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		v.stats.timeouts.Add(1)
+		err = fmt.Errorf("%w after %s: %w", ErrTimeout, v.timeout, err)
+	}
+	v.log.Debug("IO failed", "op", what, "offset", off, "length", length, "error", err)
+	return fmt.Errorf("volume %s: %s at %d+%d: %w", v.name, what, off, length, err)
+}
+
+// layout returns the current layout, fetching one if there is none yet.
+func (v *Volume) layout(ctx context.Context) (*layout.Layout, error) {
+	if l := v.lay.Load(); l != nil {
+		return l, nil
+	}
+	backoff := retryFirst
+	for {
+		l, err := v.refreshLayout(ctx, nil)
+		if err == nil {
+			return l, nil
+		}
+		if !sleep(ctx, &backoff) {
+			return nil, fmt.Errorf("%w: %w (last: %w)", ErrNoLayout, ctx.Err(), err)
+		}
+	}
+}
+
+// refreshLayout fetches the layout from the MDM unless another caller replaced seen meanwhile
+// (then the newer one is returned). Fetches are serialised, so a burst of StaleEpoch replies
+// costs one round trip.
+func (v *Volume) refreshLayout(ctx context.Context, seen *layout.Layout) (*layout.Layout, error) {
+	v.layMu.Lock()
+	defer v.layMu.Unlock()
+	if cur := v.lay.Load(); cur != seen && cur != nil {
+		return cur, nil
+	}
+	l, err := v.mdm.Layout(ctx, v.id)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("layout of volume %d from the MDM: %w", v.id, err)
+	}
+	if l.VolumeID != v.id {
+		return nil, fmt.Errorf("layout from the MDM is for volume %d, not %d", l.VolumeID, v.id)
+	}
+	v.stats.layoutRefreshes.Add(1)
+	old := v.lay.Swap(&l)
+	if old == nil || old.Epoch != l.Epoch || old.SizeBytes != l.SizeBytes {
+		v.log.Debug("layout updated", "epoch", l.Epoch, "size_bytes", l.SizeBytes, "members", len(l.Members))
+	}
+	if v.cache != nil {
+		if err := v.cache.Put(l); err != nil {
+			v.log.Warn("layout cache write failed", "error", err)
+		}
+	}
+	return &l, nil
+}
+
+// VolumeStatus is one export in GET /status.
+type VolumeStatus struct {
+	VolumeID        int64     `json:"volume_id"`
+	Name            string    `json:"name"`
+	SizeBytes       int64     `json:"size_bytes"`
+	AccessMode      string    `json:"access_mode"`
+	MapGeneration   int64     `json:"map_generation"`
+	LayoutEpoch     int64     `json:"layout_epoch"` // -1: no layout yet
+	TokenExpiresAt  time.Time `json:"token_expires_at,omitzero"`
+	TokenIssues     int64     `json:"token_issues"`
+	Unmapped        bool      `json:"unmapped,omitempty"`
+	Reads           int64     `json:"reads"`
+	Writes          int64     `json:"writes"`
+	ReadBytes       int64     `json:"read_bytes"`
+	WriteBytes      int64     `json:"write_bytes"`
+	Flushes         int64     `json:"flushes"`
+	Trims           int64     `json:"trims"`
+	WriteZeroes     int64     `json:"write_zeroes"`
+	Errors          int64     `json:"errors"`
+	Timeouts        int64     `json:"timeouts"`
+	Retries         int64     `json:"retries"`
+	StaleEpochs     int64     `json:"stale_epochs"` // StaleEpoch and NotPrimary replies
+	LayoutRefreshes int64     `json:"layout_refreshes"`
+}
+
+// Status is the volume's line in GET /status.
+func (v *Volume) Status() VolumeStatus {
+	s := VolumeStatus{
+		VolumeID: v.id, Name: v.name, SizeBytes: v.Size(), AccessMode: v.mode,
+		MapGeneration: v.generation.Load(), LayoutEpoch: -1, TokenIssues: v.tokens.Issues(),
+		Reads: v.stats.reads.Load(), Writes: v.stats.writes.Load(),
+		ReadBytes: v.stats.readBytes.Load(), WriteBytes: v.stats.writeBytes.Load(),
+		Flushes: v.stats.flushes.Load(), Trims: v.stats.trims.Load(), WriteZeroes: v.stats.zeroes.Load(),
+		Errors: v.stats.errors.Load(), Timeouts: v.stats.timeouts.Load(), Retries: v.stats.retries.Load(),
+		StaleEpochs: v.stats.staleEpochs.Load(), LayoutRefreshes: v.stats.layoutRefreshes.Load(),
+	}
+	if l := v.lay.Load(); l != nil {
+		s.LayoutEpoch = l.Epoch
+	}
+	if t, unmapped := v.tokens.Current(); t != nil {
+		s.TokenExpiresAt = t.expiresAt
+	} else {
+		s.Unmapped = unmapped
+	}
+	return s
+}
