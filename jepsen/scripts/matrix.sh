@@ -9,13 +9,14 @@ TIME=${TIME:-45s}
 WORKLOADS=${WORKLOADS:-"labels topology"}
 NEMESES=${NEMESES:-"leader-kill kill pause rolling-restart"}
 REPORT=${REPORT:-jepsen-report/matrix-$(date +%Y%m%d-%H%M%S)}
-make -s build || exit 2
+BIN=${PFLEX_BIN:-./bin/pflex}   # PFLEX_BIN: use this binary instead of building bin/pflex
+[ -n "${PFLEX_BIN:-}" ] || make -s build || exit 2
 mkdir -p "$REPORT"
 summary="$REPORT/summary.md"
 {
   echo "# pflex jepsen matrix $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "runs=$RUNS time=$TIME, pflex $(git rev-parse --short HEAD 2>/dev/null)"
+  echo "runs=$RUNS time=$TIME, $BIN at $(git rev-parse --short HEAD 2>/dev/null)"
   echo
   echo "| workload | nemesis | run | verdict | ok | fail | unknown | faults | report |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -25,7 +26,7 @@ for w in $WORKLOADS; do
   for n in $NEMESES; do
     for i in $(seq 1 "$RUNS"); do
       dir="$REPORT/$w-$n-$i"
-      ./bin/pflex jepsen -q -workload "$w" -nemesis "$n" -time "$TIME" -report "$dir" >"$dir.out" 2>&1
+      "$BIN" jepsen -q -workload "$w" -nemesis "$n" -time "$TIME" -report "$dir" >"$dir.out" 2>&1
       rc=$?
       case $rc in 0) verdict=valid ;; 1) verdict=INVALID; failed=1 ;; *) verdict="ERROR($rc)"; failed=1 ;; esac
       line=$(grep -m1 'operations:' "$dir.out" || true)

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/../.."
 workload=${1:?usage: run.sh WORKLOAD NEMESES [flags]}
 nemesis=${2:?usage: run.sh WORKLOAD NEMESES [flags]}
 shift 2
-make -s build
-exec ./bin/pflex jepsen -workload "$workload" -nemesis "$nemesis" "$@"
+BIN=${PFLEX_BIN:-./bin/pflex}   # PFLEX_BIN: use this binary instead of building bin/pflex
+[ -n "${PFLEX_BIN:-}" ] || make -s build
+exec "$BIN" jepsen -workload "$workload" -nemesis "$nemesis" "$@"
