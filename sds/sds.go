@@ -1,21 +1,27 @@
-// Package sds is the storage data server: it contributes local devices to the cluster. This
-// stage runs its membership (gossip, registration, heartbeats to the MDM leader) and its control
-// and mgmt HTTP listeners; the chunk store and data protocol come later.
+// Package sds is the storage data server: it contributes local devices to the cluster, stores
+// chunk replicas on them, and serves the binary data protocol (token-checked IO, primary ->
+// secondary replication, token ACK batches to the MDM leader), alongside its membership
+// (gossip, registration, heartbeats) and its control and mgmt HTTP listeners.
 package sds
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"pflex/fsm"
 	"pflex/gossip"
 	"pflex/internal/agent"
+	"pflex/internal/api"
+	"pflex/internal/layout"
+	"pflex/sds/chunkstore"
 )
 
 // Role is the name of this component in /status.
@@ -23,12 +29,23 @@ const Role = "sds"
 
 // Service is a running SDS.
 type Service struct {
-	cfg     *Config
-	log     hclog.Logger
-	agent   *agent.Agent
-	control *agent.HTTPServer
-	mgmt    *agent.HTTPServer
+	cfg      *Config
+	log      hclog.Logger
+	agent    *agent.Agent
+	store    *chunkstore.Store
+	tokens   *tokenState
+	data     *DataServer
+	dataLn   net.Listener
+	dataDone chan error
+	control  *agent.HTTPServer
+	mgmt     *agent.HTTPServer
 }
+
+// Timeouts of the SDS's calls to the MDM leader on behalf of the data path.
+const (
+	layoutFetchTimeout = 5 * time.Second
+	ackPostTimeout     = 5 * time.Second
+)
 
 // NewLogger is the SDS's structured logger.
 func NewLogger(cfg *Config) hclog.Logger {
@@ -39,8 +56,9 @@ func NewLogger(cfg *Config) hclog.Logger {
 	})
 }
 
-// Start validates cfg, binds the control and mgmt listeners, joins gossip and starts
-// registering and heartbeating. Addresses with port 0 are announced as bound (tests).
+// Start validates cfg, opens the chunk store, binds the control, mgmt and data listeners, joins
+// gossip and starts registering and heartbeating. Addresses with port 0 are announced as bound
+// (tests).
 func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sds: config: %w", err)
@@ -52,27 +70,46 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sds: devices: %w", err)
 	}
+	s := &Service{cfg: cfg, log: logger, tokens: newTokenState(logger.Named("tokens")), dataDone: make(chan error, 1)}
+	var closers []func() error
+	fail := func(err error) (*Service, error) {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		return nil, fmt.Errorf("sds: %w", err)
+	}
+	s.store, err = chunkstore.Open(chunkstore.Config{
+		Dir: cfg.DataDir, Devices: devices, DeviceSize: (cfg.TotalCapacityGB << 30) / int64(len(devices)),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, s.store.Close)
 	controlLn, err := agent.Listen("api_addr", cfg.APIAddr)
 	if err != nil {
-		return nil, fmt.Errorf("sds: %w", err)
+		return fail(err)
 	}
+	closers = append(closers, controlLn.Close)
 	mgmtLn, err := agent.Listen("mgmt_addr", cfg.MgmtAddr)
 	if err != nil {
-		controlLn.Close()
-		return nil, fmt.Errorf("sds: %w", err)
+		return fail(err)
 	}
+	closers = append(closers, mgmtLn.Close)
+	s.dataLn, err = agent.Listen("data_addr", cfg.DataAddr)
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, s.dataLn.Close)
 	gc, err := cfg.Gossip.PoolConfig()
 	if err != nil {
-		controlLn.Close()
-		mgmtLn.Close()
-		return nil, fmt.Errorf("sds: %w", err)
+		return fail(err)
 	}
-	ag, err := agent.Start(agent.Config{
+	s.agent, err = agent.Start(agent.Config{
 		ID:                cfg.ID,
 		Caps:              []string{gossip.CapSDS},
 		APIAddr:           controlLn.Addr().String(),
 		MgmtAddr:          mgmtLn.Addr().String(),
-		DataAddr:          cfg.DataAddr,
+		DataAddr:          s.dataLn.Addr().String(),
 		ClusterKey:        cfg.ClusterKey,
 		HeartbeatInterval: cfg.heartbeatInterval(),
 		MDM:               cfg.MDM,
@@ -83,25 +120,50 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 			Devices:          devices,
 			TotalCapacityGB:  cfg.TotalCapacityGB,
 		},
-		Logger: logger,
+		OnIOState: s.tokens.apply,
+		Logger:    logger,
 	})
 	if err != nil {
-		controlLn.Close()
-		mgmtLn.Close()
-		return nil, fmt.Errorf("sds: %w", err)
+		return fail(err)
 	}
-	s := &Service{cfg: cfg, log: logger, agent: ag}
-	s.control = agent.Serve(controlLn, s.controlHandler())
-	s.mgmt = agent.Serve(mgmtLn, ag.Handler(Role))
-	logger.Info("SDS started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "data", cfg.DataAddr,
-		"gossip", ag.Pool().Addr(), "protection_domain", cfg.ProtectionDomain, "devices", len(devices))
+	s.data = NewDataServer(DataConfig{
+		SelfID:   s.agent.SDSID,
+		Store:    s.store,
+		Verifier: s.tokens.verifier,
+		Layouts:  s.fetchLayout,
+		Acks:     s.postAcks,
+		Logger:   logger.Named("data"),
+	})
+	go func() { s.dataDone <- s.data.Serve(s.dataLn) }()
+	s.control = agent.Serve(controlLn, s.httpHandler())
+	s.mgmt = agent.Serve(mgmtLn, s.httpHandler())
+	st := s.store.Stats()
+	logger.Info("SDS started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "data", s.dataLn.Addr().String(),
+		"gossip", s.agent.Pool().Addr(), "protection_domain", cfg.ProtectionDomain, "devices", len(devices),
+		"capacity_bytes", st.CapacityBytes, "chunks", st.Chunks)
 	return s, nil
 }
 
-// controlHandler serves the control API: for now /healthz and /status.
-func (s *Service) controlHandler() http.Handler {
+// fetchLayout asks the MDM leader for a volume's layout.
+func (s *Service) fetchLayout(ctx context.Context, volumeID int64) (layout.Layout, error) {
+	ctx, cancel := context.WithTimeout(ctx, layoutFetchTimeout)
+	defer cancel()
+	var l layout.Layout
+	err := s.agent.LeaderDo(ctx, http.MethodGet, fmt.Sprintf("/vol/%d/layout", volumeID), "", nil, &l)
+	return l, err
+}
+
+// postAcks sends a token ACK batch to the MDM leader.
+func (s *Service) postAcks(ctx context.Context, requestID string, req api.AckRequest) error {
+	ctx, cancel := context.WithTimeout(ctx, ackPostTimeout)
+	defer cancel()
+	return s.agent.LeaderDo(ctx, http.MethodPost, "/token/ack", requestID, req, nil)
+}
+
+// httpHandler serves the control and mgmt APIs: /healthz, /status, /volumes/{id}/chunks.
+func (s *Service) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	s.agent.Routes(mux, Role)
+	s.routes(mux)
 	return mux
 }
 
@@ -118,6 +180,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		serveErr = fmt.Errorf("sds: control listener: %w", serveErr)
 	case serveErr = <-s.mgmt.Done():
 		serveErr = fmt.Errorf("sds: mgmt listener: %w", serveErr)
+	case serveErr = <-s.dataDone:
+		serveErr = fmt.Errorf("sds: data listener: %w", serveErr)
 	}
 	return errors.Join(serveErr, s.Close())
 }
@@ -125,12 +189,19 @@ func Run(ctx context.Context, cfg *Config) error {
 // Agent is the membership runtime (gossip pool, leader tracker, heartbeats).
 func (s *Service) Agent() *agent.Agent { return s.agent }
 
-// Status is the SDS's membership status, as GET /status serves it.
-func (s *Service) Status() agent.Status {
-	st := s.agent.Status()
+// Status is the SDS's status, as GET /status serves it.
+func (s *Service) Status() Status {
+	st := Status{Status: s.agent.Status(), Store: s.store.Stats(), Data: s.data.Stats()}
 	st.Role = Role
+	st.IOVersion, st.TokenKeys = s.tokens.status()
 	return st
 }
+
+// DataAddr is the bound data protocol address.
+func (s *Service) DataAddr() string { return s.dataLn.Addr().String() }
+
+// Store is the chunk store.
+func (s *Service) Store() *chunkstore.Store { return s.store }
 
 // APIAddr is the bound control address.
 func (s *Service) APIAddr() string { return s.control.Addr() }
@@ -138,9 +209,10 @@ func (s *Service) APIAddr() string { return s.control.Addr() }
 // MgmtAddr is the bound mgmt address.
 func (s *Service) MgmtAddr() string { return s.mgmt.Addr() }
 
-// Close stops the listeners, leaves the gossip pool and stops heartbeating.
+// Close stops the data server (sending the last ACK batch), the HTTP listeners, leaves the
+// gossip pool, stops heartbeating and closes the chunk store.
 func (s *Service) Close() error {
-	err := errors.Join(s.control.Close(), s.mgmt.Close(), s.agent.Close())
+	err := errors.Join(s.data.Close(), s.control.Close(), s.mgmt.Close(), s.agent.Close(), s.store.Close())
 	s.log.Info("SDS stopped")
 	return err
 }

@@ -62,7 +62,8 @@ func TestServiceRegistersAndServesStatus(t *testing.T) {
 	dir := t.TempDir()
 	cfg := validConfig()
 	cfg.DataDir = filepath.Join(dir, "sds1")
-	cfg.APIAddr, cfg.MgmtAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.APIAddr, cfg.MgmtAddr, cfg.DataAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Devices = []string{filepath.Join(dir, "dev0.img")}
 	cfg.HeartbeatInterval = "20ms"
 	cfg.MDM = []string{strings.TrimPrefix(f.srv.URL, "http://")}
 	cfg.Gossip.BindAddr, cfg.Gossip.Join = "127.0.0.1:0", nil
@@ -82,7 +83,7 @@ func TestServiceRegistersAndServesStatus(t *testing.T) {
 	reg := f.regs[0]
 	f.mu.Unlock()
 	if reg.ID != "sds-1" || reg.SDS == nil || !filepath.IsAbs(reg.SDS.Devices[0]) || reg.APIAddr != s.APIAddr() ||
-		reg.MgmtAddr != s.MgmtAddr() || reg.DataAddr != "127.0.0.1:9701" || reg.GossipAddr == "" || reg.NBDAddr != "" {
+		reg.MgmtAddr != s.MgmtAddr() || reg.DataAddr != s.DataAddr() || reg.GossipAddr == "" || reg.NBDAddr != "" {
 		t.Fatalf("registration: %+v %+v", reg, reg.SDS)
 	}
 	for _, addr := range []string{s.APIAddr(), s.MgmtAddr()} {
@@ -113,6 +114,7 @@ func TestStartNamesBusyListener(t *testing.T) {
 	defer busy.Close()
 	cfg := validConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.Devices = []string{filepath.Join(cfg.DataDir, "dev0.img")}
 	cfg.APIAddr = strings.TrimPrefix(busy.URL, "http://")
 	_, err := Start(cfg, hclog.NewNullLogger())
 	if err == nil || !strings.Contains(err.Error(), "api_addr") {

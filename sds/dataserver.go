@@ -1,0 +1,532 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"pflex/internal/layout"
+	"pflex/internal/token"
+	"pflex/internal/wire"
+	"pflex/sds/chunkstore"
+)
+
+// DataConfig configures a DataServer.
+type DataConfig struct {
+	// SelfID is this SDS's id as the MDM knows it (0 until registered: IO is refused with
+	// StatusRetry until then).
+	SelfID   func() int64
+	Store    *chunkstore.Store
+	Verifier *token.Verifier
+	Layouts  LayoutSource
+	// Acks posts token ACK batches; nil counts nothing.
+	Acks AckPoster
+	// ReplicaTimeout bounds a forwarded write; default DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
+	// AckInterval and AckBatch tune the ACK batcher; defaults DefaultAckInterval, DefaultAckBatch.
+	AckInterval time.Duration
+	AckBatch    int
+	// Wire configures the server side; its MaxPayload is also used by the replica connections.
+	Wire   wire.ServerOptions
+	Logger hclog.Logger
+	Now    func() time.Time // default time.Now
+}
+
+// DataServer serves the binary data protocol (internal/wire) on data_addr: token-checked reads
+// and writes of the chunks this SDS is primary for, replicated to their secondaries, and the
+// replicated writes its primaries forward to it.
+type DataServer struct {
+	cfg      DataConfig
+	log      hclog.Logger
+	layouts  *layoutCache
+	replicas *replicaPool
+	acks     *ackBatcher
+	locks    [1024]sync.RWMutex // per chunk (striped), held by the primary across the forward
+	seed     maphash.Seed
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	lns   []net.Listener
+	conns map[net.Conn]struct{}
+
+	stats dataCounters
+}
+
+type dataCounters struct {
+	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
+}
+
+// DataStats is what /status reports about the data path.
+type DataStats struct {
+	Connections     int   `json:"connections"`
+	Layouts         int   `json:"layouts"`
+	Reads           int64 `json:"reads"`
+	Writes          int64 `json:"writes"`
+	ReplicaWrites   int64 `json:"replica_writes"`
+	Trims           int64 `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
+	Flushes         int64 `json:"flushes"`
+	Refused         int64 `json:"refused"` // auth, epoch, role or range refusals
+	Retries         int64 `json:"retries"` // StatusRetry answers (secondary unreachable, ...)
+	AckBatchesSent  int64 `json:"ack_batches_sent"`
+	AckFailures     int64 `json:"ack_failures"`
+	AckDroppedCount int64 `json:"ack_dropped"`
+}
+
+// NewDataServer returns a server; Serve runs it on listeners, Close stops it.
+func NewDataServer(cfg DataConfig) *DataServer {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	if cfg.Wire.Logger == nil {
+		cfg.Wire.Logger = cfg.Logger.Named("wire")
+	}
+	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
+	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout)
+	if cfg.Acks != nil {
+		d.acks = newAckBatcher(cfg.Acks, cfg.SelfID, cfg.Logger.Named("acks"))
+		if cfg.AckInterval > 0 {
+			d.acks.interval = cfg.AckInterval
+		}
+		if cfg.AckBatch > 0 {
+			d.acks.batch = cfg.AckBatch
+		}
+		d.wg.Go(func() { d.acks.run(d.ctx) })
+	}
+	return d
+}
+
+// Serve accepts connections on ln and serves each with wire.Serve until ln is closed.
+func (d *DataServer) Serve(ln net.Listener) error {
+	d.mu.Lock()
+	d.lns = append(d.lns, ln)
+	d.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if d.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("sds: data listener: %w", err)
+		}
+		d.mu.Lock()
+		if d.ctx.Err() != nil {
+			d.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		d.conns[nc] = struct{}{}
+		d.mu.Unlock()
+		d.wg.Go(func() {
+			_ = wire.Serve[*connState](nc, wireHandler{d}, d.cfg.Wire)
+			d.mu.Lock()
+			delete(d.conns, nc)
+			d.mu.Unlock()
+		})
+	}
+}
+
+// Close stops accepting, closes every connection, waits for the handlers and sends the last
+// ACK batch (bounded by a second).
+func (d *DataServer) Close() error {
+	d.mu.Lock()
+	d.cancel()
+	for _, ln := range d.lns {
+		ln.Close()
+	}
+	for nc := range d.conns {
+		nc.Close()
+	}
+	d.mu.Unlock()
+	d.replicas.close()
+	d.wg.Wait()
+	return nil
+}
+
+// Stats reports the data path's counters.
+func (d *DataServer) Stats() DataStats {
+	d.mu.Lock()
+	n := len(d.conns)
+	d.mu.Unlock()
+	st := DataStats{
+		Connections: n, Layouts: d.layouts.count(),
+		Reads: d.stats.reads.Load(), Writes: d.stats.writes.Load(), ReplicaWrites: d.stats.replWrites.Load(),
+		Trims: d.stats.trims.Load(), Flushes: d.stats.flushes.Load(), Refused: d.stats.refused.Load(),
+		Retries: d.stats.retries.Load(),
+	}
+	if d.acks != nil {
+		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
+	}
+	return st
+}
+
+// connState is one client connection's verified tokens.
+type connState struct {
+	cache *token.Cache
+
+	mu     sync.Mutex
+	tokens map[int64]token.Token // the token registered per volume, to forward to secondaries
+}
+
+// wireHandler is the DataServer as a wire.Handler.
+type wireHandler struct{ *DataServer }
+
+// Open implements wire.Handler.
+func (h wireHandler) Open(net.Conn) *connState {
+	h.stats.conns.Add(1)
+	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{}}
+}
+
+// Close implements wire.Handler.
+func (wireHandler) Close(*connState) {}
+
+// Handle serves one request of a connection (wire.Handler).
+func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
+	switch req.Op {
+	case wire.OpPing:
+		return wire.Response{}
+	case wire.OpAuth:
+		return d.auth(cs, req)
+	case wire.OpFlush, wire.OpReplFlush:
+		d.stats.flushes.Add(1)
+		if err := d.cfg.Store.Flush(); err != nil {
+			d.log.Error("flush failed", "error", err)
+			return statusResp(wire.StatusIO, 0, err.Error())
+		}
+		return wire.Response{}
+	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite:
+		resp := d.io(ctx, cs, req)
+		switch resp.Status {
+		case wire.StatusOK:
+		case wire.StatusRetry:
+			d.stats.retries.Add(1)
+		default:
+			d.stats.refused.Add(1)
+		}
+		return resp
+	}
+	return statusResp(wire.StatusProto, 0, req.Op.String()+" is not served by this SDS")
+}
+
+func statusResp(s wire.Status, epoch int64, detail string) wire.Response {
+	r := wire.Response{Status: s, Epoch: epoch}
+	if detail != "" {
+		r.Data = []byte(detail)
+	}
+	return r
+}
+
+// auth verifies the token in the payload and registers it for its volume on the connection.
+func (d *DataServer) auth(cs *connState, req *wire.Request) wire.Response {
+	t, err := token.Parse(req.Data)
+	if err != nil {
+		return statusResp(wire.StatusAuth, 0, err.Error())
+	}
+	if t.Claims.VolumeID != req.VolumeID {
+		return statusResp(wire.StatusAuth, 0, fmt.Sprintf("token is for volume %d, not %d", t.Claims.VolumeID, req.VolumeID))
+	}
+	if err := cs.cache.Register(t, d.cfg.Now()); err != nil {
+		return statusResp(tokenStatus(err), 0, err.Error())
+	}
+	cs.mu.Lock()
+	cs.tokens[t.Claims.VolumeID] = t
+	cs.mu.Unlock()
+	return wire.Response{}
+}
+
+// tokenStatus maps a token verification error to its wire status.
+func tokenStatus(err error) wire.Status {
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return wire.StatusExpired
+	case errors.Is(err, token.ErrRevoked):
+		return wire.StatusRevoked
+	case errors.Is(err, token.ErrReadOnly):
+		return wire.StatusReadOnly
+	}
+	return wire.StatusAuth // no token, bad signature, unknown key, malformed, wrong volume
+}
+
+// storeStatus maps a chunk store error to its wire status.
+func storeStatus(err error) wire.Status {
+	switch {
+	case errors.Is(err, chunkstore.ErrNoSpace):
+		return wire.StatusNoSpace
+	case errors.Is(err, chunkstore.ErrRange):
+		return wire.StatusRange
+	case errors.Is(err, chunkstore.ErrClosed):
+		return wire.StatusRetry
+	}
+	return wire.StatusIO
+}
+
+func (d *DataServer) lock(k chunkstore.Key) *sync.RWMutex {
+	var h maphash.Hash
+	h.SetSeed(d.seed)
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(k.VolumeID >> (8 * i))
+		b[8+i] = byte(k.Chunk >> (8 * i))
+	}
+	h.Write(b[:])
+	return &d.locks[h.Sum64()%uint64(len(d.locks))]
+}
+
+// target is a request resolved against the layout: the chunk, its replicas and epoch.
+type target struct {
+	l        *layout.Layout
+	key      chunkstore.Key
+	inChunk  int64 // offset within the chunk
+	length   int64
+	epoch    int64
+	replicas []int64
+}
+
+// io serves READ, WRITE, TRIM, WRITE_ZEROES (client, or replica with FlagReplica) and REPL_WRITE.
+func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
+	replica := req.Op == wire.OpReplWrite || (req.Flags&wire.FlagReplica != 0 && req.Op != wire.OpRead)
+	write := req.Op != wire.OpRead
+	claims, err := cs.cache.Authorize(req.VolumeID, write, d.cfg.Now())
+	if err != nil {
+		return statusResp(tokenStatus(err), 0, err.Error())
+	}
+	self := d.cfg.SelfID()
+	if self == 0 {
+		return statusResp(wire.StatusRetry, 0, "this SDS is not registered with the MDM yet")
+	}
+	t, resp, ok := d.resolve(ctx, req)
+	if !ok {
+		return resp
+	}
+	if t.length == 0 {
+		return wire.Response{Epoch: t.epoch}
+	}
+	if replica {
+		if len(t.replicas) < 2 || t.replicas[1] != self {
+			return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the secondary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
+		}
+		return d.applyReplica(ctx, claims, req, t)
+	}
+	if len(t.replicas) == 0 || t.replicas[0] != self {
+		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the primary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
+	}
+	if req.Op == wire.OpRead {
+		return d.read(claims, req, t)
+	}
+	cs.mu.Lock()
+	tok, ok := cs.tokens[req.VolumeID]
+	cs.mu.Unlock()
+	if !ok || tok.Claims.TokenID != claims.TokenID {
+		// Only a concurrent re-AUTH gets here; the client retries.
+		return statusResp(wire.StatusRetry, t.epoch, "token changed while the write was in flight")
+	}
+	return d.writePrimary(ctx, claims, tok, req, t)
+}
+
+// resolve checks the request against the volume's layout (fetched or refreshed as needed):
+// range, chunk boundary and epoch.
+func (d *DataServer) resolve(ctx context.Context, req *wire.Request) (target, wire.Response, bool) {
+	l, err := d.layouts.get(ctx, req.VolumeID)
+	if err != nil {
+		return target{}, statusResp(wire.StatusRetry, 0, err.Error()), false
+	}
+	off, n := req.Offset, int64(req.Length)
+	if req.Op.HasPayload() {
+		n = int64(len(req.Data))
+	}
+	if off < 0 || off+n > l.SizeBytes {
+		// The volume may have grown since the layout was cached.
+		if l2, err := d.layouts.refresh(ctx, req.VolumeID, l); err == nil {
+			l = l2
+		}
+		if off < 0 || off+n > l.SizeBytes {
+			return target{}, statusResp(wire.StatusRange, 0, fmt.Sprintf("[%d, +%d) is outside the volume (%d bytes)", off, n, l.SizeBytes)), false
+		}
+	}
+	chunk := off / l.ChunkSize
+	if n > 0 && (off+n-1)/l.ChunkSize != chunk {
+		return target{}, statusResp(wire.StatusRange, 0, fmt.Sprintf("[%d, +%d) crosses a chunk boundary (chunk size %d)", off, n, l.ChunkSize)), false
+	}
+	epoch := l.ChunkEpoch(chunk)
+	if req.Epoch > epoch {
+		if l2, err := d.layouts.refresh(ctx, req.VolumeID, l); err == nil {
+			l = l2
+			epoch = l.ChunkEpoch(chunk)
+		}
+		if req.Epoch > epoch {
+			return target{}, statusResp(wire.StatusRetry, epoch, fmt.Sprintf("request epoch %d is newer than this SDS knows (%d)", req.Epoch, epoch)), false
+		}
+	}
+	if req.Epoch < epoch {
+		return target{}, statusResp(wire.StatusStaleEpoch, epoch, fmt.Sprintf("chunk %d is at epoch %d, request has %d", chunk, epoch, req.Epoch)), false
+	}
+	return target{
+		l: l, key: chunkstore.Key{VolumeID: req.VolumeID, Chunk: chunk}, inChunk: off - chunk*l.ChunkSize,
+		length: n, epoch: epoch, replicas: l.Replicas(chunk),
+	}, wire.Response{}, true
+}
+
+func (d *DataServer) read(claims token.Claims, req *wire.Request, t target) wire.Response {
+	buf := req.ReplyBuffer(int(t.length))
+	mu := d.lock(t.key)
+	// Under the chunk's read lock: a read never returns data of a write the secondary does not
+	// have yet (and that might still fail).
+	mu.RLock()
+	err := d.cfg.Store.ReadAt(t.key, t.l.ChunkSize, buf, t.inChunk)
+	mu.RUnlock()
+	if err != nil {
+		d.log.Error("read failed", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
+		return statusResp(storeStatus(err), t.epoch, err.Error())
+	}
+	d.stats.reads.Add(1)
+	if d.acks != nil {
+		d.acks.record(claims, t.length, 0, false)
+	}
+	return wire.Response{Epoch: t.epoch, Data: buf}
+}
+
+// apply performs a write, trim or write-zeroes on the local replica.
+func (d *DataServer) apply(req *wire.Request, t target) error {
+	fua := req.Flags&wire.FlagFUA != 0
+	switch req.Op {
+	case wire.OpWrite, wire.OpReplWrite:
+		return d.cfg.Store.WriteAt(t.key, t.l.ChunkSize, t.epoch, req.Data, t.inChunk, fua)
+	default: // TRIM, WRITE_ZEROES
+		return d.cfg.Store.Zero(t.key, t.l.ChunkSize, t.epoch, t.inChunk, t.length, t.l.Thick, fua)
+	}
+}
+
+// writePrimary applies a client write locally and on the secondary, under the chunk's lock so
+// that both replicas apply the writes of a chunk in the same order, and answers OK only when
+// both have it.
+func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target) wire.Response {
+	if len(t.replicas) < 2 {
+		return statusResp(wire.StatusRetry, t.epoch, errNoSecondary.Error())
+	}
+	sec, ok := t.l.Member(t.replicas[1])
+	if !ok || sec.Addr == "" {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%v: SDS %d has no data address", errNoSecondary, t.replicas[1]))
+	}
+	fwd := wire.Request{Op: req.Op, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Data: req.Data}
+	if req.Op == wire.OpWrite {
+		fwd.Op = wire.OpReplWrite
+	} else {
+		fwd.Flags |= wire.FlagReplica
+	}
+
+	mu := d.lock(t.key)
+	mu.Lock()
+	var (
+		fresp wire.Response
+		ferr  error
+		done  = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		fresp, ferr = d.replicas.forward(ctx, sec.Addr, tok, fwd)
+	}()
+	lerr := d.apply(req, t)
+	<-done
+	mu.Unlock()
+
+	if lerr != nil {
+		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", lerr)
+		return statusResp(storeStatus(lerr), t.epoch, lerr.Error())
+	}
+	if ferr != nil {
+		return d.secondaryFailed(t, sec, fresp, ferr)
+	}
+	d.count(claims, req, t)
+	return wire.Response{Epoch: t.epoch}
+}
+
+// secondaryFailed chooses the client's answer when the secondary did not take a write. What
+// the client can act on passes through (its token, its layout, space); anything else is
+// StatusRetry: the write is not acknowledged with one replica.
+func (d *DataServer) secondaryFailed(t target, sec layout.Member, resp wire.Response, err error) wire.Response {
+	st, isStatus := wire.StatusOf(err)
+	switch {
+	case isStatus && st == wire.StatusStaleEpoch:
+		return statusResp(wire.StatusStaleEpoch, resp.Epoch, fmt.Sprintf("secondary SDS %d: %s", sec.SDSID, resp.Data))
+	case isStatus && (st == wire.StatusExpired || st == wire.StatusRevoked || st == wire.StatusReadOnly || st == wire.StatusNoSpace):
+		return statusResp(st, t.epoch, fmt.Sprintf("secondary SDS %d: %s", sec.SDSID, resp.Data))
+	}
+	d.log.Warn("secondary did not take a write; not acknowledged", "volume", t.key.VolumeID, "chunk", t.key.Chunk,
+		"secondary", sec.SDSID, "addr", sec.Addr, "error", err)
+	return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("secondary SDS %d at %s: %v", sec.SDSID, sec.Addr, err))
+}
+
+// applyReplica applies a write forwarded by the chunk's primary. The primary holds the chunk's
+// lock until this answers, so no lock is needed here (and taking one could deadlock two SDSs
+// that are each other's secondary).
+func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req *wire.Request, t target) wire.Response {
+	if ctx.Err() != nil {
+		// The primary's connection is gone: it has already answered its client.
+		return statusResp(wire.StatusRetry, t.epoch, "connection closing")
+	}
+	if err := d.apply(req, t); err != nil {
+		d.log.Error("replica write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
+		return statusResp(storeStatus(err), t.epoch, err.Error())
+	}
+	d.count(claims, req, t)
+	return wire.Response{Epoch: t.epoch}
+}
+
+// count records a successful write-type op in the token ledger and the counters.
+func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
+	var bytes int64
+	switch req.Op {
+	case wire.OpWrite:
+		d.stats.writes.Add(1)
+		bytes = t.length
+	case wire.OpReplWrite:
+		d.stats.replWrites.Add(1)
+		bytes = t.length
+	default:
+		d.stats.trims.Add(1)
+	}
+	if d.acks != nil {
+		d.acks.record(claims, 0, bytes, true)
+	}
+}
+
+// learned allocates, for a thick volume, every chunk this SDS holds a copy of.
+func (d *DataServer) learned(l *layout.Layout) {
+	if !l.Thick {
+		return
+	}
+	self := d.cfg.SelfID()
+	if self == 0 {
+		return
+	}
+	var mine []int64
+	for c := range l.Chunks() {
+		for _, id := range l.Replicas(c) {
+			if id == self {
+				mine = append(mine, c)
+			}
+		}
+	}
+	if err := d.cfg.Store.Allocate(l.VolumeID, mine, l.ChunkSize, l.Epoch); err != nil {
+		d.log.Error("thick volume: allocating its chunks failed", "volume", l.VolumeID, "chunks", len(mine), "error", err)
+		return
+	}
+	d.log.Debug("thick volume: chunks allocated", "volume", l.VolumeID, "chunks", len(mine))
+}

@@ -1,0 +1,189 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"pflex/internal/token"
+	"pflex/internal/wire"
+)
+
+// DefaultReplicaTimeout bounds one forwarded write, its AUTH included.
+const DefaultReplicaTimeout = 5 * time.Second
+
+// replicaPool holds the SDS -> SDS connections a primary forwards writes on: one per
+// (secondary address, SDC), so that each forwarded write travels under its own client's token
+// (the secondary counts it in that token's ledger) and SDCs writing the same volume do not take
+// turns re-authenticating a shared connection.
+type replicaPool struct {
+	opts    wire.ClientOptions
+	timeout time.Duration
+
+	mu     sync.Mutex
+	conns  map[replicaKey]*replicaConn
+	closed bool
+}
+
+type replicaKey struct {
+	addr string
+	sdc  int64
+}
+
+// replicaConn is one connection and the token registered on it per volume.
+type replicaConn struct {
+	c *wire.Conn
+
+	mu   sync.Mutex
+	vols map[int64]*volAuth
+}
+
+// volAuth is the token registered for a volume on a replicaConn. Forwarded writes hold mu for
+// reading while in flight; switching the token (a renewal) takes it for writing, so no write is
+// in flight under the old token when the new one is registered and every write is counted under
+// the token it came with.
+type volAuth struct {
+	mu      sync.RWMutex
+	tokenID uint64
+	ok      bool
+}
+
+func newReplicaPool(opts wire.ClientOptions, timeout time.Duration) *replicaPool {
+	return &replicaPool{opts: opts, timeout: timeout, conns: map[replicaKey]*replicaConn{}}
+}
+
+// conn returns a live connection for k, dialing if needed.
+func (p *replicaPool) conn(ctx context.Context, k replicaKey) (*replicaConn, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, wire.ErrClosed
+	}
+	rc := p.conns[k]
+	if rc != nil && rc.c.Err() == nil {
+		p.mu.Unlock()
+		return rc, nil
+	}
+	delete(p.conns, k)
+	p.mu.Unlock()
+
+	c, err := wire.Dial(ctx, k.addr, p.opts)
+	if err != nil {
+		return nil, err
+	}
+	rc = &replicaConn{c: c, vols: map[int64]*volAuth{}}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return nil, wire.ErrClosed
+	}
+	if cur := p.conns[k]; cur != nil && cur.c.Err() == nil {
+		c.Close() // another request dialed first
+		return cur, nil
+	}
+	p.conns[k] = rc
+	return rc, nil
+}
+
+// drop closes rc and forgets it. Used after a forward timed out or failed in transit: the
+// secondary may still be applying that write, and a write that follows must not overtake it on
+// the same connection.
+func (p *replicaPool) drop(k replicaKey, rc *replicaConn) {
+	p.mu.Lock()
+	if p.conns[k] == rc {
+		delete(p.conns, k)
+	}
+	p.mu.Unlock()
+	rc.c.Close()
+}
+
+func (p *replicaPool) close() {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = map[replicaKey]*replicaConn{}
+	p.mu.Unlock()
+	for _, rc := range conns {
+		rc.c.Close()
+	}
+}
+
+func (rc *replicaConn) vol(id int64) *volAuth {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	va := rc.vols[id]
+	if va == nil {
+		va = &volAuth{}
+		rc.vols[id] = va
+	}
+	return va
+}
+
+// forward sends req to the secondary at addr under tok and waits for its answer. The token is
+// registered on the connection first when it is not the one registered there, and once more if
+// the secondary answers Auth or Expired (it restarted, or its cache re-verified and refused).
+func (p *replicaPool) forward(ctx context.Context, addr string, tok token.Token, req wire.Request) (wire.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	k := replicaKey{addr: addr, sdc: tok.Claims.SDCID}
+	rc, err := p.conn(ctx, k)
+	if err != nil {
+		return wire.Response{}, err
+	}
+	va := rc.vol(req.VolumeID)
+	reauthed := false
+	for {
+		va.mu.RLock()
+		if !va.ok || va.tokenID != tok.Claims.TokenID {
+			va.mu.RUnlock()
+			if resp, err := p.auth(ctx, rc, va, tok, req.VolumeID); err != nil {
+				if _, isStatus := wire.StatusOf(err); !isStatus {
+					p.drop(k, rc)
+				}
+				return resp, fmt.Errorf("auth on secondary %s: %w", addr, err)
+			}
+			continue
+		}
+		resp, err := rc.c.Do(ctx, req)
+		va.mu.RUnlock()
+		st, isStatus := wire.StatusOf(err)
+		switch {
+		case err == nil:
+			return resp, nil
+		case !isStatus:
+			p.drop(k, rc)
+			return resp, err
+		case (st == wire.StatusAuth || st == wire.StatusExpired) && !reauthed:
+			reauthed = true
+			va.mu.Lock()
+			if va.tokenID == tok.Claims.TokenID {
+				va.ok = false
+			}
+			va.mu.Unlock()
+			continue
+		}
+		return resp, err
+	}
+}
+
+// auth registers tok for volumeID on rc, unless a concurrent forward already did.
+func (p *replicaPool) auth(ctx context.Context, rc *replicaConn, va *volAuth, tok token.Token, volumeID int64) (wire.Response, error) {
+	va.mu.Lock()
+	defer va.mu.Unlock()
+	if va.ok && va.tokenID == tok.Claims.TokenID {
+		return wire.Response{}, nil
+	}
+	va.ok = false
+	resp, err := rc.c.Do(ctx, wire.Request{Op: wire.OpAuth, VolumeID: volumeID, Data: tok.Bytes()})
+	if err != nil {
+		return resp, err
+	}
+	va.ok, va.tokenID = true, tok.Claims.TokenID
+	return resp, nil
+}
+
+// errNoSecondary: the layout names no secondary (or no address for it).
+var errNoSecondary = errors.New("no secondary for the chunk")
