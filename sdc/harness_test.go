@@ -352,8 +352,10 @@ func (s *fakeSDS) chunk(vol, c int64) []byte {
 	return append([]byte(nil), s.chunks[[2]int64{vol, c}]...)
 }
 
-func (s *fakeSDS) Open(net.Conn) *sdsConnState { return &sdsConnState{cache: token.NewCache(s.c.verify)} }
-func (s *fakeSDS) Close(*sdsConnState)         {}
+func (s *fakeSDS) Open(net.Conn) *sdsConnState {
+	return &sdsConnState{cache: token.NewCache(s.c.verify)}
+}
+func (s *fakeSDS) Close(*sdsConnState) {}
 
 func tokenStatus(err error) wire.Status {
 	switch {
