@@ -27,6 +27,7 @@ type issuedToken struct {
 // once when an SDS refuses the current one (Invalidate). IO never waits for the MDM while the
 // current token is valid. Concurrent requests for a new token share one fetch.
 type tokenSource struct {
+	ctx  context.Context // the volume's: ends fetches when the volume is closed
 	mdm  MDM
 	req  api.TokenRequest
 	log  hclog.Logger
@@ -45,8 +46,8 @@ type tokenSource struct {
 // minRenewal bounds how often a token is renewed, whatever lifetime the MDM grants.
 const minRenewal = 20 * time.Millisecond
 
-func newTokenSource(m MDM, req api.TokenRequest, log hclog.Logger, lost func()) *tokenSource {
-	return &tokenSource{mdm: m, req: req, log: log, lost: lost, changed: make(chan struct{}, 1)}
+func newTokenSource(ctx context.Context, m MDM, req api.TokenRequest, log hclog.Logger, lost func()) *tokenSource {
+	return &tokenSource{ctx: ctx, mdm: m, req: req, log: log, lost: lost, changed: make(chan struct{}, 1)}
 }
 
 // Get returns the current token, fetching one if there is none or it has expired.
@@ -120,7 +121,7 @@ func (s *tokenSource) startFetchLocked() chan struct{} {
 const fetchTimeout = 10 * time.Second
 
 func (s *tokenSource) fetch(done chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, fetchTimeout)
 	defer cancel()
 	resp, err := s.mdm.IssueToken(ctx, s.req)
 	var t *issuedToken
@@ -151,7 +152,7 @@ func (s *tokenSource) fetch(done chan struct{}) {
 		if s.lost != nil {
 			s.lost()
 		}
-	default:
+	case s.ctx.Err() == nil:
 		s.log.Warn("IO token request failed", "volume_id", s.req.VolumeID, "error", err)
 	}
 }
@@ -209,14 +210,14 @@ func (s *tokenSource) run(ctx context.Context) {
 			s.lastErr = nil // retry once the wait is over
 			s.mu.Unlock()
 		case cur == nil:
-			s.renew()
+			s.renew(ctx)
 			continue
 		default:
 			backoff = 50 * time.Millisecond
 			renewAt := cur.issuedAt.Add(max(cur.expiresAt.Sub(cur.issuedAt)/2, minRenewal))
 			wait = time.Until(renewAt)
 			if wait <= 0 {
-				s.renewFrom(cur)
+				s.renewFrom(ctx, cur)
 				continue
 			}
 		}
@@ -233,22 +234,30 @@ func (s *tokenSource) run(ctx context.Context) {
 }
 
 // renew starts a fetch and waits for it.
-func (s *tokenSource) renew() {
+func (s *tokenSource) renew(ctx context.Context) {
 	s.mu.Lock()
 	ch := s.startFetchLocked()
 	s.mu.Unlock()
-	<-ch
+	select {
+	case <-ctx.Done():
+	case <-ch:
+	}
 }
 
-// renewFrom fetches a successor of cur, keeping cur usable meanwhile. If the fetch fails, the
-// loop retries with backoff until cur expires.
-func (s *tokenSource) renewFrom(cur *issuedToken) {
-	s.renew()
+// renewFrom fetches a successor of cur, keeping cur usable meanwhile. If the fetch fails, it
+// waits a little before the loop tries again (until cur expires, and after).
+func (s *tokenSource) renewFrom(ctx context.Context, cur *issuedToken) {
+	s.renew(ctx)
 	s.mu.Lock()
 	failed := s.cur == cur && s.lastErr != nil
 	s.mu.Unlock()
-	if failed {
-		// Keep cur but retry soon: shorten nothing, just wait a little before the next attempt.
-		time.Sleep(min(100*time.Millisecond, max(time.Until(cur.expiresAt)/4, time.Millisecond)))
+	if !failed {
+		return
+	}
+	t := time.NewTimer(min(100*time.Millisecond, max(time.Until(cur.expiresAt)/4, time.Millisecond)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

@@ -96,7 +96,7 @@ func newVolume(mv api.MappedVolume, o volumeOptions) *Volume {
 		v.lay.Store(&l)
 	}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
-	v.tokens = newTokenSource(o.MDM, api.TokenRequest{VolumeID: mv.VolumeID, SDCID: o.SDCID, AccessMode: mode}, v.log, o.OnLost)
+	v.tokens = newTokenSource(v.ctx, o.MDM, api.TokenRequest{VolumeID: mv.VolumeID, SDCID: o.SDCID, AccessMode: mode}, v.log, o.OnLost)
 	v.wg.Add(2)
 	go func() {
 		defer v.wg.Done()

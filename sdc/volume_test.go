@@ -516,3 +516,31 @@ func TestCachedLayoutServesWithoutMDM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIOContinuesWhileMDMIsDown(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.ttl = 2 * time.Second
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	e := newTestExporter(t, c, 5*time.Second)
+	v := exportedVolume(t, e, "vol1")
+	ctx := context.Background()
+	if err := v.WriteAt(ctx, []byte("up"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "first layout", time.Second, func() bool { return v.Status().LayoutEpoch == 1 })
+	c.mu.Lock()
+	c.mdmDown = true
+	c.mu.Unlock()
+	// Past the renewal point (1 s): renewals fail, the current token keeps serving IO.
+	deadline := time.Now().Add(1300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if err := v.WriteAt(ctx, []byte("down"), 0, false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.mu.Lock()
+	c.mdmDown = false
+	c.mu.Unlock()
+	waitFor(t, "renewal after the MDM is back", 3*time.Second, func() bool { return c.issueCount(1) >= 2 })
+}
