@@ -34,7 +34,7 @@ type layoutCache struct {
 type volLayout struct {
 	cur       atomic.Pointer[layout.Layout]
 	fetchMu   sync.Mutex // one fetch at a time
-	fetchedAt time.Time  // guarded by fetchMu
+	uselessAt time.Time  // last refresh that brought nothing newer; guarded by fetchMu
 }
 
 func newLayoutCache(fetch LayoutSource, learned func(*layout.Layout)) *layoutCache {
@@ -62,14 +62,14 @@ func (c *layoutCache) get(ctx context.Context, volumeID int64) (*layout.Layout, 
 }
 
 // refresh fetches volumeID's layout again, unless another request already replaced have (the
-// layout the caller found wanting) or it was fetched within minRefetch. A fetched layout older
-// than the cached one is ignored.
+// layout the caller found wanting) or a refresh within the last minRefetch brought nothing
+// newer. A fetched layout older than the cached one is ignored.
 func (c *layoutCache) refresh(ctx context.Context, volumeID int64, have *layout.Layout) (*layout.Layout, error) {
 	v := c.entry(volumeID)
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
 	cur := v.cur.Load()
-	if cur != nil && (cur != have || time.Since(v.fetchedAt) < minRefetch) {
+	if cur != nil && (cur != have || time.Since(v.uselessAt) < minRefetch) {
 		return cur, nil
 	}
 	l, err := c.fetch(ctx, volumeID)
@@ -79,15 +79,17 @@ func (c *layoutCache) refresh(ctx context.Context, volumeID int64, have *layout.
 		}
 		return nil, fmt.Errorf("layout of volume %d: %w", volumeID, err)
 	}
-	v.fetchedAt = time.Now()
 	if l.VolumeID != volumeID {
 		return cur, fmt.Errorf("layout of volume %d: the MDM answered with volume %d", volumeID, l.VolumeID)
 	}
 	if err := l.Validate(); err != nil {
 		return cur, fmt.Errorf("layout of volume %d: %w", volumeID, err)
 	}
-	if cur != nil && l.Epoch < cur.Epoch {
-		return cur, nil
+	if cur != nil && l.Epoch <= cur.Epoch && l.SizeBytes == cur.SizeBytes {
+		v.uselessAt = time.Now()
+		if l.Epoch < cur.Epoch {
+			return cur, nil
+		}
 	}
 	v.cur.Store(&l)
 	if c.learned != nil {

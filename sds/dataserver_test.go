@@ -1,0 +1,638 @@
+package sds
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"pflex/fsm"
+	"pflex/internal/agent"
+	"pflex/internal/api"
+	"pflex/internal/layout"
+	"pflex/internal/token"
+	"pflex/internal/wire"
+)
+
+const (
+	testChunk = 64 << 10
+	testSize  = 16 * testChunk
+)
+
+// fakeMDM is a one-MDM API: registration (SDS ids in order), heartbeats carrying the IO state,
+// volume layouts over the registered SDSs, and the token ACK ledger.
+type fakeMDM struct {
+	t   *testing.T
+	srv *httptest.Server
+	key []byte
+
+	mu        sync.Mutex
+	ids       map[string]int64 // node id -> SDS id
+	addrs     map[int64]string // SDS id -> data addr
+	ioVersion int64
+	gen       int64 // map generation of every volume
+	epoch     int64
+	thick     map[int64]bool
+	layoutGet int
+	acks      []api.AckRequest
+	ackIDs    map[string]bool
+}
+
+func newFakeMDM(t *testing.T) *fakeMDM {
+	f := &fakeMDM{t: t, key: token.NewKey(), ids: map[string]int64{}, addrs: map[int64]string{},
+		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, ackIDs: map[string]bool{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeMDM) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+func (f *fakeMDM) ioStateLocked() *api.IOState {
+	return &api.IOState{Version: f.ioVersion, Keys: []api.TokenKey{{ID: 1, Key: f.key}},
+		Generations: map[string]int64{"1": f.gen, "2": f.gen}}
+}
+
+func (f *fakeMDM) layoutLocked(vol int64) layout.Layout {
+	l := layout.Layout{VolumeID: vol, Epoch: f.epoch, ChunkSize: testChunk, SizeBytes: testSize, Thick: f.thick[vol]}
+	for id := int64(1); id <= int64(len(f.addrs)); id++ {
+		l.Members = append(l.Members, layout.Member{SDSID: id, Weight: 100, Addr: f.addrs[id]})
+	}
+	return l
+}
+
+// layout is the layout the SDSs are served (as the SDC would fetch it).
+func (f *fakeMDM) layout(vol int64) layout.Layout {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.layoutLocked(vol)
+}
+
+func (f *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
+	self := f.addr()
+	w.Header().Set(api.HeaderLeader, self)
+	if r.Header.Get("Authorization") != "Bearer k" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reply := func(v any) { json.NewEncoder(w).Encode(v) }
+	switch {
+	case r.URL.Path == "/cluster/status":
+		reply(map[string]any{"leader_id": "mdm-1", "leader_api": self})
+	case r.URL.Path == agent.PathRegister:
+		var req fsm.RegisterNode
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		id, ok := f.ids[req.ID]
+		if !ok {
+			id = int64(len(f.ids) + 1)
+			f.ids[req.ID] = id
+		}
+		f.addrs[id] = req.DataAddr
+		reply(api.RegisterResponse{Registration: fsm.Registration{SDSID: id}, LeaderID: "mdm-1", LeaderAPI: self, IO: f.ioStateLocked()})
+	case r.URL.Path == agent.PathHeartbeat:
+		var req api.HeartbeatRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		resp := api.HeartbeatResponse{LeaderID: "mdm-1", LeaderAPI: self, Term: 1, State: "up"}
+		if req.IOVersion != f.ioVersion {
+			resp.IO = f.ioStateLocked()
+		}
+		reply(resp)
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/vol/") && strings.HasSuffix(r.URL.Path, "/layout"):
+		vol, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/vol/"), "/layout"), 10, 64)
+		f.layoutGet++
+		reply(f.layoutLocked(vol))
+	case r.Method == http.MethodPost && r.URL.Path == "/token/ack":
+		var req api.AckRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		rid := r.Header.Get(api.HeaderRequestID)
+		if rid == "" {
+			f.t.Errorf("ACK batch without a request id")
+		}
+		if !f.ackIDs[rid] {
+			f.ackIDs[rid] = true
+			f.acks = append(f.acks, req)
+		}
+		reply(map[string]any{})
+	default:
+		w.WriteHeader(http.StatusNotFound)
+	}
+}
+
+// ledger sums the ACKs per SDS id.
+func (f *fakeMDM) ledger() map[int64]fsm.TokenAck {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[int64]fsm.TokenAck{}
+	for _, b := range f.acks {
+		for _, e := range b.Entries {
+			s := out[b.SDSID]
+			s.ReadOps += e.ReadOps
+			s.ReadBytes += e.ReadBytes
+			s.WriteOps += e.WriteOps
+			s.WriteBytes += e.WriteBytes
+			s.TokenID = e.TokenID
+			s.SDCID = e.SDCID
+			s.VolumeID = e.VolumeID
+			out[b.SDSID] = s
+		}
+	}
+	return out
+}
+
+// bump moves every volume's map generation (an unmap) and the IO state version.
+func (f *fakeMDM) bump() {
+	f.mu.Lock()
+	f.gen++
+	f.ioVersion++
+	f.mu.Unlock()
+}
+
+type cluster struct {
+	mdm  *fakeMDM
+	sdss map[int64]*Service // by SDS id
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{mdm: newFakeMDM(t), sdss: map[int64]*Service{}}
+	for i := 1; i <= n; i++ {
+		dir := t.TempDir()
+		cfg := validConfig()
+		cfg.ID = fmt.Sprintf("sds-%d", i)
+		cfg.DataDir = dir
+		cfg.Devices = []string{filepath.Join(dir, "dev0.img"), filepath.Join(dir, "dev1.img")}
+		cfg.TotalCapacityGB = 1
+		cfg.APIAddr, cfg.MgmtAddr, cfg.DataAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.HeartbeatInterval = "20ms"
+		cfg.MDM = []string{c.mdm.addr()}
+		cfg.Gossip.BindAddr, cfg.Gossip.Join = "127.0.0.1:0", nil
+		s, err := Start(cfg, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		waitFor(t, "registration of "+cfg.ID, func() bool { return s.agent.SDSID() != 0 && s.Status().IOVersion == 1 })
+		c.sdss[s.agent.SDSID()] = s
+	}
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *cluster) token(vol int64, mode token.Mode, ttl time.Duration) token.Token {
+	c.mdm.mu.Lock()
+	gen := c.mdm.gen
+	c.mdm.mu.Unlock()
+	return token.Sign(token.Claims{TokenID: uint64(time.Now().UnixNano()), VolumeID: vol, SDCID: 5, Mode: mode,
+		MapGeneration: gen, ExpiresAt: time.Now().Add(ttl).UnixMilli(), KeyID: 1}, c.mdm.key)
+}
+
+// dial opens a data connection to the SDS with id and registers tok on it (if tok is not nil).
+func (c *cluster) dial(t *testing.T, id int64, tok *token.Token) *wire.Conn {
+	t.Helper()
+	conn, err := wire.Dial(context.Background(), c.sdss[id].DataAddr(), wire.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if tok != nil {
+		if _, err := conn.Do(context.Background(), wire.Request{Op: wire.OpAuth, VolumeID: tok.Claims.VolumeID, Data: tok.Bytes()}); err != nil {
+			t.Fatalf("auth on SDS %d: %v", id, err)
+		}
+	}
+	return conn
+}
+
+func do(conn *wire.Conn, req wire.Request) (wire.Response, wire.Status) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := conn.Do(ctx, req)
+	st, ok := wire.StatusOf(err)
+	if !ok {
+		return resp, wire.Status(999)
+	}
+	return resp, st
+}
+
+func fill(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed ^ byte(i*13+i>>8)
+	}
+	return b
+}
+
+// chunks fetches GET /volumes/{vol}/chunks?checksum=1 of the SDS with id.
+func (c *cluster) chunks(t *testing.T, id, vol int64) map[int64]ChunkReplica {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/volumes/%d/chunks?checksum=1", c.sdss[id].APIAddr(), vol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l ChunkList
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil || l.SDSID != id {
+		t.Fatalf("chunk list of SDS %d: %+v %v", id, l, err)
+	}
+	out := map[int64]ChunkReplica{}
+	for _, cr := range l.Chunks {
+		out[cr.Chunk] = cr
+	}
+	return out
+}
+
+func TestWriteReplicatesReadsAndLedger(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	conns := map[int64]*wire.Conn{}
+	for id := range c.sdss {
+		conns[id] = c.dial(t, id, &tok)
+	}
+	want := make([]byte, testSize)
+	type counts struct{ wops, wbytes, rops, rbytes int64 }
+	expect := map[int64]*counts{1: {}, 2: {}, 3: {}}
+	// Writes of several sizes into every chunk (the last in each with FUA), sent concurrently
+	// to the chunks' primaries.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for ch := range l.Chunks() {
+		reps := l.Replicas(ch)
+		wg.Go(func() {
+			for i, w := range []struct{ off, n int64 }{{0, 4096}, {8192, 512}, {testChunk - 1000, 1000}, {100, 30000}} {
+				off := ch*testChunk + w.off
+				data := fill(int(w.n), byte(ch*4+int64(i)))
+				req := wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: off, Epoch: l.ChunkEpoch(ch), Data: data}
+				if i == 3 {
+					req.Flags = wire.FlagFUA
+				}
+				if _, st := do(conns[reps[0]], req); st != wire.StatusOK {
+					t.Errorf("write chunk %d: %v", ch, st)
+					return
+				}
+				mu.Lock()
+				copy(want[off:], data)
+				for _, id := range reps {
+					expect[id].wops++
+					expect[id].wbytes += w.n
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Trim one whole chunk (freed on both replicas) and zero part of another.
+	for _, z := range []struct {
+		op      wire.Opcode
+		ch, off int64
+		n       uint32
+	}{{wire.OpTrim, 3, 0, testChunk}, {wire.OpWriteZeroes, 5, 4096, 8192}} {
+		reps := l.Replicas(z.ch)
+		off := z.ch*testChunk + z.off
+		if _, st := do(conns[reps[0]], wire.Request{Op: z.op, VolumeID: 1, Offset: off, Length: z.n, Epoch: 1}); st != wire.StatusOK {
+			t.Fatalf("%v: %v", z.op, st)
+		}
+		clear(want[off : off+int64(z.n)])
+		for _, id := range reps {
+			expect[id].wops++
+		}
+	}
+	if _, st := do(conns[1], wire.Request{Op: wire.OpFlush, VolumeID: 1}); st != wire.StatusOK {
+		t.Fatalf("flush: %v", st)
+	}
+	// Read everything back from the primaries, in 16 KiB pieces.
+	for off := int64(0); off < testSize; off += 16 << 10 {
+		ch := off / testChunk
+		p := l.Replicas(ch)[0]
+		resp, st := do(conns[p], wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: off, Length: 16 << 10, Epoch: 1})
+		if st != wire.StatusOK || !bytes.Equal(resp.Data, want[off:off+16<<10]) {
+			t.Fatalf("read at %d from SDS %d: %v, data equal %v", off, p, st, bytes.Equal(resp.Data, want[off:off+16<<10]))
+		}
+		expect[p].rops++
+		expect[p].rbytes += 16 << 10
+	}
+	// Each chunk is on exactly its two replicas, byte-identical; the trimmed one on neither.
+	lists := map[int64]map[int64]ChunkReplica{}
+	for id := range c.sdss {
+		lists[id] = c.chunks(t, id, 1)
+	}
+	for ch := range l.Chunks() {
+		reps := l.Replicas(ch)
+		for id := range c.sdss {
+			_, has := lists[id][ch]
+			if in := id == reps[0] || id == reps[1]; has != (in && ch != 3) {
+				t.Fatalf("chunk %d on SDS %d: has=%v, replicas %v", ch, id, has, reps)
+			}
+		}
+		if ch == 3 {
+			continue
+		}
+		a, b := lists[reps[0]][ch], lists[reps[1]][ch]
+		if a.CRC32C == "" || a.CRC32C != b.CRC32C || a.Role != "primary" || b.Role != "secondary" {
+			t.Fatalf("chunk %d: primary %+v secondary %+v", ch, a, b)
+		}
+	}
+	// The ledger the SDSs posted matches: client IO at the primary, replicated writes at the
+	// secondary, all under the one token.
+	waitFor(t, "token ACKs", func() bool {
+		got := c.mdm.ledger()
+		for id, e := range expect {
+			g := got[id]
+			if g.WriteOps != e.wops || g.WriteBytes != e.wbytes || g.ReadOps != e.rops || g.ReadBytes != e.rbytes {
+				return false
+			}
+		}
+		return true
+	})
+	for id, g := range c.mdm.ledger() {
+		if g.TokenID != fmt.Sprintf("%016x", tok.Claims.TokenID) || g.SDCID != 5 || g.VolumeID != 1 {
+			t.Fatalf("SDS %d ledger entry %+v", id, g)
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	c := startCluster(t, 2)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
+	primary := c.dial(t, p, &tok)
+	write := func(conn *wire.Conn, off, epoch int64) (wire.Response, wire.Status) {
+		return do(conn, wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: off, Epoch: epoch, Data: []byte("hello")})
+	}
+	if _, st := write(primary, 0, 1); st != wire.StatusOK {
+		t.Fatalf("write: %v", st)
+	}
+	// Not the primary.
+	if _, st := write(c.dial(t, s, &tok), 0, 1); st != wire.StatusNotPrimary {
+		t.Fatalf("write to the secondary: %v", st)
+	}
+	// Stale epoch: the reply names the SDS's epoch.
+	if resp, st := write(primary, 0, 0); st != wire.StatusStaleEpoch || resp.Epoch != 1 {
+		t.Fatalf("stale epoch: %v %d", st, resp.Epoch)
+	}
+	// A newer epoch makes the SDS fetch the layout again; then the old one is stale.
+	c.mdm.mu.Lock()
+	c.mdm.epoch = 2
+	c.mdm.mu.Unlock()
+	if _, st := write(primary, 0, 2); st != wire.StatusOK {
+		t.Fatalf("write at the new epoch: %v", st)
+	}
+	if resp, st := write(primary, 0, 1); st != wire.StatusStaleEpoch || resp.Epoch != 2 {
+		t.Fatalf("old epoch after refresh: %v %d", st, resp.Epoch)
+	}
+	// Range: across a chunk boundary, beyond the volume.
+	if _, st := write(primary, testChunk-2, 2); st != wire.StatusRange {
+		t.Fatalf("across chunks: %v", st)
+	}
+	if _, st := do(primary, wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: testSize, Length: 1, Epoch: 2}); st != wire.StatusRange {
+		t.Fatalf("beyond the volume: %v", st)
+	}
+
+	// Tokens.
+	auth := func(conn *wire.Conn, vol int64, b []byte) wire.Status {
+		_, st := do(conn, wire.Request{Op: wire.OpAuth, VolumeID: vol, Data: b})
+		return st
+	}
+	bare := c.dial(t, p, nil)
+	if _, st := write(bare, 0, 2); st != wire.StatusAuth {
+		t.Fatalf("no token: %v", st)
+	}
+	forged := tok
+	forged.MAC[0] ^= 1
+	otherKey := token.Sign(tok.Claims, token.NewKey())
+	other := c.token(2, token.ReadWrite, time.Minute)
+	for name, tc := range map[string]struct {
+		vol  int64
+		b    []byte
+		want wire.Status
+	}{
+		"forged":       {1, forged.Bytes(), wire.StatusAuth},
+		"wrong key":    {1, otherKey.Bytes(), wire.StatusAuth},
+		"malformed":    {1, []byte("not a token"), wire.StatusAuth},
+		"wrong volume": {1, other.Bytes(), wire.StatusAuth},
+		"expired":      {1, c.token(1, token.ReadWrite, -time.Second).Bytes(), wire.StatusExpired},
+	} {
+		if st := auth(bare, tc.vol, tc.b); st != tc.want {
+			t.Errorf("%s token: %v, want %v", name, st, tc.want)
+		}
+	}
+	if _, st := write(bare, 0, 2); st != wire.StatusAuth {
+		t.Fatalf("write after refused tokens: %v", st)
+	}
+	// Read-only token: reads yes, writes no.
+	ro := c.token(1, token.ReadOnly, time.Minute)
+	roConn := c.dial(t, p, &ro)
+	if _, st := write(roConn, 0, 2); st != wire.StatusReadOnly {
+		t.Fatalf("write with a read-only token: %v", st)
+	}
+	if resp, st := do(roConn, wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: 0, Length: 5, Epoch: 2}); st != wire.StatusOK || string(resp.Data) != "hello" {
+		t.Fatalf("read with a read-only token: %v %q", st, resp.Data)
+	}
+	// A token that expires while registered.
+	short := c.token(1, token.ReadWrite, 300*time.Millisecond)
+	shortConn := c.dial(t, p, &short)
+	time.Sleep(350 * time.Millisecond)
+	if _, st := write(shortConn, 0, 2); st != wire.StatusExpired {
+		t.Fatalf("write after expiry: %v", st)
+	}
+	// Revocation: the MDM bumps the generation; once the heartbeat delivers it, the registered
+	// token is refused, and so is registering it again.
+	c.mdm.bump()
+	waitFor(t, "IO state v2", func() bool { return c.sdss[p].Status().IOVersion == 2 })
+	if _, st := write(primary, 0, 2); st != wire.StatusRevoked {
+		t.Fatalf("write after unmap: %v", st)
+	}
+	if st := auth(primary, 1, tok.Bytes()); st != wire.StatusRevoked {
+		t.Fatalf("re-auth of a revoked token: %v", st)
+	}
+	fresh := c.token(1, token.ReadWrite, time.Minute)
+	if st := auth(primary, 1, fresh.Bytes()); st != wire.StatusOK {
+		t.Fatalf("fresh token: %v", st)
+	}
+	if _, st := write(primary, 0, 2); st != wire.StatusOK {
+		t.Fatalf("write with the fresh token: %v", st)
+	}
+}
+
+func TestOversizedFrameClosesConnection(t *testing.T) {
+	c := startCluster(t, 2)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	l := c.mdm.layout(1)
+	p := l.Replicas(0)[0]
+	nc, err := net.Dial("tcp", c.sdss[p].DataAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	header := func(op wire.Opcode, id uint64, length uint32) []byte {
+		b := make([]byte, wire.RequestHeaderSize)
+		copy(b, wire.Magic)
+		b[4] = wire.Version
+		b[5] = byte(op)
+		binary.BigEndian.PutUint64(b[8:], id)
+		binary.BigEndian.PutUint64(b[16:], 1)
+		binary.BigEndian.PutUint32(b[32:], length)
+		binary.BigEndian.PutUint64(b[36:], 1)
+		return b
+	}
+	// A valid AUTH (answered), then a WRITE claiming 64 MiB of payload, followed by some of it.
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(append(header(wire.OpAuth, 1, uint32(token.Size)), tok.Bytes()...)); err != nil {
+		t.Fatal(err)
+	}
+	reply := make([]byte, wire.ReplyHeaderSize)
+	if _, err := io.ReadFull(nc, reply); err != nil || binary.BigEndian.Uint32(reply[16:]) != uint32(wire.StatusOK) {
+		t.Fatalf("auth reply %x: %v", reply, err)
+	}
+	nc.Write(append(header(wire.OpWrite, 2, 64<<20), bytes.Repeat([]byte{0xab}, 64<<10)...))
+	// The server closes the connection (EOF, or a reset since it did not read what was sent).
+	if n, err := io.ReadFull(nc, reply); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("connection not closed: read %d bytes, %v", n, err)
+	}
+	for id, s := range c.sdss {
+		if n := s.Store().Stats().Chunks; n != 0 {
+			t.Fatalf("SDS %d holds %d chunks after a bad frame", id, n)
+		}
+	}
+}
+
+func TestDeadSecondaryIsNotAcknowledged(t *testing.T) {
+	c := startCluster(t, 2)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
+	primary := c.dial(t, p, &tok)
+	req := wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: 0, Epoch: 1, Data: []byte("both")}
+	if _, st := do(primary, req); st != wire.StatusOK {
+		t.Fatalf("write: %v", st)
+	}
+	c.sdss[s].Close()
+	req.Data = []byte("one!")
+	if _, st := do(primary, req); st != wire.StatusRetry {
+		t.Fatalf("write with the secondary down: %v, want %v", st, wire.StatusRetry)
+	}
+	for _, op := range []wire.Opcode{wire.OpTrim, wire.OpWriteZeroes} {
+		if _, st := do(primary, wire.Request{Op: op, VolumeID: 1, Offset: 0, Length: 4096, Epoch: 1}); st != wire.StatusRetry {
+			t.Fatalf("%v with the secondary down: %v", op, st)
+		}
+	}
+	if _, st := do(primary, wire.Request{Op: wire.OpPing}); st != wire.StatusOK {
+		t.Fatalf("ping: %v", st)
+	}
+}
+
+func TestThickVolumeAllocatesOnLayout(t *testing.T) {
+	c := startCluster(t, 3)
+	c.mdm.mu.Lock()
+	c.mdm.thick[2] = true
+	c.mdm.mu.Unlock()
+	l := c.mdm.layout(2)
+	tok := c.token(2, token.ReadWrite, time.Minute)
+	p := l.Replicas(0)[0]
+	conn := c.dial(t, p, &tok)
+	resp, st := do(conn, wire.Request{Op: wire.OpRead, VolumeID: 2, Offset: 0, Length: 4096, Epoch: 1})
+	if st != wire.StatusOK || !bytes.Equal(resp.Data, make([]byte, 4096)) {
+		t.Fatalf("read: %v", st)
+	}
+	var mine int
+	for ch := range l.Chunks() {
+		if r := l.Replicas(ch); r[0] == p || r[1] == p {
+			mine++
+		}
+	}
+	if got := len(c.sdss[p].Store().Chunks(2)); got != mine || mine == 0 {
+		t.Fatalf("thick volume: %d chunks allocated, want %d", got, mine)
+	}
+}
+
+func TestAckBatcherRetriesWithTheSameRequestID(t *testing.T) {
+	var mu sync.Mutex
+	var ids []string
+	var taken []api.AckRequest
+	fails := 2
+	b := newAckBatcher(func(ctx context.Context, id string, req api.AckRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ids = append(ids, id)
+		if fails > 0 {
+			fails--
+			return errors.New("leader away")
+		}
+		taken = append(taken, req)
+		return nil
+	}, func() int64 { return 9 }, hclog.NewNullLogger())
+	b.interval = 5 * time.Millisecond
+	b.batch = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.run(ctx); close(done) }()
+	for i := range 5 {
+		b.record(token.Claims{TokenID: uint64(i), VolumeID: 1, SDCID: 2}, 0, 100, true)
+	}
+	b.record(token.Claims{TokenID: 0, VolumeID: 1, SDCID: 2}, 10, 0, false)
+	waitFor(t, "all entries taken", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range taken {
+			n += len(r.Entries)
+		}
+		return n >= 5
+	})
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Fatalf("retries changed the request id: %v", ids)
+	}
+	var w, r int64
+	for _, req := range taken {
+		if req.SDSID != 9 || len(req.Entries) > 2 {
+			t.Fatalf("batch %+v", req)
+		}
+		for _, e := range req.Entries {
+			w += e.WriteOps
+			r += e.ReadOps
+		}
+	}
+	if w != 5 || r != 1 {
+		t.Fatalf("counted %d writes, %d reads", w, r)
+	}
+}
