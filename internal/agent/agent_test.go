@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,6 +37,9 @@ type fakeMDM struct {
 	regs       int
 	hbs        int
 	badAuth    int
+	io         *api.IOState // sent on registration, and on heartbeats reporting another version
+	hbVersions []int64      // IOVersion of each heartbeat
+	gets       int          // GET /vol/1/layout served
 }
 
 func newFakeMDM(t *testing.T, id string) *fakeMDM {
@@ -81,7 +86,7 @@ func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 		m.registered[req.ID] = req
 		m.regs++
 		json.NewEncoder(w).Encode(map[string]any{"node": map[string]any{"id": req.ID}, "sds_id": 3,
-			"leader_id": m.leaderID, "leader_api": m.leaderAPI})
+			"leader_id": m.leaderID, "leader_api": m.leaderAPI, "io": m.io})
 	case PathHeartbeat:
 		if m.down {
 			fail(http.StatusServiceUnavailable, "no_leader", "no leader")
@@ -94,7 +99,23 @@ func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		m.hbs++
-		json.NewEncoder(w).Encode(api.HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader"})
+		m.hbVersions = append(m.hbVersions, req.IOVersion)
+		resp := api.HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader"}
+		if m.io != nil && req.IOVersion != m.io.Version {
+			resp.IO = m.io
+		}
+		json.NewEncoder(w).Encode(resp)
+	case "/vol/1/layout":
+		if m.leaderAPI != m.addr() {
+			fail(http.StatusServiceUnavailable, "no_leader", "not the leader")
+			return
+		}
+		if r.Method != http.MethodGet || r.Header.Get(api.HeaderRequestID) != "rid-1" {
+			fail(http.StatusBadRequest, "bad_request", "want GET with request id rid-1")
+			return
+		}
+		m.gets++
+		json.NewEncoder(w).Encode(map[string]any{"volume_id": 1, "by": m.id})
 	default:
 		http.NotFound(w, r)
 	}
@@ -393,5 +414,69 @@ func TestFollowsLeaderAnnouncedInGossip(t *testing.T) {
 	t.Logf("followed the new leader %s after the announcement", time.Since(switched))
 	if st := ag.Status(); st.LeaderID != "mdm-2" || st.LeaderTerm != 2 || st.LeaderSwitches != 1 {
 		t.Fatalf("status: %+v", st)
+	}
+}
+
+func TestIOStateHookAndVersion(t *testing.T) {
+	a, _ := pair(t)
+	a.set(func(m *fakeMDM) {
+		m.io = &api.IOState{Version: 4, Keys: []api.TokenKey{{ID: 1, Key: []byte("0123456789abcdef")}}}
+	})
+	var mu sync.Mutex
+	var got []int64
+	cfg := testConfig(t, a.addr())
+	cfg.OnIOState = func(st *api.IOState) {
+		mu.Lock()
+		got = append(got, st.Version)
+		mu.Unlock()
+	}
+	ag := startAgent(t, cfg)
+	waitFor(t, "heartbeats", func() bool { _, hbs := a.counts(); return hbs >= 3 })
+	if ag.IOVersion() != 4 || ag.SDSID() != 3 {
+		t.Fatalf("io version %d, sds id %d", ag.IOVersion(), ag.SDSID())
+	}
+	// A new version reaches the hook through the next heartbeat, once.
+	a.set(func(m *fakeMDM) { m.io = &api.IOState{Version: 5} })
+	waitFor(t, "io version 5", func() bool { return ag.IOVersion() == 5 })
+	waitFor(t, "more heartbeats", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.hbVersions[len(a.hbVersions)-1] == 5
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0] != 4 || got[1] != 5 {
+		t.Fatalf("hook saw versions %v, want [4 5] (registration, then one heartbeat)", got)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.hbVersions[0] != 4 {
+		t.Fatalf("first heartbeat reported io version %d", a.hbVersions[0])
+	}
+}
+
+func TestLeaderDo(t *testing.T) {
+	a, b := pair(t)
+	ag := startAgent(t, testConfig(t, b.addr(), a.addr()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out struct {
+		By string `json:"by"`
+	}
+	if err := ag.LeaderDo(ctx, http.MethodGet, "/vol/1/layout", "rid-1", nil, &out); err != nil || out.By != "mdm-1" {
+		t.Fatalf("LeaderDo: %+v %v", out, err)
+	}
+	// A refusal is returned at once, as an *api.APIError.
+	err := ag.LeaderDo(ctx, http.MethodGet, "/vol/1/layout", "other", nil, &out)
+	var e *api.APIError
+	if !errors.As(err, &e) || e.Status != http.StatusBadRequest {
+		t.Fatalf("refusal: %v", err)
+	}
+	// No leader at all: retried until ctx ends.
+	a.set(func(m *fakeMDM) { m.leaderAPI = "" })
+	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if err := ag.LeaderDo(short, http.MethodGet, "/vol/1/layout", "rid-1", nil, &out); err == nil {
+		t.Fatal("LeaderDo succeeded without a leader")
 	}
 }
