@@ -16,7 +16,8 @@ type device struct {
 	path  string
 	f     *os.File
 	size  int64
-	block bool // a block device: no hole punching, zeros are written
+	block bool // a block (or character) device: no hole punching, zeros are written
+	char  bool // a character device (/dev/null in tests): nothing to sync
 	sp    space
 }
 
@@ -42,6 +43,7 @@ func openDevice(path string, size int64) (*device, error) {
 	switch {
 	case st.Mode()&os.ModeDevice != 0:
 		d.block = true
+		d.char = st.Mode()&os.ModeCharDevice != 0
 		if d.size, err = f.Seek(0, io.SeekEnd); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("device %s: size: %w", path, err)
@@ -65,6 +67,9 @@ func openDevice(path string, size int64) (*device, error) {
 
 // sync makes the device's written data durable.
 func (d *device) sync() error {
+	if d.char {
+		return nil
+	}
 	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", d.path, err)
 	}
