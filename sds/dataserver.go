@@ -133,13 +133,15 @@ func (d *DataServer) Serve(ln net.Listener) error {
 			return nil
 		}
 		d.conns[nc] = struct{}{}
+		d.wg.Add(1) // under mu: Close cannot be waiting yet
 		d.mu.Unlock()
-		d.wg.Go(func() {
+		go func() {
+			defer d.wg.Done()
 			_ = wire.Serve[*connState](nc, wireHandler{d}, d.cfg.Wire)
 			d.mu.Lock()
 			delete(d.conns, nc)
 			d.mu.Unlock()
-		})
+		}()
 	}
 }
 
