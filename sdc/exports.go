@@ -160,8 +160,11 @@ func (e *Exporter) reconcile(sdcID int64, list []api.MappedVolume) {
 	e.mu.Lock()
 	for id, v := range e.vols {
 		mv, ok := want[id]
-		if !ok || mv.Name != v.name || mv.AccessMode != v.mode {
-			gone = append(gone, v) // unmapped, renamed or remapped with another access mode
+		_, lost := v.tokens.Current()
+		// Unmapped, renamed, remapped with another access mode, this SDC registered again under
+		// another id, or refused a token although mapped (unmapped and mapped again): start over.
+		if !ok || mv.Name != v.name || mv.AccessMode != v.mode || v.sdcID != sdcID || lost {
+			gone = append(gone, v)
 			delete(e.vols, id)
 			e.exports.Remove(v.name)
 		}

@@ -35,6 +35,7 @@ const (
 type Volume struct {
 	id       int64
 	name     string
+	sdcID    int64  // the SDC id its tokens are issued to
 	mode     string // fsm.ReadWrite or fsm.ReadOnly
 	readOnly bool
 	timeout  time.Duration
@@ -85,7 +86,7 @@ func newVolume(mv api.MappedVolume, o volumeOptions) *Volume {
 		mode = fsm.ReadWrite
 	}
 	v := &Volume{
-		id: mv.VolumeID, name: mv.Name, mode: mode, readOnly: mode == fsm.ReadOnly,
+		id: mv.VolumeID, name: mv.Name, sdcID: o.SDCID, mode: mode, readOnly: mode == fsm.ReadOnly,
 		timeout: o.IOTimeout, mdm: o.MDM, conns: o.Conns, cache: o.Cache,
 		log: o.Logger.With("volume", mv.Name, "volume_id", mv.VolumeID),
 	}

@@ -547,3 +547,28 @@ func TestIOContinuesWhileMDMIsDown(t *testing.T) {
 	c.mu.Unlock()
 	waitFor(t, "renewal after the MDM is back", 3*time.Second, func() bool { return c.issueCount(1) >= 2 })
 }
+
+func TestUnmappedAndMappedAgainStartsOver(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	e := newTestExporter(t, c, 5*time.Second)
+	v := exportedVolume(t, e, "vol1")
+	ctx := context.Background()
+	if err := v.WriteAt(ctx, []byte("a"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	c.unmap(1)
+	if err := v.WriteAt(ctx, []byte("b"), 0, false); !errors.Is(err, ErrUnmapped) {
+		t.Fatalf("want ErrUnmapped, got %v", err)
+	}
+	c.mu.Lock()
+	c.vols[1].mode = fsm.ReadWrite // mapped again before the SDC polled
+	c.mu.Unlock()
+	v2 := exportedVolume(t, e, "vol1")
+	if v2 == v {
+		t.Fatal("the volume refused a token but was kept")
+	}
+	if err := v2.WriteAt(ctx, []byte("c"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+}
