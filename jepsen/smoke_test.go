@@ -67,3 +67,23 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestSelfTestStaleReadsCaught runs a deliberately broken setup, reads with ?stale=1 from any
+// replica while writes go on: the checker must call it not linearizable.
+func TestSelfTestStaleReadsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three MDM processes")
+	}
+	o := Options{
+		Binary: buildPflex(t), ReportDir: t.TempDir(), Workload: "labels", StaleReads: true,
+		Time: 10 * time.Second, Recovery: time.Second, Clients: 6, Keys: 2, Log: testWriter{t},
+	}
+	v, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("\n%s", v.Summary())
+	if v.Valid || v.Checks[0].Valid || v.Checks[0].Inconclusive {
+		t.Fatalf("stale reads were not caught")
+	}
+}
