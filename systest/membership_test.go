@@ -75,8 +75,11 @@ func (c *cluster) mdmList() string {
 	return strings.Join(l, ", ")
 }
 
-// sds adds an SDS process (not started).
-func (c *cluster) sds(id, key string) component {
+// sds adds an SDS process (not started) whose device is /dev/null (membership tests).
+func (c *cluster) sds(id, key string) component { return c.sdsDevice(id, key, "/dev/null", 10) }
+
+// sdsDevice adds an SDS process (not started) with one device file.
+func (c *cluster) sdsDevice(id, key, device string, capacityGB int) component {
 	ports := mdmtest.FreePorts(c.t, 4)
 	api := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	hcl := fmt.Sprintf(`id = %q
@@ -88,18 +91,24 @@ cluster_key = %q
 heartbeat_interval = "200ms"
 mdm = [%s]
 protection_domain = "pd1"
-devices = ["/dev/null"]
-total_capacity_gb = 10
+devices = [%q]
+total_capacity_gb = %d
 gossip {
   bind_addr = "127.0.0.1:%d"
   join = [%s]
   key = %q
 }
-`, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, key)
+`, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), device, capacityGB, ports[3], c.join, key)
 	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api}
 }
 
 func (c *cluster) sdc(id string) component {
+	c2, _ := c.sdcNBD(id)
+	return c2
+}
+
+// sdcNBD adds an SDC process (not started) and returns it with its NBD address.
+func (c *cluster) sdcNBD(id string) (component, string) {
 	ports := mdmtest.FreePorts(c.t, 4)
 	api := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	hcl := fmt.Sprintf(`id = %q
@@ -116,7 +125,7 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
-	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api}
+	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api}, fmt.Sprintf("127.0.0.1:%d", ports[2])
 }
 
 // members reads /cluster/members from any answering MDM.
