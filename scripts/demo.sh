@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the one-host development cluster (configs/local): three MDMs that bootstrap over gossip,
-# a protection domain, three SDSs and an SDC that register and heartbeat. Ctrl-C stops it all.
+# three SDSs with sparse file devices and an SDC, then a pool and a thin volume vol1 mapped to the
+# SDC and exported over NBD. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./bin/pflex
@@ -32,18 +33,32 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 "$BIN" status || { echo "the quorum did not come up; see data/logs/"; exit 1; }
+"$BIN" pool show pool1 >/dev/null 2>&1 || "$BIN" pool create pool1 -pd pd1 -capacity-gb 200
+"$BIN" vol show vol1 >/dev/null 2>&1 || "$BIN" vol create vol1 -size-gb 8 -pool pool1
+"$BIN" vol show vol1 2>/dev/null | grep -q sdc-1 || "$BIN" vol map vol1 sdc-1
+URI=nbd://127.0.0.1:10809/vol1
+for _ in $(seq 1 50); do
+  if command -v nbdinfo >/dev/null && nbdinfo "$URI" >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
 echo
 "$BIN" cluster members
 cat <<MSG
 
-pflex demo: 3 MDMs, 3 SDSs and an SDC on loopback (logs in data/logs/, state in data/).
+pflex demo: 3 MDMs, 3 SDSs (sparse file devices under data/sdsN/) and an SDC on loopback.
+Thin volume vol1 (8 GB, pool1) is mapped to sdc-1 and exported over NBD:
+
+  $URI
+
+MDMs: $PFLEX_MDM   (logs in data/logs/)
   export PFLEX_MDM=$PFLEX_MDM PFLEX_TOKEN=$PFLEX_TOKEN
-  $BIN pool create pool1 -pd pd1 -capacity-gb 1024
-  $BIN vol create vol1 -size-gb 8 -pool pool1
-  $BIN vol map vol1 sdc-1
-  $BIN cluster members          # gossip, committed state, raft role, last heartbeat
-  kill \$(pgrep -f 'sds -config configs/local/sds1.hcl')   # sds-1 goes down after its grace
-  curl -s -H "Authorization: Bearer $PFLEX_TOKEN" http://127.0.0.1:8002/discovery/nodes
+  nbdinfo $URI
+  qemu-io -f raw $URI -c 'write -P 0xab 0 4M' -c 'read -P 0xab 0 4M'
+  nbdcopy disk.img $URI            # and back: nbdcopy $URI copy.img
+  fio --name=t --ioengine=nbd --uri=$URI --rw=randrw --bs=4k --iodepth=16 --size=256m --verify=crc32c
+  curl -s -X POST http://127.0.0.1:8301/vol/1/io/read -d '{"offset_bytes":0,"length_bytes":16}'
+  $BIN status; $BIN cluster members
+  curl -s -H "Authorization: Bearer $PFLEX_TOKEN" 'http://127.0.0.1:8001/token/ledger?volume_id=1'
 Press Ctrl-C to stop.
 MSG
 wait

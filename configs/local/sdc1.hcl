@@ -3,7 +3,7 @@ id          = "sdc-1"
 data_dir    = "./data/sdc1"
 api_addr    = "127.0.0.1:8301"  # control HTTP
 mgmt_addr   = "127.0.0.1:8401"
-nbd_addr    = "127.0.0.1:10809" # NBD exports (announced; served by the data plane)
+nbd_addr    = "127.0.0.1:10809" # NBD exports: one per volume mapped to this SDC
 # Development key: the MDMs accept it for registration and heartbeats.
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"

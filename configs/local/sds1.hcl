@@ -3,7 +3,7 @@ id          = "sds-1"
 data_dir    = "./data/sds1"
 api_addr    = "127.0.0.1:9101"  # control HTTP
 mgmt_addr   = "127.0.0.1:9201"
-data_addr   = "127.0.0.1:9701"  # data protocol (announced; served by the data plane)
+data_addr   = "127.0.0.1:9701"  # binary data protocol (SDCs and SDS peers)
 # Development key: the MDMs accept it for registration and heartbeats.
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"

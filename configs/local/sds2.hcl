@@ -3,7 +3,7 @@ id          = "sds-2"
 data_dir    = "./data/sds2"
 api_addr    = "127.0.0.1:9102"  # control HTTP
 mgmt_addr   = "127.0.0.1:9202"
-data_addr   = "127.0.0.1:9702"  # data protocol (announced; served by the data plane)
+data_addr   = "127.0.0.1:9702"  # binary data protocol (SDCs and SDS peers)
 # Development key: the MDMs accept it for registration and heartbeats.
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"

@@ -3,7 +3,7 @@ id          = "sds-3"
 data_dir    = "./data/sds3"
 api_addr    = "127.0.0.1:9103"  # control HTTP
 mgmt_addr   = "127.0.0.1:9203"
-data_addr   = "127.0.0.1:9703"  # data protocol (announced; served by the data plane)
+data_addr   = "127.0.0.1:9703"  # binary data protocol (SDCs and SDS peers)
 # Development key: the MDMs accept it for registration and heartbeats.
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"
