@@ -33,6 +33,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkCommit' -benchtime 20000x -timeout 20m ./mdm/
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillFailover' -benchtime 1x -timeout 20m -v ./mdm/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
+	$(GO) test -run '^$$' -bench 'BenchmarkNBDAgainstQemuNBD' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_io|ok'
 
 # make jepsen: the chaos matrix, every workload x every nemesis, RUNS runs of TIME each
 # (default 3 x 45s: about 30 minutes), summary in jepsen-report/matrix-*/summary.md. See docs/CHAOS.md.

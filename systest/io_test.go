@@ -38,7 +38,9 @@ func needTools(t *testing.T, tools ...string) {
 	}
 }
 
-func startIOCluster(t *testing.T) *ioCluster {
+func startIOCluster(t *testing.T) *ioCluster { return startIOClusterTB(t) }
+
+func startIOClusterTB(t testing.TB) *ioCluster {
 	c := startCluster(t, "5s")
 	ic := &ioCluster{cluster: c}
 	dir := t.TempDir()
