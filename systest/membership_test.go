@@ -177,7 +177,7 @@ func TestSDSKill9IsMarkedDownAndUpAgain(t *testing.T) {
 		t.Fatalf("marked down before the grace period ended")
 	}
 	var sdss []fsm.SDS
-	mdmtest.DoJSON(c.mdms.URL(0), c.mdms.Token, "GET", "/sds/list?stale=1", nil, &sdss)
+	mdmtest.DoJSON(c.mdms.URL(c.mdms.WaitLeader(10*time.Second)), c.mdms.Token, "GET", "/sds/list", nil, &sdss)
 	if len(sdss) != 1 || sdss[0].State != fsm.SDSDown {
 		t.Fatalf("SDS object after kill: %+v", sdss)
 	}
