@@ -158,7 +158,12 @@ func LabelOperations(ops []Op) []porcupine.Operation {
 // linearizability.html (porcupine's visualization) to reportDir and lists, per offending key,
 // the operations that could not be linearized.
 func CheckLinearizable(ops []Op, reportDir string, timeout time.Duration) CheckResult {
-	res := CheckResult{Name: "linearizable (labels, porcupine cas-register per key)"}
+	return checkRegisters("linearizable (labels, porcupine cas-register per key)", ops, reportDir, timeout)
+}
+
+// checkRegisters checks a history of registers (label keys, blocks) with porcupine.
+func checkRegisters(name string, ops []Op, reportDir string, timeout time.Duration) CheckResult {
+	res := CheckResult{Name: name}
 	history := LabelOperations(ops)
 	if len(history) == 0 {
 		res.Summary = "no operations to check"

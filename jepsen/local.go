@@ -30,8 +30,13 @@ type LocalConfig struct {
 	// Raft timing; empty fields keep the MDM defaults (500 ms heartbeat and election).
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout string
 	LogLevel                                              string // info unless set
-	// OnExit is told when a node exits without the harness having asked it to.
+	// OnExit is told when a node (MDM, SDS or SDC) exits without the harness having asked it to.
 	OnExit func(node string, err error)
+	// DataPath adds SDSs (one sparse file device each, under Dir) and one SDC to the cluster;
+	// StartDataPath starts them and creates a pool and a volume mapped to the SDC.
+	DataPath  bool
+	SDSs      int    // number of SDSs with DataPath; 3 unless set
+	IOTimeout string // SDC io_timeout; the SDC's default (30 s) unless set
 }
 
 // LocalCluster runs the MDMs as local processes: SIGKILL, SIGSTOP and SIGCONT are real
@@ -39,11 +44,20 @@ type LocalConfig struct {
 type LocalCluster struct {
 	cfg   LocalConfig
 	nodes []Node
-	hcl   []string
+	specs []procSpec // MDMs first (index = node index), then SDSs, then the SDC
 	http  *http.Client
+	data  *dataPath // nil without LocalConfig.DataPath
 
 	mu    sync.Mutex
 	procs []*localProc
+}
+
+// procSpec is how to run one process of the cluster.
+type procSpec struct {
+	ID   string // mdm-1, sds-2, sdc-1
+	Role string // mdm, sds, sdc: the pflex subcommand
+	HCL  string // config path
+	API  string // its HTTP API
 }
 
 type localProc struct {
@@ -84,8 +98,7 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &LocalCluster{cfg: cfg, procs: make([]*localProc, cfg.Size),
-		http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+	c := &LocalCluster{cfg: cfg, http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	var join []string
 	for i := 0; i < cfg.Size; i++ {
 		join = append(join, fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
@@ -109,8 +122,14 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 			return nil, err
 		}
 		c.nodes = append(c.nodes, n)
-		c.hcl = append(c.hcl, path)
+		c.specs = append(c.specs, procSpec{ID: id, Role: "mdm", HCL: path, API: n.API})
 	}
+	if cfg.DataPath {
+		if err := c.prepareDataPath(join); err != nil {
+			return nil, err
+		}
+	}
+	c.procs = make([]*localProc, len(c.specs))
 	return c, nil
 }
 
@@ -140,9 +159,9 @@ func (c *LocalCluster) Nodes() []Node { return append([]Node(nil), c.nodes...) }
 // AdminToken implements Cluster.
 func (c *LocalCluster) AdminToken() string { return c.cfg.AdminToken }
 
-// LogPath is node i's log file (appended across restarts).
-func (c *LocalCluster) LogPath(i int) string {
-	return filepath.Join(c.cfg.Dir, c.nodes[i].ID+".log")
+// LogPath is process k's log file (appended across restarts); MDM k is node k.
+func (c *LocalCluster) LogPath(k int) string {
+	return filepath.Join(c.cfg.Dir, c.specs[k].ID+".log")
 }
 
 // StartAll starts every node.
@@ -156,40 +175,44 @@ func (c *LocalCluster) StartAll(ctx context.Context) error {
 }
 
 // Start implements Cluster.
-func (c *LocalCluster) Start(ctx context.Context, i int) error {
+func (c *LocalCluster) Start(ctx context.Context, i int) error { return c.startProc(i) }
+
+// startProc starts process k (MDM, SDS or SDC) unless it runs.
+func (c *LocalCluster) startProc(k int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.procs[i] != nil {
+	if c.procs[k] != nil {
 		return nil
 	}
-	logf, err := os.OpenFile(c.LogPath(i), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	spec := c.specs[k]
+	logf, err := os.OpenFile(c.LogPath(k), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "=== jepsen: starting %s at %s\n", c.nodes[i].ID, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.cfg.Binary, "mdm", "-config", c.hcl[i])
+	fmt.Fprintf(logf, "=== jepsen: starting %s at %s\n", spec.ID, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(c.cfg.Binary, spec.Role, "-config", spec.HCL)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a Ctrl-C of the harness does not reach it before Close.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("jepsen: start %s: %w", c.nodes[i].ID, err)
+		return fmt.Errorf("jepsen: start %s: %w", spec.ID, err)
 	}
 	p := &localProc{cmd: cmd, done: make(chan struct{})}
-	c.procs[i] = p
+	c.procs[k] = p
 	go func() {
 		err := cmd.Wait()
-		fmt.Fprintf(logf, "=== jepsen: %s exited at %s: %v\n", c.nodes[i].ID, time.Now().Format(time.RFC3339Nano), err)
+		fmt.Fprintf(logf, "=== jepsen: %s exited at %s: %v\n", spec.ID, time.Now().Format(time.RFC3339Nano), err)
 		logf.Close()
 		c.mu.Lock()
 		unexpected := !p.stopping
-		if c.procs[i] == p {
-			c.procs[i] = nil
+		if c.procs[k] == p {
+			c.procs[k] = nil
 		}
 		c.mu.Unlock()
 		close(p.done)
 		if unexpected && c.cfg.OnExit != nil {
-			c.cfg.OnExit(c.nodes[i].ID, err)
+			c.cfg.OnExit(spec.ID, err)
 		}
 	}()
 	return nil
@@ -201,9 +224,9 @@ func (c *LocalCluster) Kill(i int) error { return c.stop(i, syscall.SIGKILL, 0) 
 // Stop implements Cluster: SIGTERM, SIGKILL after 10 s.
 func (c *LocalCluster) Stop(i int) error { return c.stop(i, syscall.SIGTERM, 10*time.Second) }
 
-func (c *LocalCluster) stop(i int, sig syscall.Signal, grace time.Duration) error {
+func (c *LocalCluster) stop(k int, sig syscall.Signal, grace time.Duration) error {
 	c.mu.Lock()
-	p := c.procs[i]
+	p := c.procs[k]
 	if p == nil {
 		c.mu.Unlock()
 		return nil
@@ -291,8 +314,13 @@ func (c *LocalCluster) Status(ctx context.Context, i int) (*api.ClusterStatus, e
 	return &st, nil
 }
 
-// Heal implements Cluster: resume paused nodes, start stopped ones.
+// Heal implements Cluster: resume paused nodes, start stopped ones (SDSs and the SDC too).
 func (c *LocalCluster) Heal(ctx context.Context) error {
+	for k := len(c.nodes); k < len(c.specs); k++ {
+		if err := c.startProc(k); err != nil {
+			return err
+		}
+	}
 	for i := range c.nodes {
 		switch c.State(i) {
 		case NodePaused:
@@ -308,10 +336,10 @@ func (c *LocalCluster) Heal(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Cluster: SIGKILL every node.
+// Close implements Cluster: SIGKILL every process.
 func (c *LocalCluster) Close() error {
-	for i := range c.nodes {
-		c.Kill(i)
+	for k := range c.specs {
+		c.stop(k, syscall.SIGKILL, 0)
 	}
 	return nil
 }

@@ -27,7 +27,12 @@ type NemesisRecorder struct {
 
 // Do runs one action and records it (F = action, Key = nemesis, Node = target).
 func (r *NemesisRecorder) Do(nemesis, action string, c Cluster, i int, f func() error) error {
-	op := Op{Process: NemesisProcess, F: action, Key: nemesis, Node: c.Nodes()[i].ID, Invoke: r.h.Now()}
+	return r.DoNamed(nemesis, action, c.Nodes()[i].ID, f)
+}
+
+// DoNamed is Do for a target that is not an MDM (an SDS).
+func (r *NemesisRecorder) DoNamed(nemesis, action, target string, f func() error) error {
+	op := Op{Process: NemesisProcess, F: action, Key: nemesis, Node: target, Invoke: r.h.Now()}
 	err := f()
 	op.Return, op.Outcome = r.h.Now(), OK
 	if err != nil {
@@ -168,12 +173,39 @@ func NewNemesis(name string) (Nemesis, error) {
 		return pauseNemesis{}, nil
 	case "rolling-restart":
 		return rollingRestartNemesis{}, nil
+	case sdsKillName:
+		return sdsKillNemesis{}, nil
 	}
 	return nil, fmt.Errorf("jepsen: unknown nemesis %q (%s, none)", name, strings.Join(Nemeses(), ", "))
 }
 
 // Nemeses lists the nemesis names.
-func Nemeses() []string { return []string{"leader-kill", "kill", "pause", "rolling-restart"} }
+func Nemeses() []string {
+	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName}
+}
+
+// sdsKillName names the SDS-kill nemesis.
+const sdsKillName = "sds-kill"
+
+// sdsKillNemesis SIGKILLs a random SDS and starts it again 5-10 s later (past the MDMs'
+// sds_down_grace of 5 s, so the MDM marks it down and up again). It needs a DataPathCluster.
+type sdsKillNemesis struct{}
+
+func (sdsKillNemesis) Name() string { return sdsKillName }
+
+func (n sdsKillNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	d, ok := c.(DataPathCluster)
+	if !ok || d.SDSCount() == 0 {
+		return fmt.Errorf("sds-kill: the cluster has no SDSs (use the block workload)")
+	}
+	i := rng.Intn(d.SDSCount())
+	if err := rec.DoNamed(n.Name(), "kill", d.SDSID(i), func() error { return d.KillSDS(i) }); err != nil {
+		return err
+	}
+	rec.Fault(n.Name())
+	sleep(ctx, between(rng, 5*time.Second, 10*time.Second))
+	return rec.DoNamed(n.Name(), "start", d.SDSID(i), func() error { return d.StartSDS(i) })
+}
 
 // runNemeses injects a random fault from list every interval (uniform in [lo, hi]) until ctx
 // ends. Faults never overlap: each is healed before the next starts.

@@ -36,6 +36,8 @@ type Options struct {
 	// StaleReads makes the labels workload read with ?stale=1 (any replica's local state): a
 	// deliberately broken setup the checker must catch.
 	StaleReads bool
+	// IOTimeout is the SDC's io_timeout (block workload); empty keeps its default (30 s).
+	IOTimeout string
 	// KeepData keeps the nodes' data directories after a valid run (always kept otherwise).
 	KeepData bool
 	// Raft timing of the MDMs; empty keeps their defaults.
@@ -227,7 +229,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	var exitsMu sync.Mutex
 	var exits []string
 	nodesDir := filepath.Join(o.ReportDir, "nodes")
-	c, err := NewLocalCluster(LocalConfig{Binary: o.Binary, Dir: nodesDir,
+	c, err := NewLocalCluster(LocalConfig{Binary: o.Binary, Dir: nodesDir, DataPath: needsDataPath(w), IOTimeout: o.IOTimeout,
 		HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout, LeaderLeaseTimeout: o.LeaderLeaseTimeout,
 		OnExit: func(node string, err error) {
 			exitsMu.Lock()
@@ -254,6 +256,13 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		return v, err
 	}
 	env := &Env{Nodes: c.Nodes(), History: h, Client: newOpClient(c.AdminToken(), o.OpTimeout), Admin: admin, Options: o}
+	if needsDataPath(w) {
+		logf("starting %d SDSs and an SDC; pool, volume %s mapped to the SDC", 3, dataPathVolume)
+		if err := c.StartDataPath(ctx, admin); err != nil {
+			return v, err
+		}
+		env.Data = c
+	}
 	if err := w.Setup(ctx, env); err != nil {
 		return v, err
 	}
@@ -350,8 +359,9 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	v.Duration = time.Since(began).Round(time.Second).String()
 	c.Close()
 	if v.Valid && !o.KeepData {
-		for _, n := range c.Nodes() {
-			os.RemoveAll(filepath.Join(nodesDir, n.ID, "data"))
+		entries, _ := os.ReadDir(nodesDir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(nodesDir, e.Name(), "data"))
 		}
 	}
 	return v, writeVerdict(v)

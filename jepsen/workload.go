@@ -29,7 +29,8 @@ type Env struct {
 	Client     *opClient   // one request per operation
 	Admin      *api.Client // leader-following, retrying: setup and final reads only
 	Options    Options
-	finalProcs int // process ids at or above Options.Clients are final readers
+	Data       DataPathCluster // SDSs and the SDC's export; nil unless the workload needs them
+	finalProcs int             // process ids at or above Options.Clients are final readers
 }
 
 func (e *Env) randomNode(rng *rand.Rand) Node { return e.Nodes[rng.Intn(len(e.Nodes))] }
@@ -69,9 +70,17 @@ func NewWorkload(name string) (Workload, error) {
 		return &LabelsWorkload{}, nil
 	case "topology":
 		return &TopologyWorkload{}, nil
+	case "block":
+		return &BlockWorkload{}, nil
 	}
-	return nil, fmt.Errorf("jepsen: unknown workload %q (labels, topology)", name)
+	return nil, fmt.Errorf("jepsen: unknown workload %q (labels, topology, block)", name)
 }
 
 // Workloads lists the workload names.
-func Workloads() []string { return []string{"labels", "topology"} }
+func Workloads() []string { return []string{"labels", "topology", "block"} }
+
+// needsDataPath reports whether a workload needs SDSs and an SDC.
+func needsDataPath(w Workload) bool {
+	d, ok := w.(interface{ needsDataPath() bool })
+	return ok && d.needsDataPath()
+}
