@@ -223,6 +223,17 @@ func TestLedgerReadOnlyAndUnmap(t *testing.T) {
 	if ledger.Totals.Tokens < 1 {
 		t.Fatalf("ledger %+v", ledger)
 	}
+	// The same through the CLI, and the volume's placement.
+	leaderAPI := ic.mdms.Cfgs[ic.mdms.WaitLeader(10*time.Second)].APIAddr
+	cli := func(args ...string) string {
+		return run(t, ic.mdms.Bin, append([]string{"-mdm", leaderAPI, "-token", ic.mdms.Token}, args...)...)
+	}
+	if out := cli("token", "ledger", "-vol", "vol2"); !strings.Contains(out, "16777216") {
+		t.Fatalf("pflex token ledger:\n%s", out)
+	}
+	if out := cli("vol", "layout", "vol2"); !strings.Contains(out, "PRIMARY") || !strings.Contains(out, "epoch 1") {
+		t.Fatalf("pflex vol layout:\n%s", out)
+	}
 
 	// A read-only map refuses writes.
 	ic.volume("ro", 1, "readOnly")

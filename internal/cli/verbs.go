@@ -8,6 +8,7 @@ func allVerbs() []verb {
 	vs = append(vs, statusVerb())
 	vs = append(vs, topologyVerbs()...)
 	vs = append(vs, volumeVerbs()...)
+	vs = append(vs, ioVerbs()...)
 	vs = append(vs, clusterVerbs()...)
 	return vs
 }
