@@ -205,6 +205,12 @@ func (r *Reader) Layout(volumeID int64) (layout.Layout, bool, error) {
 			l.Members[i].Addr = s.Address
 		}
 	}
+	if l.Excluded, err = r.Exclusions(volumeID); err != nil {
+		return l, false, err
+	}
+	if len(l.Excluded) == 0 {
+		l.Excluded = nil
+	}
 	return l, true, nil
 }
 

@@ -226,6 +226,19 @@ func applySetNodeState(t *applyTx, h Header, c *SetNodeState) (any, error) {
 	if c.State == NodeUp {
 		from, to = SDSDown, SDSUp
 	}
+	if c.State == NodeDown {
+		// The SDS leaves the replica sets of every layout in the same entry that marks it down:
+		// its chunks go on, degraded, on their other copy under a new epoch.
+		ids, err := r.sdsIDsOfNode(c.ID, SDSUp)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			if err := t.excludeSDS(h, id); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if _, err := t.exec(`UPDATE sds SET state = ?, state_changed_at = ? WHERE node_id = ? AND state = ?`, to, h.Time, c.ID, from); err != nil {
 		return nil, err
 	}

@@ -66,6 +66,9 @@ func applyRestoreState(t *applyTx, _ Header, c *RestoreState) (any, error) {
 
 func copyTable(src *sql.DB, t *applyTx, table string) error {
 	rows, err := src.Query(`SELECT * FROM ` + table)
+	if err != nil && strings.Contains(err.Error(), "no such table") {
+		return nil // a backup from before the table existed: it had no rows of it
+	}
 	if err != nil {
 		return fmt.Errorf("fsm: restore: read %s: %w", table, err)
 	}

@@ -112,6 +112,15 @@ CREATE TABLE IF NOT EXISTS volume_layouts (
 	members    TEXT NOT NULL,
 	created_at INTEGER NOT NULL
 );
+-- SDSs taken out of a volume's replica sets (down or failed), with the layout epoch that took
+-- them out. At most one row per SDS of the layout: the layout stays compact.
+CREATE TABLE IF NOT EXISTS layout_exclusions (
+	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
+	sds_id     INTEGER NOT NULL,
+	epoch      INTEGER NOT NULL,
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (volume_id, sds_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS token_ledger (
 	token_id    TEXT NOT NULL,
 	sds_id      INTEGER NOT NULL,
@@ -152,6 +161,7 @@ var stateTables = []struct{ name, order string }{
 	{"nodes", "id"},
 	{"token_keys", "id"},
 	{"volume_layouts", "volume_id"},
+	{"layout_exclusions", "volume_id, sds_id"},
 	{"token_ledger", "token_id, sds_id"},
 	{"requests", "rid"},
 	{"sqlite_sequence", "name"},

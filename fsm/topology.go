@@ -264,6 +264,11 @@ func applySetSDSState(t *applyTx, h Header, c *SetSDSState) (any, error) {
 	if sds.State == c.State {
 		return sds, nil // already there: a repeated drill is not an error
 	}
+	if c.State == SDSDown || c.State == SDSFailed {
+		if err := t.excludeSDS(h, c.ID); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := t.exec(`UPDATE sds SET state = ?, state_changed_at = ? WHERE id = ?`, c.State, h.Time, c.ID); err != nil {
 		return nil, err
 	}

@@ -33,6 +33,10 @@ type Config struct {
 	SDSDownGrace string `hcl:"sds_down_grace,optional"`
 	// HeartbeatTimeout is how long without a heartbeat counts as "missed heartbeats".
 	HeartbeatTimeout string `hcl:"heartbeat_timeout,optional"`
+	// SDSLease is the lease a heartbeat answer grants an SDS (default 2s): it serves IO only
+	// until that long after it sent the heartbeat. The leader never commits an SDS down before
+	// sds_lease + 500ms have passed since its last heartbeat arrived.
+	SDSLease string `hcl:"sds_lease,optional"`
 	// DeadServerCleanup removes an MDM that gossip has reported dead for this long from the raft
 	// configuration (never below three voters). Empty: dead MDMs are only reported, and removed
 	// by `pflex cluster remove`.
@@ -287,19 +291,39 @@ func (c *Config) Timing() (Timing, error) {
 
 // Liveness is the parsed failure-detection settings.
 type Liveness struct {
-	DownGrace, HeartbeatTimeout, DeadServerCleanup time.Duration
+	DownGrace, HeartbeatTimeout, Lease, DeadServerCleanup time.Duration
 }
+
+// Failure-detection defaults. An SDS killed just after a heartbeat is committed down about
+// DefaultHeartbeatTimeout + DefaultDownGrace (+ a 100 ms tick) later: 3.1 s, which is the IO stall
+// an NBD client sees, plus the SDC's next layout fetch. The lease (2 s, four heartbeats of 500 ms)
+// is shorter than that window by more than LeaseMargin, so a cut-off SDS has stopped serving
+// before its chunks move; the leader also checks this explicitly (leaseExpired).
+const (
+	DefaultDownGrace        = 1500 * time.Millisecond
+	DefaultHeartbeatTimeout = 1500 * time.Millisecond
+	DefaultSDSLease         = 2 * time.Second
+	// LeaseMargin covers what separates the SDS's clock from the leader's: the heartbeat's
+	// transit (the lease runs from when the SDS sent it, before the leader saw it), clock rate
+	// drift, and a deposed leader that granted leases for up to raft's leader lease after the
+	// new leader started its clocks.
+	LeaseMargin = 500 * time.Millisecond
+)
 
 // Liveness parses sds_down_grace, heartbeat_timeout and dead_server_cleanup.
 func (c *Config) Liveness() (Liveness, error) {
 	var l Liveness
 	var err error
-	if l.DownGrace, err = config.Duration("sds_down_grace", c.SDSDownGrace, 5*time.Second); err != nil {
+	if l.DownGrace, err = config.Duration("sds_down_grace", c.SDSDownGrace, DefaultDownGrace); err != nil {
 		return l, err
 	}
-	if l.HeartbeatTimeout, err = config.Duration("heartbeat_timeout", c.HeartbeatTimeout, 2*time.Second); err != nil {
+	if l.HeartbeatTimeout, err = config.Duration("heartbeat_timeout", c.HeartbeatTimeout, DefaultHeartbeatTimeout); err != nil {
 		return l, err
 	}
+	if l.Lease, err = config.Duration("sds_lease", c.SDSLease, DefaultSDSLease); err != nil {
+		return l, err
+	}
+
 	if c.DeadServerCleanup != "" {
 		if l.DeadServerCleanup, err = config.Duration("dead_server_cleanup", c.DeadServerCleanup, 0); err != nil {
 			return l, err

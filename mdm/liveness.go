@@ -22,10 +22,19 @@ import (
 // that is reachable again for upStable is committed up. Windows must hold without a break, so a
 // flapping node does not flood the log. A new leader starts every clock afresh rather than
 // trusting the old leader's timers, which it never saw.
+//
+// Leases: every heartbeat answer to an SDS grants sds_lease, which the SDS counts from when it
+// sent the heartbeat. Committing an SDS down moves its chunks to their other copies (fsm
+// excludeSDS), so the leader first makes sure the last lease it granted has expired: at least
+// sds_lease + LeaseMargin since that heartbeat arrived (or since this leadership began, for a
+// node not heard from yet), and no lease is granted to a node while its down is being
+// committed (fencing). A heartbeat arriving after the down is answered from the new state, so
+// the lease it grants comes with the new layout epochs.
 
 const (
 	upStable      = time.Second
 	minTransition = time.Second // at most one committed state change per node per this
+	livenessTick  = 100 * time.Millisecond
 )
 
 type liveTracker struct {
@@ -36,6 +45,7 @@ type liveTracker struct {
 	suspect map[string]time.Time // unreachable since
 	alive   map[string]time.Time // reachable since
 	changed map[string]time.Time // last committed transition
+	fencing map[string]bool      // a down is being committed: grant no lease
 }
 
 func newLiveTracker() *liveTracker {
@@ -50,11 +60,32 @@ func (t *liveTracker) reset(term uint64) {
 	t.suspect = map[string]time.Time{}
 	t.alive = map[string]time.Time{}
 	t.changed = map[string]time.Time{}
+	t.fencing = map[string]bool{}
 }
 
-func (t *liveTracker) heartbeat(id string) {
+// heartbeat records a heartbeat from id and reports whether a lease may be granted with it.
+func (t *liveTracker) heartbeat(id string) (grant bool) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.lastHB[id] = time.Now()
+	return !t.fencing[id]
+}
+
+// fence stops granting leases to id, unless a heartbeat arrived after heardAt (the node is
+// alive after all: the down decision is void).
+func (t *liveTracker) fence(id string, heardAt time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.lastHB[id].Equal(heardAt) {
+		return false
+	}
+	t.fencing[id] = true
+	return true
+}
+
+func (t *liveTracker) unfence(id string) {
+	t.mu.Lock()
+	delete(t.fencing, id)
 	t.mu.Unlock()
 }
 
@@ -83,7 +114,7 @@ func (n *Node) gossipMember(id string) (gossip.Member, bool) {
 // livenessLoop runs the leader's failure detector.
 func (n *Node) livenessLoop() {
 	defer n.wg.Done()
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(livenessTick)
 	defer tick.Stop()
 	for {
 		select {
@@ -113,14 +144,21 @@ func (n *Node) checkLiveness() {
 		return
 	}
 	now := time.Now()
-	type change struct{ id, state string }
+	type change struct {
+		id, state string
+		heardAt   time.Time // lastHB when decided
+	}
 	var changes []change
 	t.mu.Lock()
 	for _, node := range nodes {
-		hb := t.lastHB[node.ID]
+		heardAt := t.lastHB[node.ID]
+		hb := heardAt
 		if hb.IsZero() {
 			hb = t.since // nothing heard yet in this leadership: give it the timeout from now
 		}
+		// The last lease granted (by this leader, or by the previous one before this
+		// leadership began) has surely run out.
+		leaseExpired := now.Sub(hb) >= live.Lease+LeaseMargin
 		reachable := now.Sub(hb) < live.HeartbeatTimeout
 		if m, ok := n.gossipMember(node.ID); ok && (m.State == "dead" || m.State == "left") {
 			reachable = false
@@ -140,18 +178,24 @@ func (n *Node) checkLiveness() {
 			continue
 		}
 		switch {
-		case node.State == fsm.NodeUp && !reachable && now.Sub(t.suspect[node.ID]) >= live.DownGrace:
-			changes = append(changes, change{node.ID, fsm.NodeDown})
+		case node.State == fsm.NodeUp && !reachable && leaseExpired && now.Sub(t.suspect[node.ID]) >= live.DownGrace:
+			changes = append(changes, change{node.ID, fsm.NodeDown, heardAt})
 		case node.State == fsm.NodeDown && reachable && now.Sub(t.alive[node.ID]) >= upStable:
-			changes = append(changes, change{node.ID, fsm.NodeUp})
+			changes = append(changes, change{node.ID, fsm.NodeUp, heardAt})
 		}
 	}
 	t.mu.Unlock()
 
 	for _, c := range changes {
+		if c.state == fsm.NodeDown && !t.fence(c.id, c.heardAt) {
+			continue // it heartbeated since: alive
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := n.Propose(ctx, "", &fsm.SetNodeState{ID: c.id, State: c.state})
 		cancel()
+		if c.state == fsm.NodeDown {
+			t.unfence(c.id)
+		}
 		if err != nil {
 			n.log.Warn("could not commit node state", "node", c.id, "state", c.state, "error", err)
 			continue
@@ -169,6 +213,9 @@ func (n *Node) Heartbeat(req api.HeartbeatRequest) (api.HeartbeatResponse, error
 	if !n.IsLeader() {
 		return api.HeartbeatResponse{}, ErrNotLeader
 	}
+	// Recorded before the state is read: a lease granted here comes with state at least as new
+	// as any down committed for this node (see fence).
+	grant := n.live.heartbeat(req.ID)
 	var node fsm.Node
 	var version int64
 	if err := n.store.Read(func(r *fsm.Reader) (err error) {
@@ -180,9 +227,11 @@ func (n *Node) Heartbeat(req api.HeartbeatRequest) (api.HeartbeatResponse, error
 	}); err != nil {
 		return api.HeartbeatResponse{}, err
 	}
-	n.live.heartbeat(req.ID)
 	lid, lapi := n.Leader()
 	resp := api.HeartbeatResponse{LeaderID: lid, LeaderAPI: lapi, Term: n.raft.CurrentTerm(), State: node.State}
+	if live, err := n.liveness(); err == nil && grant && node.Has(fsm.CapSDS) {
+		resp.LeaseMs = live.Lease.Milliseconds()
+	}
 	if node.Has(fsm.CapSDS) && req.IOVersion != version {
 		io, err := n.IOState()
 		if err != nil {

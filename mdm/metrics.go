@@ -14,8 +14,9 @@ import (
 	"pflex/fsm"
 )
 
-// Pool health values. Until chunks exist (the IO path), health follows how many SDSs of the
-// pool's protection domain are up: two copies need two.
+// Pool health values. Health follows the chunks of the pool's volumes as their layouts place
+// them (DEGRADED: some chunk has one copy; FAILED: some chunk has no copy on an SDS that is up),
+// and how many SDSs of the protection domain are up (two copies need two).
 const (
 	HealthOK       = "OK"
 	HealthDegraded = "DEGRADED"
@@ -28,7 +29,10 @@ type PoolHealth struct {
 	Health   string `json:"health"`
 	SDSTotal int    `json:"sds_total"`
 	SDSUp    int    `json:"sds_up"`
-	Reason   string `json:"reason,omitempty"`
+	// Chunks of the pool's volumes with one copy left, and with no copy on an SDS that is up.
+	DegradedChunks    int64  `json:"degraded_chunks"`
+	UnavailableChunks int64  `json:"unavailable_chunks"`
+	Reason            string `json:"reason,omitempty"`
 }
 
 func poolHealth(c *gin.Context, r *fsm.Reader) (any, error) {
@@ -57,7 +61,18 @@ func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
 			}
 		}
 	}
+	up := map[int64]bool{}
+	for _, s := range sdss {
+		up[s.ID] = s.State == fsm.SDSUp
+	}
+	if err := countChunks(r, p.ID, up, &h); err != nil {
+		return PoolHealth{}, err
+	}
 	switch {
+	case h.UnavailableChunks > 0:
+		h.Health, h.Reason = HealthFailed, fmt.Sprintf("%d chunks have no copy on an SDS that is up", h.UnavailableChunks)
+	case h.DegradedChunks > 0:
+		h.Health, h.Reason = HealthDegraded, fmt.Sprintf("%d chunks have a single copy (an SDS went down; rebuild re-protects them)", h.DegradedChunks)
 	case h.SDSUp >= 2:
 		h.Health = HealthOK
 	case h.SDSUp == 1:
@@ -66,6 +81,44 @@ func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
 		h.Health, h.Reason = HealthFailed, "no SDS of the protection domain is up"
 	}
 	return h, nil
+}
+
+// countChunks counts the degraded and unavailable chunks of the pool's volumes. Only layouts
+// with exclusions can have degraded chunks; a chunk is unavailable when none of its replicas is
+// up.
+func countChunks(r *fsm.Reader, poolID int64, up map[int64]bool, h *PoolHealth) error {
+	vols, err := r.Volumes()
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if v.PoolID != poolID {
+			continue
+		}
+		l, ok, err := r.Layout(v.ID)
+		if err != nil {
+			return err
+		}
+		if !ok || len(l.Excluded) == 0 {
+			continue // every SDS that went down or failed is excluded: all chunks have two copies
+		}
+		for c := range l.Chunks() {
+			reps := l.Replicas(c)
+			avail := 0
+			for _, id := range reps {
+				if up[id] {
+					avail++
+				}
+			}
+			switch {
+			case avail == 0:
+				h.UnavailableChunks++
+			case len(reps) < 2:
+				h.DegradedChunks++
+			}
+		}
+	}
+	return nil
 }
 
 type PoolMetrics struct {

@@ -156,12 +156,13 @@ func (a *httpAPI) routes(e *gin.Engine) {
 				return nil, err
 			}
 		}
-		// Registering is also a sign of life.
-		if _, err := a.store.Heartbeat(api.HeartbeatRequest{ID: cmd.ID}); err != nil {
+		// Registering is also a sign of life, and grants an SDS its lease.
+		hb, err := a.store.Heartbeat(api.HeartbeatRequest{ID: cmd.ID})
+		if err != nil {
 			return nil, err
 		}
 		id, addr := a.store.Leader()
-		resp := api.RegisterResponse{Registration: reg, LeaderID: id, LeaderAPI: addr}
+		resp := api.RegisterResponse{Registration: reg, LeaderID: id, LeaderAPI: addr, LeaseMs: hb.LeaseMs}
 		if reg.SDSID != 0 {
 			if resp.IO, err = a.store.IOState(); err != nil {
 				return nil, err

@@ -145,9 +145,13 @@ func (n *Node) IOState() (*api.IOState, error) {
 			st.Keys = append(st.Keys, api.TokenKey{ID: k.ID, Key: k.Key})
 		}
 		gens, err := r.Generations()
+		if err != nil {
+			return err
+		}
 		for id, g := range gens {
 			st.Generations[strconv.FormatInt(id, 10)] = g
 		}
+		st.LayoutEpochs, err = r.LayoutEpochs()
 		return err
 	})
 	return st, err

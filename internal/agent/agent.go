@@ -41,6 +41,8 @@ type Agent struct {
 
 	ioVersion atomic.Int64 // version of the IOState last passed to OnIOState
 	sdsID     atomic.Int64 // from the last registration; 0 before
+	// leaseEnd is when the SDS lease ends, as time since started (monotonic); 0: never held.
+	leaseEnd atomic.Int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -208,6 +210,7 @@ func (a *Agent) follow(prev string, ld leader.Leader) {
 // leader failed or moved) and a longer wait when the MDM refused the registration.
 func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 	var resp api.RegisterResponse
+	sent := time.Now()
 	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathRegister, &a.reg, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
@@ -219,6 +222,7 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 		a.mu.Unlock()
 		a.sdsID.Store(resp.SDSID)
 		a.applyIO(resp.IO)
+		a.extendLease(sent, resp.LeaseMs)
 		lvl := hclog.Debug
 		if first {
 			lvl = hclog.Info
@@ -245,6 +249,7 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 // soon) and whether the MDM no longer knows this node.
 func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration, bool) {
 	var resp api.HeartbeatResponse
+	sent := time.Now()
 	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, api.HeartbeatRequest{ID: a.cfg.ID, IOVersion: a.ioVersion.Load()}, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
@@ -256,7 +261,8 @@ func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration,
 		a.st.failures = 0
 		a.st.lastError = ""
 		a.mu.Unlock()
-		a.applyIO(resp.IO)
+		a.applyIO(resp.IO) // first: the lease below is valid only with this state
+		a.extendLease(sent, resp.LeaseMs)
 		// A follower that forwarded the heartbeat names the real leader: go there directly.
 		a.reportLeader(resp.LeaderID, resp.LeaderAPI, ans.leader)
 		return a.cfg.HeartbeatInterval, false
@@ -357,6 +363,34 @@ func (a *Agent) applyIO(io *api.IOState) {
 		a.cfg.OnIOState(io)
 	}
 	a.ioVersion.Store(io.Version)
+}
+
+// extendLease takes the lease an answer granted: leaseMs from sent, the moment the request
+// left (the leader counts from when it received it, which is later). 0 grants nothing.
+func (a *Agent) extendLease(sent time.Time, leaseMs int64) {
+	if leaseMs <= 0 {
+		return
+	}
+	end := int64(sent.Sub(a.started) + time.Duration(leaseMs)*time.Millisecond)
+	for {
+		cur := a.leaseEnd.Load()
+		if end <= cur || a.leaseEnd.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
+// LeaseValid reports whether this node holds an SDS lease from the MDM leader now: an SDS
+// serves IO only then.
+func (a *Agent) LeaseValid() bool { return a.LeaseRemaining() > 0 }
+
+// LeaseRemaining is how long the current lease still runs (<= 0: none).
+func (a *Agent) LeaseRemaining() time.Duration {
+	end := a.leaseEnd.Load()
+	if end == 0 {
+		return 0
+	}
+	return time.Duration(end) - time.Since(a.started)
 }
 
 // IOVersion is the version of the last IOState received (0: none yet).

@@ -40,6 +40,7 @@ type fakeMDM struct {
 	io         *api.IOState // sent on registration, and on heartbeats reporting another version
 	hbVersions []int64      // IOVersion of each heartbeat
 	gets       int          // GET /vol/1/layout served
+	leaseMs    int64        // granted in heartbeat answers
 }
 
 func newFakeMDM(t *testing.T, id string) *fakeMDM {
@@ -100,7 +101,7 @@ func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		m.hbs++
 		m.hbVersions = append(m.hbVersions, req.IOVersion)
-		resp := api.HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader"}
+		resp := api.HeartbeatResponse{LeaderID: m.leaderID, LeaderAPI: m.leaderAPI, Term: 1, State: "leader", LeaseMs: m.leaseMs}
 		if m.io != nil && req.IOVersion != m.io.Version {
 			resp.IO = m.io
 		}
@@ -478,5 +479,31 @@ func TestLeaderDo(t *testing.T) {
 	defer cancel2()
 	if err := ag.LeaderDo(short, http.MethodGet, "/vol/1/layout", "rid-1", nil, &out); err == nil {
 		t.Fatal("LeaderDo succeeded without a leader")
+	}
+}
+
+// Heartbeat answers grant a lease counted from when the heartbeat was sent; without heartbeats
+// (the MDM stops answering, or answers without a lease) it runs out.
+func TestLeaseFollowsHeartbeats(t *testing.T) {
+	a, _ := pair(t)
+	cfg := testConfig(t, a.addr())
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	ag := startAgent(t, cfg)
+	if ag.LeaseValid() {
+		t.Fatal("a lease before any was granted")
+	}
+	a.set(func(m *fakeMDM) { m.leaseMs = 300 })
+	waitFor(t, "a lease", ag.LeaseValid)
+	if r := ag.LeaseRemaining(); r > 300*time.Millisecond {
+		t.Fatalf("lease runs %s, more than granted", r)
+	}
+	a.set(func(m *fakeMDM) { m.leaseMs = 0 }) // fenced: answers grant nothing
+	waitFor(t, "the lease to run out", func() bool { return !ag.LeaseValid() })
+	a.set(func(m *fakeMDM) { m.leaseMs = 300 })
+	waitFor(t, "a new lease", ag.LeaseValid)
+	a.set(func(m *fakeMDM) { m.down = true })
+	waitFor(t, "the lease to run out without heartbeats", func() bool { return !ag.LeaseValid() })
+	if st := ag.Status(); st.LeaseRemainingMS != 0 {
+		t.Fatalf("status %+v", st)
 	}
 }

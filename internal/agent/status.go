@@ -36,6 +36,9 @@ type Status struct {
 	LeaderSwitches      int       `json:"leader_switches"`
 	LastError           string    `json:"last_error,omitempty"`
 
+	// LeaseRemainingMS is how long the SDS lease still runs (0: none held, or expired).
+	LeaseRemainingMS int64 `json:"lease_remaining_ms"`
+
 	GossipAlive int    `json:"gossip_alive"` // alive members of the pool, this node included
 	UptimeMS    int64  `json:"uptime_ms"`
 	Role        string `json:"role,omitempty"` // filled by the serving role
@@ -56,8 +59,9 @@ func (a *Agent) Status() Status {
 
 		LastHeartbeat: st.lastHB, LastHeartbeatAgeMS: -1, LastHeartbeatLeader: st.lastHBLeader,
 		Heartbeats: st.heartbeats, HeartbeatFailures: st.failures, LeaderSwitches: st.switches,
-		LastError: st.lastError,
-		UptimeMS:  now.Sub(a.started).Milliseconds(),
+		LastError:        st.lastError,
+		UptimeMS:         now.Sub(a.started).Milliseconds(),
+		LeaseRemainingMS: max(a.LeaseRemaining().Milliseconds(), 0),
 	}
 	if !st.lastHB.IsZero() {
 		s.LastHeartbeatAgeMS = now.Sub(st.lastHB).Milliseconds()

@@ -118,6 +118,10 @@ type HeartbeatResponse struct {
 	Term      uint64   `json:"term"`
 	State     string   `json:"state"`
 	IO        *IOState `json:"io,omitempty"`
+	// LeaseMs is the lease granted to an SDS: it may serve IO until LeaseMs after it *sent*
+	// this heartbeat (its own monotonic clock). 0: no lease (the leader is about to commit
+	// the node down, or the node is no SDS).
+	LeaseMs int64 `json:"lease_ms,omitempty"`
 }
 
 // RegisterResponse answers POST /discovery/register.
@@ -126,6 +130,7 @@ type RegisterResponse struct {
 	LeaderID  string   `json:"leader_id"`
 	LeaderAPI string   `json:"leader_api"`
 	IO        *IOState `json:"io,omitempty"` // for SDS-capable nodes: the keys to verify tokens with
+	LeaseMs   int64    `json:"lease_ms,omitempty"`
 }
 
 // Member is one node as gossip, the FSM and raft see it (GET /cluster/members).
@@ -177,6 +182,9 @@ type IOState struct {
 	Version     int64            `json:"io_version"`
 	Keys        []TokenKey       `json:"keys"`
 	Generations map[string]int64 `json:"generations"` // volume id -> generation
+	// LayoutEpochs is every volume's layout epoch (volume id -> epoch): an SDS drops a cached
+	// layout that is older before it serves again under the lease of the same answer.
+	LayoutEpochs map[string]int64 `json:"layout_epochs,omitempty"`
 }
 
 // TokenKey is a signing key as sent to SDSs.

@@ -34,6 +34,18 @@ type Layout struct {
 	Members     []Member          `json:"members"`
 	Overrides   map[int64][]int64 `json:"overrides,omitempty"` // chunk -> SDS ids, primary first
 	ChunkEpochs map[int64]int64   `json:"chunk_epochs,omitempty"`
+	// Excluded are members taken out of every replica set they were in (the SDS went down or
+	// was failed), each with the layout epoch that took it out. A chunk loses an excluded SDS
+	// only while another copy remains, so the last copy of a chunk is never excluded: it stays
+	// the chunk's replica (unavailable while its SDS is down) rather than be forgotten.
+	// Re-protecting degraded chunks (rebuild) writes overrides.
+	Excluded []Exclusion `json:"excluded,omitempty"`
+}
+
+// Exclusion is an SDS taken out of a layout's replica sets at Epoch.
+type Exclusion struct {
+	SDSID int64 `json:"sds_id"`
+	Epoch int64 `json:"epoch"`
 }
 
 // Errors.
@@ -56,11 +68,68 @@ func (l *Layout) Validate() error {
 // Chunks is how many chunks the volume has.
 func (l *Layout) Chunks() int64 { return (l.SizeBytes + l.ChunkSize - 1) / l.ChunkSize }
 
-// Replicas returns the SDS ids holding chunk c, primary first. Without an override it is
-// weighted rendezvous hashing: each member scores -weight/ln(u) with u a hash of (volume,
-// chunk, sds) in (0,1); the best is the primary, the best of another fault set (if the pool has
-// fault sets) or another SDS is the secondary.
+// Replicas returns the SDS ids holding chunk c, primary first: the placed replicas (an
+// override, or else the rendezvous choice) without the excluded SDSs, taken out in the order
+// they were excluded while at least one copy remains. When the primary is excluded the
+// secondary becomes the primary. A chunk with one replica is degraded.
 func (l *Layout) Replicas(c int64) []int64 {
+	placed := l.placed(c)
+	if len(l.Excluded) == 0 {
+		return placed
+	}
+	since := int64(0) // exclusions at or before an override's epoch are already reflected in it
+	if _, ok := l.Overrides[c]; ok {
+		since = l.ChunkEpochs[c]
+	}
+	out := placed
+	for _, x := range l.exclusionOrder() {
+		if x.Epoch <= since || len(out) <= 1 {
+			continue
+		}
+		for i, id := range out {
+			if id == x.SDSID {
+				out = append(append([]int64(nil), out[:i]...), out[i+1:]...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// exclusionOrder is Excluded sorted by epoch (then id): the order SDSs were taken out.
+func (l *Layout) exclusionOrder() []Exclusion {
+	if sort.SliceIsSorted(l.Excluded, func(i, j int) bool { return exclLess(l.Excluded[i], l.Excluded[j]) }) {
+		return l.Excluded
+	}
+	xs := append([]Exclusion(nil), l.Excluded...)
+	sort.Slice(xs, func(i, j int) bool { return exclLess(xs[i], xs[j]) })
+	return xs
+}
+
+func exclLess(a, b Exclusion) bool {
+	if a.Epoch != b.Epoch {
+		return a.Epoch < b.Epoch
+	}
+	return a.SDSID < b.SDSID
+}
+
+// IsExcluded reports whether SDS id was taken out of the layout.
+func (l *Layout) IsExcluded(id int64) bool {
+	for _, x := range l.Excluded {
+		if x.SDSID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Degraded reports whether chunk c has fewer than Copies replicas.
+func (l *Layout) Degraded(c int64) bool { return len(l.Replicas(c)) < Copies }
+
+// placed is where chunk c was put: its override, or weighted rendezvous hashing: each member
+// scores -weight/ln(u) with u a hash of (volume, chunk, sds) in (0,1); the best is the primary,
+// the best of another fault set (if the pool has fault sets) or another SDS is the secondary.
+func (l *Layout) placed(c int64) []int64 {
 	if r, ok := l.Overrides[c]; ok {
 		return r
 	}

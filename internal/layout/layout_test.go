@@ -78,3 +78,61 @@ func TestOverridesAndSplit(t *testing.T) {
 		t.Fatalf("validate: %v", err)
 	}
 }
+
+func TestExcludedSDSLeavesItsChunksWithTheSurvivor(t *testing.T) {
+	base := &Layout{VolumeID: 3, Epoch: 1, ChunkSize: 1 << 20, SizeBytes: 256 << 20, Members: members(3, 0)}
+	l := *base
+	l.Epoch = 2
+	l.Excluded = []Exclusion{{SDSID: 2, Epoch: 2}}
+	degraded := 0
+	for c := range l.Chunks() {
+		before, after := base.Replicas(c), l.Replicas(c)
+		switch {
+		case before[0] == 2:
+			if len(after) != 1 || after[0] != before[1] {
+				t.Fatalf("chunk %d: %v -> %v: the secondary must become the only (primary) replica", c, before, after)
+			}
+			degraded++
+		case before[1] == 2:
+			if len(after) != 1 || after[0] != before[0] {
+				t.Fatalf("chunk %d: %v -> %v", c, before, after)
+			}
+			degraded++
+		default:
+			if len(after) != 2 || after[0] != before[0] || after[1] != before[1] {
+				t.Fatalf("chunk %d without SDS 2 changed: %v -> %v", c, before, after)
+			}
+		}
+		if l.Degraded(c) != (len(after) == 1) {
+			t.Fatalf("chunk %d: Degraded disagrees with %v", c, after)
+		}
+		if l.ChunkEpoch(c) != 2 {
+			t.Fatalf("chunk %d epoch %d", c, l.ChunkEpoch(c))
+		}
+	}
+	if degraded == 0 {
+		t.Fatal("no chunk had SDS 2")
+	}
+
+	// A second SDS out: chunks that had both keep the one excluded last (it had every write
+	// since the first went), never zero replicas.
+	l.Epoch = 3
+	l.Excluded = []Exclusion{{SDSID: 3, Epoch: 3}, {SDSID: 2, Epoch: 2}}
+	for c := range l.Chunks() {
+		before, after := base.Replicas(c), l.Replicas(c)
+		if len(after) != 1 {
+			t.Fatalf("chunk %d: %v -> %v", c, before, after)
+		}
+		has := func(id int64) bool { return before[0] == id || before[1] == id }
+		want := int64(1)
+		if has(2) && has(3) {
+			want = 3
+		}
+		if after[0] != want {
+			t.Fatalf("chunk %d: %v -> %v, want [%d]", c, before, after, want)
+		}
+	}
+	if !l.IsExcluded(3) || l.IsExcluded(1) {
+		t.Fatal("IsExcluded")
+	}
+}
