@@ -6,8 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 TIME=${TIME:-45s}
-WORKLOADS=${WORKLOADS:-"labels topology"}
+WORKLOADS=${WORKLOADS:-"labels topology block"}
 NEMESES=${NEMESES:-"leader-kill kill pause rolling-restart"}
+BLOCK_NEMESES=${BLOCK_NEMESES:-"none leader-kill sds-kill"}   # the block workload's own list
 REPORT=${REPORT:-jepsen-report/matrix-$(date +%Y%m%d-%H%M%S)}
 BIN=${PFLEX_BIN:-./bin/pflex}   # PFLEX_BIN: use this binary instead of building bin/pflex
 [ -n "${PFLEX_BIN:-}" ] || make -s build || exit 2
@@ -23,7 +24,9 @@ summary="$REPORT/summary.md"
 } >"$summary"
 failed=0
 for w in $WORKLOADS; do
-  for n in $NEMESES; do
+  list=$NEMESES
+  [ "$w" = block ] && list=$BLOCK_NEMESES
+  for n in $list; do
     for i in $(seq 1 "$RUNS"); do
       dir="$REPORT/$w-$n-$i"
       "$BIN" jepsen -q -workload "$w" -nemesis "$n" -time "$TIME" -report "$dir" >"$dir.out" 2>&1
