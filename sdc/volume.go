@@ -26,6 +26,10 @@ const maxSpan = wire.DefaultMaxPayload
 const (
 	retryFirst = 5 * time.Millisecond
 	retryMax   = 250 * time.Millisecond
+	// layoutPoll: an IO an SDS keeps refusing with Retry, or that cannot reach its SDS, asks the
+	// MDM for a newer layout this often — when an SDS dies, the MDM commits a layout without it
+	// (its chunks go on with their other copy), and this is how the IO finds out.
+	layoutPoll = 250 * time.Millisecond
 )
 
 // Volume is one mapped volume: the IO engine behind its NBD export and the control API. It
@@ -50,6 +54,9 @@ type Volume struct {
 	generation atomic.Int64
 	lay        atomic.Pointer[layout.Layout]
 	layMu      sync.Mutex // serialises layout fetches
+	// polledAt is when an IO that kept failing against an SDS last asked the MDM for a newer
+	// layout (unix ns): at most once per layoutPoll per volume.
+	polledAt atomic.Int64
 
 	ctx    context.Context // ends when the volume is closed
 	cancel context.CancelFunc
@@ -199,12 +206,16 @@ func (v *Volume) Flush(ctx context.Context) error {
 	}
 	ids := make([]int64, 0, len(l.Members))
 	for _, m := range l.Members {
-		ids = append(ids, m.SDSID)
+		// An excluded SDS acknowledged nothing since it was taken out, and everything it had
+		// before is on the copies that remain.
+		if !l.IsExcluded(m.SDSID) {
+			ids = append(ids, m.SDSID)
+		}
 	}
 	err = parallel(len(ids), func(i int) error {
 		return v.retry(ctx, func(l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
 			m, ok := l.Member(ids[i])
-			if !ok {
+			if !ok || l.IsExcluded(ids[i]) {
 				return nil, nil // no longer in the layout: nothing of ours to flush there
 			}
 			return v.send(ctx, m.Addr, tok, wire.Request{Op: wire.OpFlush, VolumeID: v.id, Epoch: l.Epoch})
@@ -386,6 +397,7 @@ func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *
 			if errors.Is(err, wire.ErrTooLarge) || errors.Is(err, wire.ErrBadOp) {
 				return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
 			}
+			v.pollLayout(ctx, l)
 		case st == wire.StatusStaleEpoch || st == wire.StatusNotPrimary:
 			v.stats.staleEpochs.Add(1)
 			if _, rerr := v.refreshLayout(ctx, l); rerr != nil && ctx.Err() != nil {
@@ -405,6 +417,7 @@ func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *
 				continue
 			}
 		case st == wire.StatusRetry:
+			v.pollLayout(ctx, l)
 		case st == wire.StatusReadOnly:
 			return fmt.Errorf("%w: %w", ErrReadOnly, err)
 		case st == wire.StatusRange:
@@ -418,6 +431,18 @@ func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *
 		if !sleep(ctx, &backoff) {
 			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		}
+	}
+}
+
+// pollLayout asks the MDM for a newer layout than l, at most once per layoutPoll per volume.
+func (v *Volume) pollLayout(ctx context.Context, l *layout.Layout) {
+	now := time.Now().UnixNano()
+	last := v.polledAt.Load()
+	if now-last < int64(layoutPoll) || !v.polledAt.CompareAndSwap(last, now) {
+		return
+	}
+	if _, err := v.refreshLayout(ctx, l); err != nil {
+		v.log.Trace("layout poll failed", "error", err)
 	}
 }
 

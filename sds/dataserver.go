@@ -22,10 +22,13 @@ import (
 type DataConfig struct {
 	// SelfID is this SDS's id as the MDM knows it (0 until registered: IO is refused with
 	// StatusRetry until then).
-	SelfID   func() int64
-	Store    *chunkstore.Store
-	Verifier *token.Verifier
-	Layouts  LayoutSource
+	SelfID func() int64
+	// LeaseValid reports whether this SDS holds its lease from the MDM leader; IO is refused
+	// with StatusRetry without one. nil: no lease is needed (tests).
+	LeaseValid func() bool
+	Store      *chunkstore.Store
+	Verifier   *token.Verifier
+	Layouts    LayoutSource
 	// Acks posts token ACK batches; nil counts nothing.
 	Acks AckPoster
 	// ReplicaTimeout bounds a forwarded write; default DefaultReplicaTimeout.
@@ -60,10 +63,17 @@ type DataServer struct {
 	conns map[net.Conn]struct{}
 
 	stats dataCounters
+
+	// Copies superseded by a newer layout: volumes to check, with the epoch that asked.
+	recMu      sync.Mutex
+	recPending map[int64]int64
+	reconciled map[int64]int64 // epoch each volume was last checked at
+	recWake    chan struct{}
 }
 
 type dataCounters struct {
 	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
+	degradedWrites, noLease, dropped                                   atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -75,8 +85,11 @@ type DataStats struct {
 	ReplicaWrites   int64 `json:"replica_writes"`
 	Trims           int64 `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
 	Flushes         int64 `json:"flushes"`
-	Refused         int64 `json:"refused"` // auth, epoch, role or range refusals
-	Retries         int64 `json:"retries"` // StatusRetry answers (secondary unreachable, ...)
+	Refused         int64 `json:"refused"`         // auth, epoch, role or range refusals
+	Retries         int64 `json:"retries"`         // StatusRetry answers (secondary unreachable, ...)
+	DegradedWrites  int64 `json:"degraded_writes"` // acknowledged with this SDS's copy alone
+	NoLease         int64 `json:"no_lease"`        // requests refused: no valid lease
+	DroppedCopies   int64 `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
 	AckBatchesSent  int64 `json:"ack_batches_sent"`
 	AckFailures     int64 `json:"ack_failures"`
 	AckDroppedCount int64 `json:"ack_dropped"`
@@ -96,7 +109,8 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	if cfg.Wire.Logger == nil {
 		cfg.Wire.Logger = cfg.Logger.Named("wire")
 	}
-	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{}}
+	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{},
+		recPending: map[int64]int64{}, reconciled: map[int64]int64{}, recWake: make(chan struct{}, 1)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
 	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout)
@@ -110,6 +124,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		}
 		d.wg.Go(func() { d.acks.run(d.ctx) })
 	}
+	d.wg.Go(d.reconcileLoop)
 	return d
 }
 
@@ -171,7 +186,8 @@ func (d *DataServer) Stats() DataStats {
 		Connections: n, Layouts: d.layouts.count(),
 		Reads: d.stats.reads.Load(), Writes: d.stats.writes.Load(), ReplicaWrites: d.stats.replWrites.Load(),
 		Trims: d.stats.trims.Load(), Flushes: d.stats.flushes.Load(), Refused: d.stats.refused.Load(),
-		Retries: d.stats.retries.Load(),
+		Retries: d.stats.retries.Load(), DegradedWrites: d.stats.degradedWrites.Load(), NoLease: d.stats.noLease.Load(),
+		DroppedCopies: d.stats.dropped.Load(),
 	}
 	if d.acks != nil {
 		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
@@ -313,6 +329,9 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) w
 	if self == 0 {
 		return statusResp(wire.StatusRetry, 0, "this SDS is not registered with the MDM yet")
 	}
+	if !d.leaseValid() {
+		return d.noLease()
+	}
 	t, resp, ok := d.resolve(ctx, req)
 	if !ok {
 		return resp
@@ -340,6 +359,16 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) w
 		return statusResp(wire.StatusRetry, t.epoch, "token changed while the write was in flight")
 	}
 	return d.writePrimary(ctx, claims, tok, req, t)
+}
+
+func (d *DataServer) leaseValid() bool { return d.cfg.LeaseValid == nil || d.cfg.LeaseValid() }
+
+// noLease refuses a request: without a lease the MDM may already have given this SDS's chunks to
+// their other copies, so nothing here can be trusted to be current until a heartbeat brings a
+// lease with the current layout epochs.
+func (d *DataServer) noLease() wire.Response {
+	d.stats.noLease.Add(1)
+	return statusResp(wire.StatusRetry, 0, "this SDS holds no valid lease from the MDM leader: not serving IO")
 }
 
 // resolve checks the request against the volume's layout (fetched or refreshed as needed):
@@ -397,6 +426,9 @@ func (d *DataServer) read(claims token.Claims, req *wire.Request, t target) wire
 		d.log.Error("read failed", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 		return statusResp(storeStatus(err), t.epoch, err.Error())
 	}
+	if !d.leaseValid() { // lost while reading (a pause): the data may be stale by now
+		return d.noLease()
+	}
 	d.stats.reads.Add(1)
 	if d.acks != nil {
 		d.acks.record(claims, t.length, 0, false)
@@ -419,8 +451,8 @@ func (d *DataServer) apply(req *wire.Request, t target) error {
 // that both replicas apply the writes of a chunk in the same order, and answers OK only when
 // both have it.
 func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target) wire.Response {
-	if len(t.replicas) < 2 {
-		return statusResp(wire.StatusRetry, t.epoch, errNoSecondary.Error())
+	if len(t.replicas) == 1 {
+		return d.writeDegraded(claims, req, t)
 	}
 	sec, ok := t.l.Member(t.replicas[1])
 	if !ok || sec.Addr == "" {
@@ -455,6 +487,29 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	if ferr != nil {
 		return d.secondaryFailed(t, sec, fresp, ferr)
 	}
+	if !d.leaseValid() {
+		return d.noLease()
+	}
+	d.count(claims, req, t)
+	return wire.Response{Epoch: t.epoch}
+}
+
+// writeDegraded applies a write to a chunk whose layout leaves this SDS its only copy (the
+// other SDS went down and the MDM committed a layout without it): acknowledged with one copy,
+// which is what degraded means, until a rebuild re-protects the chunk.
+func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t target) wire.Response {
+	mu := d.lock(t.key)
+	mu.Lock()
+	err := d.apply(req, t)
+	mu.Unlock()
+	if err != nil {
+		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
+		return statusResp(storeStatus(err), t.epoch, err.Error())
+	}
+	if !d.leaseValid() {
+		return d.noLease()
+	}
+	d.stats.degradedWrites.Add(1)
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
@@ -509,8 +564,10 @@ func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
 	}
 }
 
-// learned allocates, for a thick volume, every chunk this SDS holds a copy of.
+// learned drops the copies l no longer places here and allocates, for a thick volume, every
+// chunk this SDS holds a copy of.
 func (d *DataServer) learned(l *layout.Layout) {
+	d.dropSuperseded(l)
 	if !l.Thick {
 		return
 	}

@@ -51,11 +51,14 @@ type fakeMDM struct {
 	layoutGet int
 	acks      []api.AckRequest
 	ackIDs    map[string]bool
+	leaseMs   int64           // granted to every SDS in registration and heartbeat answers
+	noLease   map[string]bool // node ids granted no lease
+	excluded  []layout.Exclusion
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
 	f := &fakeMDM{t: t, key: token.NewKey(), ids: map[string]int64{}, addrs: map[int64]string{},
-		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, ackIDs: map[string]bool{}}
+		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -65,11 +68,28 @@ func (f *fakeMDM) addr() string { return strings.TrimPrefix(f.srv.URL, "http://"
 
 func (f *fakeMDM) ioStateLocked() *api.IOState {
 	return &api.IOState{Version: f.ioVersion, Keys: []api.TokenKey{{ID: 1, Key: f.key}},
-		Generations: map[string]int64{"1": f.gen, "2": f.gen}}
+		Generations: map[string]int64{"1": f.gen, "2": f.gen}, LayoutEpochs: map[string]int64{"1": f.epoch, "2": f.epoch}}
+}
+
+func (f *fakeMDM) lease(node string) int64 {
+	if f.noLease[node] {
+		return 0
+	}
+	return f.leaseMs
+}
+
+// exclude takes SDS id out of every layout (as the MDM does when it commits it down).
+func (f *fakeMDM) exclude(id int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.epoch++
+	f.ioVersion++
+	f.excluded = append(f.excluded, layout.Exclusion{SDSID: id, Epoch: f.epoch})
 }
 
 func (f *fakeMDM) layoutLocked(vol int64) layout.Layout {
-	l := layout.Layout{VolumeID: vol, Epoch: f.epoch, ChunkSize: testChunk, SizeBytes: testSize, Thick: f.thick[vol]}
+	l := layout.Layout{VolumeID: vol, Epoch: f.epoch, ChunkSize: testChunk, SizeBytes: testSize, Thick: f.thick[vol],
+		Excluded: append([]layout.Exclusion(nil), f.excluded...)}
 	for id := int64(1); id <= int64(len(f.addrs)); id++ {
 		l.Members = append(l.Members, layout.Member{SDSID: id, Weight: 100, Addr: f.addrs[id]})
 	}
@@ -108,11 +128,11 @@ func (f *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 			f.ids[req.ID] = id
 		}
 		f.addrs[id] = req.DataAddr
-		reply(api.RegisterResponse{Registration: fsm.Registration{SDSID: id}, LeaderID: "mdm-1", LeaderAPI: self, IO: f.ioStateLocked()})
+		reply(api.RegisterResponse{Registration: fsm.Registration{SDSID: id}, LeaderID: "mdm-1", LeaderAPI: self, IO: f.ioStateLocked(), LeaseMs: f.lease(req.ID)})
 	case r.URL.Path == agent.PathHeartbeat:
 		var req api.HeartbeatRequest
 		json.NewDecoder(r.Body).Decode(&req)
-		resp := api.HeartbeatResponse{LeaderID: "mdm-1", LeaderAPI: self, Term: 1, State: "up"}
+		resp := api.HeartbeatResponse{LeaderID: "mdm-1", LeaderAPI: self, Term: 1, State: "up", LeaseMs: f.lease(req.ID)}
 		if req.IOVersion != f.ioVersion {
 			resp.IO = f.ioStateLocked()
 		}

@@ -20,6 +20,7 @@ type tokenState struct {
 	mu      sync.Mutex
 	held    map[uint32]bool // key ids in keys
 	version int64
+	epochs  map[string]int64 // layout epochs of the last IO state
 }
 
 func newTokenState(log hclog.Logger) *tokenState {
@@ -59,6 +60,14 @@ func (t *tokenState) apply(st *api.IOState) {
 		t.log.Debug("IO state applied", "io_version", st.Version, "keys", len(listed), "volumes", len(st.Generations))
 	}
 	t.version = st.Version
+	t.epochs = st.LayoutEpochs
+}
+
+// layoutEpochs is the layout epochs of the last IO state applied (nil: none yet).
+func (t *tokenState) layoutEpochs() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.epochs
 }
 
 // status is what /status reports about the IO state.

@@ -32,7 +32,10 @@ type layoutCache struct {
 }
 
 type volLayout struct {
-	cur       atomic.Pointer[layout.Layout]
+	cur atomic.Pointer[layout.Layout]
+	// minEpoch is the epoch the MDM last reported for the volume (IOState.LayoutEpochs): a
+	// cached layout below it is stale and is fetched again before any use.
+	minEpoch  atomic.Int64
 	fetchMu   sync.Mutex // one fetch at a time
 	uselessAt time.Time  // last refresh that brought nothing newer; guarded by fetchMu
 }
@@ -55,10 +58,29 @@ func (c *layoutCache) entry(volumeID int64) *volLayout {
 // get returns the cached layout of volumeID, fetching it if there is none.
 func (c *layoutCache) get(ctx context.Context, volumeID int64) (*layout.Layout, error) {
 	v := c.entry(volumeID)
-	if l := v.cur.Load(); l != nil {
+	l := v.cur.Load()
+	if l != nil && l.Epoch >= v.minEpoch.Load() {
 		return l, nil
 	}
-	return c.refresh(ctx, volumeID, nil)
+	return c.refresh(ctx, volumeID, l)
+}
+
+// raise records that volumeID's layout is at epoch (or later) at the MDM: a cached layout
+// older than that is not used again. Only volumes already known are recorded (the others are
+// fetched on first use anyway).
+func (c *layoutCache) raise(volumeID, epoch int64) {
+	c.mu.Lock()
+	v := c.vols[volumeID]
+	c.mu.Unlock()
+	if v == nil {
+		return
+	}
+	for {
+		cur := v.minEpoch.Load()
+		if epoch <= cur || v.minEpoch.CompareAndSwap(cur, epoch) {
+			return
+		}
+	}
 }
 
 // refresh fetches volumeID's layout again, unless another request already replaced have (the
@@ -69,12 +91,13 @@ func (c *layoutCache) refresh(ctx context.Context, volumeID int64, have *layout.
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
 	cur := v.cur.Load()
-	if cur != nil && (cur != have || time.Since(v.uselessAt) < minRefetch) {
+	stale := cur != nil && cur.Epoch < v.minEpoch.Load()
+	if cur != nil && !stale && (cur != have || time.Since(v.uselessAt) < minRefetch) {
 		return cur, nil
 	}
 	l, err := c.fetch(ctx, volumeID)
 	if err != nil {
-		if cur != nil {
+		if cur != nil && !stale {
 			return cur, fmt.Errorf("layout of volume %d: %w", volumeID, err)
 		}
 		return nil, fmt.Errorf("layout of volume %d: %w", volumeID, err)

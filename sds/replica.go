@@ -185,5 +185,10 @@ func (p *replicaPool) auth(ctx context.Context, rc *replicaConn, va *volAuth, to
 	return resp, nil
 }
 
-// errNoSecondary: the layout names no secondary (or no address for it).
-var errNoSecondary = errors.New("no secondary for the chunk")
+// Errors of the data path.
+var (
+	// errNoSecondary: the layout names no address for the secondary.
+	errNoSecondary = errors.New("no secondary for the chunk")
+	// errNotRegistered: the SDS has no id from the MDM yet.
+	errNotRegistered = errors.New("this SDS is not registered with the MDM yet")
+)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -35,6 +36,7 @@ type Service struct {
 	store    *chunkstore.Store
 	tokens   *tokenState
 	data     *DataServer
+	dataRef  atomic.Pointer[DataServer] // set once data exists: the IO state hook may run before
 	dataLn   net.Listener
 	dataDone chan error
 	control  *agent.HTTPServer
@@ -120,20 +122,25 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 			Devices:          devices,
 			TotalCapacityGB:  cfg.TotalCapacityGB,
 		},
-		OnIOState: s.tokens.apply,
+		OnIOState: s.onIOState,
 		Logger:    logger,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	s.data = NewDataServer(DataConfig{
-		SelfID:   s.agent.SDSID,
-		Store:    s.store,
-		Verifier: s.tokens.verifier,
-		Layouts:  s.fetchLayout,
-		Acks:     s.postAcks,
-		Logger:   logger.Named("data"),
+		SelfID:     s.agent.SDSID,
+		LeaseValid: s.agent.LeaseValid,
+		Store:      s.store,
+		Verifier:   s.tokens.verifier,
+		Layouts:    s.fetchLayout,
+		Acks:       s.postAcks,
+		Logger:     logger.Named("data"),
 	})
+	s.dataRef.Store(s.data)
+	if e := s.tokens.layoutEpochs(); e != nil { // an answer that came before the data server
+		s.data.LayoutEpochs(e)
+	}
 	go func() { s.dataDone <- s.data.Serve(s.dataLn) }()
 	s.control = agent.Serve(controlLn, s.httpHandler())
 	s.mgmt = agent.Serve(mgmtLn, s.httpHandler())
@@ -142,6 +149,15 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		"gossip", s.agent.Pool().Addr(), "protection_domain", cfg.ProtectionDomain, "devices", len(devices),
 		"capacity_bytes", st.CapacityBytes, "chunks", st.Chunks)
 	return s, nil
+}
+
+// onIOState installs what the MDM sent (keys, generations, layout epochs), before the agent
+// takes the lease of the same answer.
+func (s *Service) onIOState(st *api.IOState) {
+	s.tokens.apply(st)
+	if d := s.dataRef.Load(); d != nil {
+		d.LayoutEpochs(st.LayoutEpochs)
+	}
 }
 
 // fetchLayout asks the MDM leader for a volume's layout.

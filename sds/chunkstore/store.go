@@ -382,6 +382,31 @@ func (s *Store) free(k Key, fua bool) error {
 	return nil
 }
 
+// Drop frees replica k (a copy a newer layout no longer places here): its record goes first,
+// then its space. Dropping a chunk that is not held is not an error.
+func (s *Store) Drop(k Key) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.free(k, false)
+}
+
+// Volumes lists the volumes this store holds replicas of, ascending.
+func (s *Store) Volumes() []int64 {
+	s.mu.RLock()
+	seen := map[int64]bool{}
+	for k := range s.chunks {
+		seen[k.VolumeID] = true
+	}
+	s.mu.RUnlock()
+	out := make([]int64, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
 // Flush makes every acknowledged write durable: fdatasync of every device.
 func (s *Store) Flush() error {
 	if s.closed.Load() {
