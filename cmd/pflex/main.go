@@ -33,6 +33,9 @@ func main() {
 	if len(args) > 0 && args[0] == "jepsen" {
 		os.Exit(jepsen.Main(ctx, args[1:], os.Stdout, os.Stderr))
 	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		os.Exit(jepsen.HealthcheckMain(args[1:], os.Stderr))
+	}
 	if len(args) > 0 && args[0] == "drill" {
 		os.Exit(jepsen.DrillMain(ctx, args[1:], os.Stdout, os.Stderr))
 	}
