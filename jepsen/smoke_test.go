@@ -87,3 +87,32 @@ func TestSelfTestStaleReadsCaught(t *testing.T) {
 		t.Fatalf("stale reads were not caught")
 	}
 }
+
+// TestSmokeBlockLeaderKill: three MDMs, three SDSs and an SDC; the block workload through NBD
+// while the MDM leader is killed. Block registers must be linearizable and the ledger exact.
+func TestSmokeBlockLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts seven processes for about 30 s")
+	}
+	report, err := os.MkdirTemp("", "pflex-jepsen-block-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{
+		Binary: buildPflex(t), ReportDir: report, Workload: "block", Nemeses: []string{"leader-kill"},
+		Time: 15 * time.Second, Recovery: 3 * time.Second, Clients: 4, Keys: 6,
+		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second, Log: testWriter{t},
+	}
+	v, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("\n%s", v.Summary())
+	if !v.Valid {
+		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
+	}
+	defer os.RemoveAll(report)
+	if v.FaultCount() < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
+		t.Fatalf("too little happened: %d faults, %v", v.FaultCount(), v.ByF)
+	}
+}
