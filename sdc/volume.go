@@ -30,6 +30,9 @@ const (
 	// MDM for a newer layout this often — when an SDS dies, the MDM commits a layout without it
 	// (its chunks go on with their other copy), and this is how the IO finds out.
 	layoutPoll = 250 * time.Millisecond
+	// attemptPatience is how long an attempt waits for its SDS before it also watches the
+	// layout (see watched).
+	attemptPatience = 500 * time.Millisecond
 )
 
 // Volume is one mapped volume: the IO engine behind its NBD export and the control API. It
@@ -213,7 +216,7 @@ func (v *Volume) Flush(ctx context.Context) error {
 		}
 	}
 	err = parallel(len(ids), func(i int) error {
-		return v.retry(ctx, func(l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
+		return v.retry(ctx, func(ctx context.Context, l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
 			m, ok := l.Member(ids[i])
 			if !ok || l.IsExcluded(ids[i]) {
 				return nil, nil // no longer in the layout: nothing of ours to flush there
@@ -261,7 +264,7 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 		if data != nil {
 			buf = data[sp.Offset-off : sp.Offset-off+sp.Length]
 		}
-		return v.retry(ctx, func(l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
+		return v.retry(ctx, func(ctx context.Context, l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
 			reps := l.Replicas(sp.Chunk)
 			if len(reps) == 0 {
 				return nil, fmt.Errorf("chunk %d has no replicas: %w", sp.Chunk, wire.StatusStaleEpoch)
@@ -360,7 +363,7 @@ func (v *Volume) conn(ctx context.Context, addr string, tok *issuedToken) (*sdsC
 // retry runs attempt until it succeeds, fails for good or ctx ends. Between attempts it does
 // what the failure asks: a new layout (StaleEpoch, NotPrimary), a new token (Auth, Expired,
 // Revoked), a backoff (Retry, connection errors).
-func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *issuedToken) (*sdsConn, error)) error {
+func (v *Volume) retry(ctx context.Context, attempt func(ctx context.Context, l *layout.Layout, tok *issuedToken) (*sdsConn, error)) error {
 	backoff := retryFirst
 	for n := 0; ; n++ {
 		if v.ctx.Err() != nil {
@@ -384,9 +387,13 @@ func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *
 			}
 			continue
 		}
-		sc, err := attempt(l, tok)
+		sc, abandoned, err := v.watched(ctx, l, tok, attempt)
 		if err == nil {
 			return nil
+		}
+		if abandoned && ctx.Err() == nil {
+			v.stats.staleEpochs.Add(1)
+			continue // a newer layout came while the SDS did not answer: go by it at once
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
@@ -432,6 +439,47 @@ func (v *Volume) retry(ctx context.Context, attempt func(l *layout.Layout, tok *
 			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
 		}
 	}
+}
+
+// watched runs one attempt under layout l. An SDS that does not answer within attemptPatience
+// (paused, partitioned, its connection silently gone) makes the IO poll the layout every
+// layoutPoll; when the MDM has a newer one (the SDS was taken out), the attempt is abandoned
+// (abandoned = true) so the IO goes to the chunk's new primary. An abandoned request still
+// queued at the SDS is harmless: by the time it could run, that SDS's lease has expired, and the
+// lease it gets next comes with the new epochs (it answers StaleEpoch).
+func (v *Volume) watched(ctx context.Context, l *layout.Layout, tok *issuedToken,
+	attempt func(ctx context.Context, l *layout.Layout, tok *issuedToken) (*sdsConn, error)) (*sdsConn, bool, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	timer := time.AfterFunc(attemptPatience, func() {
+		seen := l
+		for {
+			cur, err := v.refreshLayout(actx, seen)
+			if err == nil {
+				if cur.Epoch != l.Epoch {
+					v.log.Trace("SDS slow to answer and the layout moved: attempt abandoned", "epoch", l.Epoch, "new_epoch", cur.Epoch)
+					cancel()
+					return
+				}
+				seen = cur
+			}
+			t := time.NewTimer(layoutPoll)
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-actx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	})
+	sc, err := attempt(actx, l, tok)
+	timer.Stop()
+	close(done)
+	return sc, err != nil && actx.Err() != nil && ctx.Err() == nil, err
 }
 
 // pollLayout asks the MDM for a newer layout than l, at most once per layoutPoll per volume.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -357,4 +358,97 @@ func TestSDSKill9DuringNBDWritesStallsWithoutErrorOrLoss(t *testing.T) {
 	}
 	t.Logf("restarted SDS: answers to old-epoch reads %v; superseded copies dropped", served)
 	w.verify(t, ic.nbd, "vol1")
+}
+
+// A paused SDS (SIGSTOP) whose chunks were handed to their other copies meanwhile never serves
+// a stale read after it resumes: its lease ran out, and the heartbeat that renews it brings the
+// new layout epochs.
+func TestPausedSDSNeverServesAStaleReadAfterResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	ic := startFailureCluster(t, "")
+	vol := ic.volume("vol1", 1, "readWrite")
+	before := ic.volLayout(vol)
+	// A block on a chunk whose primary is the SDS to pause.
+	victimID := before.Replicas(0)[0]
+	victim := ic.sdsByID(victimID)
+	m, _ := before.Member(victimID)
+	off := int64(0)
+	conn, err := DialNBD(context.Background(), ic.nbd, "vol1", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	old := bytes.Repeat([]byte("A"), wlBlock)
+	if err := conn.Write(uint64(off), old, time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	tok := ic.token(vol)
+	if data, st := directRead(t, m.Addr, tok, vol, off, before.Epoch); st != wire.StatusOK || !bytes.Equal(data, old) {
+		t.Fatalf("direct read before the pause: %v", st)
+	}
+
+	victim.Pause()
+	paused := time.Now()
+	newer := bytes.Repeat([]byte("B"), wlBlock)
+	if err := conn.Write(uint64(off), newer, time.Now().Add(30*time.Second)); err != nil {
+		for i := range ic.mdms.Cfgs {
+			for _, line := range strings.Split(ic.mdms.Log(i), "\n") {
+				if strings.Contains(line, "node state") || strings.Contains(line, "could not") {
+					t.Log(line)
+				}
+			}
+		}
+		t.Logf("layout now: %+v", ic.volLayout(vol).Excluded)
+		log := ic.sdc.Log()
+		t.Fatalf("write while the primary is paused: %v\nSDC log (tail):\n%s", err, log[max(0, len(log)-6000):])
+	}
+	t.Logf("write acknowledged %s after pausing the primary (by its other copy)", time.Since(paused).Round(time.Millisecond))
+	if l := ic.volLayout(vol); slices.Contains(l.Replicas(0), victimID) {
+		t.Fatalf("chunk 0 still on the paused SDS: %v", l.Replicas(0))
+	}
+	victim.Resume()
+	// Hammer the resumed SDS with reads under the old epoch, as an SDC with a stale layout
+	// would: none may return the old data.
+	answers := map[wire.Status]int{}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		data, st := directRead(t, m.Addr, tok, vol, off, before.Epoch)
+		answers[st]++
+		if st == wire.StatusOK && !bytes.Equal(data, newer) {
+			t.Fatalf("the resumed SDS served a stale read: %q...", data[:8])
+		}
+	}
+	t.Logf("resumed SDS's answers to old-epoch reads: %v", answers)
+	got, err := conn.Read(uint64(off), wlBlock, time.Now().Add(30*time.Second))
+	if err != nil || !bytes.Equal(got, newer) {
+		t.Fatalf("read through NBD after the resume: %v", err)
+	}
+}
+
+// BenchmarkSDSKillNBDStall: the IO stall an NBD client sees when an SDS is killed with kill -9,
+// with default settings (MDM heartbeat_timeout, sds_down_grace, sds_lease; SDS heartbeat
+// interval), over 10 kills of a fresh cluster each. Figures: docs/BENCHMARKS.md.
+func BenchmarkSDSKillNBDStall(b *testing.B) {
+	if _, err := exec.LookPath("nbdinfo"); err != nil {
+		b.Skip("nbdinfo is not installed")
+	}
+	runs := 10
+	var stalls []time.Duration
+	for i := range runs {
+		func() {
+			ic := startFailureCluster(b, "")
+			ic.volume("vol1", 1, "readWrite")
+			stall, w := killSDSDuringWrites(b, ic, "vol1", ic.sdss[i%3])
+			w.verify(b, ic.nbd, "vol1")
+			b.Logf("run %d: kill -9 %s, worst stall %s, %d writes, 0 errors", i+1, ic.sdss[i%3].Name, stall.Round(time.Millisecond), w.count())
+			stalls = append(stalls, stall)
+			ic.mdms.Close()
+		}()
+	}
+	slices.Sort(stalls)
+	b.ReportMetric(float64(stalls[len(stalls)/2].Milliseconds()), "median-stall-ms")
+	b.ReportMetric(float64(stalls[len(stalls)-1].Milliseconds()), "worst-stall-ms")
+	b.Logf("bench_sds_kill: %d kills, NBD stall median %s, worst %s, 0 IO errors", runs,
+		stalls[len(stalls)/2].Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond))
 }
