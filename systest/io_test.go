@@ -118,7 +118,7 @@ func sha(t *testing.T, path string) [32]byte {
 
 type chunkReplica struct {
 	Chunk     int64  `json:"chunk"`
-	Checksum  string `json:"checksum"`
+	Checksum  string `json:"crc32c"`
 	Allocated bool   `json:"allocated"`
 	Role      string `json:"role"`
 }
@@ -146,6 +146,9 @@ func (ic *ioCluster) replicasIdentical(vol int64) int {
 			list.Chunks = plain
 		}
 		for _, c := range list.Chunks {
+			if c.Allocated && c.Checksum == "" {
+				ic.t.Fatalf("%s chunk %d: no checksum in the listing", s.Name, c.Chunk)
+			}
 			if c.Allocated {
 				copies[c.Chunk] = append(copies[c.Chunk], c.Checksum)
 			}
@@ -191,7 +194,7 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 	if _, err := exec.LookPath("fio"); err == nil {
 		if help, _ := exec.Command("fio", "--enghelp").CombinedOutput(); strings.Contains(string(help), "nbd") {
 			run(t, "fio", "--name=verify", "--ioengine=nbd", "--uri="+ic.uri("vol1"), "--rw=randwrite", "--bs=4k",
-				"--iodepth=16", "--size=16m", "--offset=128m", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1")
+				"--iodepth=16", "--size=16m", "--offset=128m", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0")
 		}
 	}
 	n := ic.replicasIdentical(vol)

@@ -22,8 +22,8 @@ gossip {
 }
 
 # A component unreachable this long (gossip dead or heartbeats missed) is committed down.
-sds_down_grace    = "5s"
-heartbeat_timeout = "2s"
+sds_down_grace    = "1.5s"
+heartbeat_timeout = "1.5s"
 
 raft {
   heartbeat_timeout    = "500ms"
