@@ -92,12 +92,20 @@ func TestNewMDMJoinsOverGossipAndIsPromoted(t *testing.T) {
 	}
 }
 
+// heartbeat sends one heartbeat through member i; like a component it retries a 503 (a
+// follower forwarding while the leader is busy) for a short while.
 func heartbeat(t *testing.T, c *mdmtest.Cluster, i int, id string) int {
-	code, _, err := mdmtest.DoJSON(c.URL(i), mdmtest.TestClusterKey, "POST", "/heartbeat", api.HeartbeatRequest{ID: id}, nil)
-	if err != nil {
-		return 0
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		code, _, err := mdmtest.DoJSON(c.URL(i), mdmtest.TestClusterKey, "POST", "/heartbeat", api.HeartbeatRequest{ID: id}, nil)
+		if err != nil {
+			code = 0
+		}
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return code
 }
 
 // Registration is idempotent and authenticated; a component that stops heartbeating is committed
