@@ -11,9 +11,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/pflex
 
 # make test: gofmt + vet, then every package under the race detector, including the in-process
-# and process-level cluster tests.
+# and process-level cluster tests. One package at a time (-p 1): the process-level suites
+# (systest, jepsen) start whole clusters on loopback ports and must not race each other for
+# ports or for the two cores.
 test: lint
-	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 14m $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
