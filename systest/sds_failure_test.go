@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"pflex/jepsen"
 	"slices"
 	"sort"
 	"strings"
@@ -108,7 +109,7 @@ func startNBDWorkload(t testing.TB, addr, export string, writers int) *nbdWorklo
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &nbdWorkload{acked: map[uint64][]byte{}, acks: make([][]time.Time, writers), cancel: cancel}
 	for i := range writers {
-		conn, err := DialNBD(ctx, addr, export, 5*time.Second)
+		conn, err := jepsen.DialNBD(ctx, addr, export, 5*time.Second)
 		if err != nil {
 			t.Fatalf("nbd dial: %v", err)
 		}
@@ -167,7 +168,7 @@ func (w *nbdWorkload) count() int {
 // verify reads every acknowledged block back through NBD.
 func (w *nbdWorkload) verify(t testing.TB, addr, export string) int {
 	t.Helper()
-	conn, err := DialNBD(context.Background(), addr, export, 5*time.Second)
+	conn, err := jepsen.DialNBD(context.Background(), addr, export, 5*time.Second)
 	if err != nil {
 		t.Fatalf("nbd dial: %v", err)
 	}
@@ -375,7 +376,7 @@ func TestPausedSDSNeverServesAStaleReadAfterResume(t *testing.T) {
 	victim := ic.sdsByID(victimID)
 	m, _ := before.Member(victimID)
 	off := int64(0)
-	conn, err := DialNBD(context.Background(), ic.nbd, "vol1", 5*time.Second)
+	conn, err := jepsen.DialNBD(context.Background(), ic.nbd, "vol1", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
