@@ -53,15 +53,9 @@ type Config struct {
 	Raft  *RaftSettings `hcl:"raft,block"`
 }
 
-// GossipSettings joins the memberlist pool every component shares.
-type GossipSettings struct {
-	BindAddr      string   `hcl:"bind_addr"`
-	AdvertiseAddr string   `hcl:"advertise_addr,optional"`
-	Join          []string `hcl:"join,optional"`
-	// Key is the cluster's gossip key: base64 of 16, 24 or 32 bytes. A node with another key is
-	// not admitted.
-	Key string `hcl:"key,optional"`
-}
+// GossipSettings joins the memberlist pool every component shares. A node with another key
+// is not admitted.
+type GossipSettings = gossip.Settings
 
 // PeerConfig is one member of the static initial quorum.
 type PeerConfig struct {
@@ -173,22 +167,9 @@ func (c *Config) Validate() error {
 	if c.BootstrapExpect > 0 && c.Gossip == nil {
 		return errors.New("bootstrap_expect needs a gossip block (the MDMs find each other over gossip)")
 	}
-	if g := c.Gossip; g != nil {
-		if err := config.HostPort("gossip.bind_addr", g.BindAddr); err != nil {
+	if c.Gossip != nil {
+		if err := c.Gossip.Validate(); err != nil {
 			return err
-		}
-		if g.AdvertiseAddr != "" {
-			if err := config.HostPort("gossip.advertise_addr", g.AdvertiseAddr); err != nil {
-				return err
-			}
-		}
-		for i, j := range g.Join {
-			if err := config.HostPort(fmt.Sprintf("gossip.join[%d]", i), j); err != nil {
-				return err
-			}
-		}
-		if _, err := gossip.ParseKey(g.Key); err != nil {
-			return fmt.Errorf("gossip.key: %w", err)
 		}
 	}
 	if _, err := c.Liveness(); err != nil {

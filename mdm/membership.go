@@ -23,26 +23,21 @@ func (n *Node) joinGossip() error {
 	if g == nil {
 		return nil
 	}
-	key, err := gossip.ParseKey(g.Key)
+	pc, err := g.PoolConfig()
 	if err != nil {
-		return fmt.Errorf("mdm: gossip.key: %w", err)
+		return fmt.Errorf("mdm: %w", err)
 	}
-	pool, err := gossip.Start(gossip.Config{
-		BindAddr:      g.BindAddr,
-		AdvertiseAddr: g.AdvertiseAddr,
-		Join:          g.Join,
-		Key:           key,
-		Logger:        n.log.Named("gossip"),
-		Meta: gossip.Meta{
-			ID:      n.cfg.NodeID,
-			Caps:    []string{gossip.CapMDM},
-			Version: Version,
-			API:     n.cfg.apiAdvertise(),
-			Raft:    n.cfg.raftAdvertise(),
-			Fresh:   n.fresh(),
-			Expect:  n.cfg.BootstrapExpect,
-		},
-	})
+	pc.Logger = n.log.Named("gossip")
+	pc.Meta = gossip.Meta{
+		ID:      n.cfg.NodeID,
+		Caps:    []string{gossip.CapMDM},
+		Version: Version,
+		API:     n.cfg.apiAdvertise(),
+		Raft:    n.cfg.raftAdvertise(),
+		Fresh:   n.fresh(),
+		Expect:  n.cfg.BootstrapExpect,
+	}
+	pool, err := gossip.Start(*pc)
 	if err != nil {
 		return fmt.Errorf("mdm: gossip: %w", err)
 	}

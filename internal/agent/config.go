@@ -93,50 +93,7 @@ func (c *Config) validate() error {
 }
 
 // GossipConfig is the `gossip { ... }` block of an SDS or SDC file.
-type GossipConfig struct {
-	BindAddr      string   `hcl:"bind_addr,optional"`
-	AdvertiseAddr string   `hcl:"advertise_addr,optional"`
-	Join          []string `hcl:"join,optional"`
-	Key           string   `hcl:"key,optional"` // base64 of 16, 24 or 32 bytes
-}
-
-// Validate checks the block and names the bad field.
-func (g *GossipConfig) Validate() error {
-	if g == nil {
-		return errors.New("gossip: block is required (gossip { bind_addr = ..., join = [...] })")
-	}
-	if err := config.HostPort("gossip.bind_addr", g.BindAddr); err != nil {
-		return err
-	}
-	if g.AdvertiseAddr != "" {
-		if err := config.HostPort("gossip.advertise_addr", g.AdvertiseAddr); err != nil {
-			return err
-		}
-	}
-	for i, j := range g.Join {
-		if err := config.HostPort(fmt.Sprintf("gossip.join[%d]", i), j); err != nil {
-			return err
-		}
-	}
-	if _, err := gossip.ParseKey(g.Key); err != nil {
-		return fmt.Errorf("gossip.key: %w", err)
-	}
-	return nil
-}
-
-// PoolConfig is the gossip.Config of the block (Meta and Logger are filled in by Start).
-func (g *GossipConfig) PoolConfig() (*gossip.Config, error) {
-	if err := g.Validate(); err != nil {
-		return nil, err
-	}
-	key, _ := gossip.ParseKey(g.Key)
-	return &gossip.Config{
-		BindAddr:      g.BindAddr,
-		AdvertiseAddr: g.AdvertiseAddr,
-		Join:          append([]string(nil), g.Join...),
-		Key:           key,
-	}, nil
-}
+type GossipConfig = gossip.Settings
 
 // ValidateCommon checks the fields every SDS and SDC file has, naming the bad one.
 func ValidateCommon(id, dataDir, clusterKey, logLevel, heartbeat string, mdm []string) error {
