@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"pflex/internal/ports"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,25 +133,8 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 	return c, nil
 }
 
-// freePorts reserves n loopback ports (listen, note, close).
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("jepsen: free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+// freePorts picks n loopback ports (below the ephemeral range: see internal/ports).
+func freePorts(n int) ([]int, error) { return ports.Pick(n) }
 
 // Nodes implements Cluster.
 func (c *LocalCluster) Nodes() []Node { return append([]Node(nil), c.nodes...) }

@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
+	"pflex/internal/ports"
 	"testing"
 	"time"
 
@@ -32,23 +32,14 @@ type Member struct {
 	Server *mdm.Server
 }
 
-// FreePorts reserves n loopback ports (listen, note, close).
+// FreePorts picks n free loopback ports below the ephemeral range (see internal/ports).
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	p, err := ports.Pick(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
+	return p
 }
 
 // FastRaft is raft timing for tests: elections in a few hundred milliseconds.
