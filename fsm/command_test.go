@@ -38,6 +38,9 @@ var oneOfEach = []Command{
 	&AddTokenKey{ID: 1, Key: []byte("0123456789abcdef0123456789abcdef")},
 	&SetLayout{VolumeID: 1, Members: []layout.Member{{SDSID: 1, Weight: 10}, {SDSID: 2, Weight: 20, FaultSet: 3}}},
 	&AckTokens{SDSID: 1, Entries: []TokenAck{{TokenID: "t", VolumeID: 1, SDCID: 2, ReadOps: 3, WriteOps: 4, ReadBytes: 5, WriteBytes: 6}}},
+	&BeginRebuild{VolumeID: 1, Ordered: 64},
+	&AdvanceRebuild{VolumeID: 1, Epoch: 3, Done: 64, Ordered: 128},
+	&SetRebuildPaused{PoolID: 1, Paused: true},
 	&Batch{Entries: []BatchEntry{{Type: TypeCreatePD, Header: Header{RequestID: "r", Time: 9}, Payload: json.RawMessage(`{"name":"p"}`)}}},
 }
 

@@ -29,7 +29,7 @@ func (t *applyTx) excludeSDS(h Header, id int64) error {
 		err = s.Scan(&x.volumeID, &x.members)
 		return
 	}, `SELECT volume_id, members FROM volume_layouts
-		WHERE volume_id NOT IN (SELECT volume_id FROM layout_exclusions WHERE sds_id = ?) ORDER BY volume_id`, id)
+		WHERE volume_id NOT IN (SELECT volume_id FROM layout_exclusions WHERE sds_id = ? AND readmitted = 0) ORDER BY volume_id`, id)
 	if err != nil {
 		return err
 	}
@@ -54,12 +54,27 @@ func (t *applyTx) excludeSDS(h Header, id int64) error {
 			x.volumeID, id, epoch, h.Time); err != nil {
 			return err
 		}
+		// A batch being copied may have this SDS as a source or a target: it is cut short (its
+		// pending targets fall back, ReplicaSet) and the planner begins a new rebuild.
+		if _, err := t.exec(`UPDATE layout_rebuilds SET ordered = done WHERE volume_id = ? AND done < ordered`, x.volumeID); err != nil {
+			return err
+		}
 		changed = true
 	}
 	if !changed {
 		return nil
 	}
 	return t.bumpIOVersion()
+}
+
+// readmitSDS records that SDS id is up again in every layout it is excluded from, at each
+// layout's current epoch: rebuilds that begin later may place copies on it. Its old copies stay
+// superseded.
+func (t *applyTx) readmitSDS(id int64) error {
+	_, err := t.exec(`UPDATE layout_exclusions SET readmitted =
+		(SELECT epoch FROM volume_layouts v WHERE v.volume_id = layout_exclusions.volume_id)
+		WHERE sds_id = ? AND readmitted = 0`, id)
+	return err
 }
 
 // sdsIDsOfNode lists the SDSs a registered node serves that are in state.
@@ -73,9 +88,17 @@ func (r *Reader) sdsIDsOfNode(node, state string) ([]int64, error) {
 // Exclusions lists the SDSs taken out of a volume's layout, oldest first.
 func (r *Reader) Exclusions(volumeID int64) ([]layout.Exclusion, error) {
 	return all(r, func(s scanner) (x layout.Exclusion, err error) {
-		err = s.Scan(&x.SDSID, &x.Epoch)
+		err = s.Scan(&x.SDSID, &x.Epoch, &x.Readmitted)
 		return
-	}, `SELECT sds_id, epoch FROM layout_exclusions WHERE volume_id = ? ORDER BY epoch, sds_id`, volumeID)
+	}, `SELECT sds_id, epoch, readmitted FROM layout_exclusions WHERE volume_id = ? ORDER BY epoch, sds_id`, volumeID)
+}
+
+// Rebuilds lists a volume's rebuilds in the order they began.
+func (r *Reader) Rebuilds(volumeID int64) ([]layout.Rebuild, error) {
+	return all(r, func(s scanner) (x layout.Rebuild, err error) {
+		err = s.Scan(&x.Epoch, &x.Done, &x.Ordered)
+		return
+	}, `SELECT epoch, done, ordered FROM layout_rebuilds WHERE volume_id = ? ORDER BY epoch`, volumeID)
 }
 
 // LayoutEpochs maps every volume that has a layout to its epoch (keys are decimal volume ids,

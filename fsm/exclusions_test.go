@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"testing"
 
 	"pflex/internal/layout"
@@ -59,23 +60,29 @@ func TestDownSDSLeavesLayoutsWithANewEpochAndStaysOut(t *testing.T) {
 		}
 	}
 
-	// Up again (re-registration or liveness): still excluded from v1 (it missed writes).
+	// Up again (re-registration or liveness): still out of v1's replica sets (it missed
+	// writes), readmitted as a rebuild target at v1's epoch; no new epoch.
 	a.ok(&SetNodeState{ID: "sds-3", State: NodeUp})
 	a.ok(sdsNode("sds-3"))
 	read()
-	if l1.Epoch != 2 || len(l1.Excluded) != 1 {
+	if l1.Epoch != 2 || len(l1.Excluded) != 1 || l1.Excluded[0].Readmitted != 2 || l1.IsExcluded(ids[2]) {
 		t.Fatalf("v1 after sds-3 up: %+v", l1)
 	}
-	// Down again: nothing more to exclude, no new epoch.
+	for c := range l1.Chunks() {
+		if slices.Contains(l1.Replicas(c), ids[2]) {
+			t.Fatalf("chunk %d went back to sds-3: %v", c, l1.Replicas(c))
+		}
+	}
+	// Down again: out again, a second record (it may have become a rebuild target meanwhile).
 	a.ok(&SetNodeState{ID: "sds-3", State: NodeDown})
 	read()
-	if l1.Epoch != 2 {
-		t.Fatalf("v1 epoch moved again: %+v", l1)
+	if l1.Epoch != 3 || len(l1.Excluded) != 2 || !l1.IsExcluded(ids[2]) {
+		t.Fatalf("v1 after sds-3 down again: %+v", l1)
 	}
 	// An operator failing an SDS excludes it too.
 	a.ok(&SetSDSState{ID: ids[0], State: SDSFailed})
 	read()
-	if l1.Epoch != 3 || len(l1.Excluded) != 2 || l2.Epoch != 2 || len(l2.Excluded) != 1 {
+	if l1.Epoch != 4 || len(l1.Excluded) != 3 || l2.Epoch != 2 || len(l2.Excluded) != 1 {
 		t.Fatalf("after failing sds-1: %+v / %+v", l1, l2)
 	}
 	for c := range l2.Chunks() {

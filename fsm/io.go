@@ -210,6 +210,13 @@ func (r *Reader) Layout(volumeID int64) (layout.Layout, bool, error) {
 	}
 	if len(l.Excluded) == 0 {
 		l.Excluded = nil
+		return l, true, nil
+	}
+	if l.Rebuilds, err = r.Rebuilds(volumeID); err != nil {
+		return l, false, err
+	}
+	if len(l.Rebuilds) == 0 {
+		l.Rebuilds = nil
 	}
 	return l, true, nil
 }

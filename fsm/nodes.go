@@ -180,6 +180,9 @@ func (t *applyTx) registerSDS(r *Reader, h Header, c *RegisterNode) (int64, erro
 		state, changed := existing.State, existing.StateChangedAt
 		if state == SDSDown {
 			state, changed = SDSUp, h.Time
+			if err := t.readmitSDS(existing.ID); err != nil {
+				return 0, err
+			}
 		}
 		_, err := t.exec(`UPDATE sds SET node_id = ?, fault_set_id = ?, address = ?, devices = ?, total_capacity_gb = ?, state = ?, state_changed_at = ? WHERE id = ?`,
 			c.ID, fsID, c.DataAddr, string(devJSON), s.TotalCapacityGB, state, changed, existing.ID)
@@ -225,6 +228,17 @@ func applySetNodeState(t *applyTx, h Header, c *SetNodeState) (any, error) {
 	from, to := SDSUp, SDSDown
 	if c.State == NodeUp {
 		from, to = SDSDown, SDSUp
+	}
+	if c.State == NodeUp {
+		ids, err := r.sdsIDsOfNode(c.ID, SDSDown)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			if err := t.readmitSDS(id); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if c.State == NodeDown {
 		// The SDS leaves the replica sets of every layout in the same entry that marks it down:

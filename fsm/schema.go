@@ -1,7 +1,7 @@
 package fsm
 
 // SchemaVersion is stored in meta. A binary refuses a database whose version is newer than its own.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // schema creates the materialized state. Every id is AUTOINCREMENT so that ids are never reused
 // and are assigned identically on every replica. The hot tables keyed by something other than
@@ -113,14 +113,31 @@ CREATE TABLE IF NOT EXISTS volume_layouts (
 	created_at INTEGER NOT NULL
 );
 -- SDSs taken out of a volume's replica sets (down or failed), with the layout epoch that took
--- them out. At most one row per SDS of the layout: the layout stays compact.
+-- them out and the epoch they were marked up again at (0: still out). One row per time out:
+-- the layout stays compact (its size follows failures, not the volume's size).
 CREATE TABLE IF NOT EXISTS layout_exclusions (
 	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
 	sds_id     INTEGER NOT NULL,
 	epoch      INTEGER NOT NULL,
+	readmitted INTEGER NOT NULL DEFAULT 0,
 	created_at INTEGER NOT NULL,
-	PRIMARY KEY (volume_id, sds_id)
+	PRIMARY KEY (volume_id, sds_id, epoch)
 ) WITHOUT ROWID;
+-- Rebuilds of a volume's degraded chunks (layout.Rebuild): begun at epoch, chunks below done
+-- re-protected, [done, ordered) being copied.
+CREATE TABLE IF NOT EXISTS layout_rebuilds (
+	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
+	epoch      INTEGER NOT NULL,
+	done       INTEGER NOT NULL,
+	ordered    INTEGER NOT NULL,
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (volume_id, epoch)
+) WITHOUT ROWID;
+-- Pools whose rebuilds an operator cancelled (POST /rebuild/cancel) until /rebuild/start.
+CREATE TABLE IF NOT EXISTS rebuild_paused (
+	pool_id    INTEGER PRIMARY KEY,
+	created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS token_ledger (
 	token_id    TEXT NOT NULL,
 	sds_id      INTEGER NOT NULL,
@@ -161,7 +178,9 @@ var stateTables = []struct{ name, order string }{
 	{"nodes", "id"},
 	{"token_keys", "id"},
 	{"volume_layouts", "volume_id"},
-	{"layout_exclusions", "volume_id, sds_id"},
+	{"layout_exclusions", "volume_id, sds_id, epoch"},
+	{"layout_rebuilds", "volume_id, epoch"},
+	{"rebuild_paused", "pool_id"},
 	{"token_ledger", "token_id, sds_id"},
 	{"requests", "rid"},
 	{"sqlite_sequence", "name"},

@@ -96,6 +96,11 @@ func (s *Store) open() error {
 	case version > SchemaVersion:
 		w.Close()
 		return fmt.Errorf("%w: %s has version %d, this binary knows %d", ErrSchemaTooNew, s.path, version, SchemaVersion)
+	case version < SchemaVersion:
+		if err := migrate(w, version); err != nil {
+			w.Close()
+			return fmt.Errorf("fsm: migrate %s from schema %d: %w", s.path, version, err)
+		}
 	}
 	applied, err := metaValue(w, "applied_index")
 	if err != nil {

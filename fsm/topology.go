@@ -264,8 +264,15 @@ func applySetSDSState(t *applyTx, h Header, c *SetSDSState) (any, error) {
 	if sds.State == c.State {
 		return sds, nil // already there: a repeated drill is not an error
 	}
-	if c.State == SDSDown || c.State == SDSFailed {
-		if err := t.excludeSDS(h, c.ID); err != nil {
+	switch {
+	case c.State == SDSDown || c.State == SDSFailed:
+		if sds.State == SDSUp {
+			if err := t.excludeSDS(h, c.ID); err != nil {
+				return nil, err
+			}
+		}
+	default: // up again, from down or failed
+		if err := t.readmitSDS(c.ID); err != nil {
 			return nil, err
 		}
 	}

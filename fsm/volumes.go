@@ -116,6 +116,9 @@ func applyDeleteVolume(t *applyTx, _ Header, c *DeleteVolume) (any, error) {
 	if _, err := t.exec(`DELETE FROM layout_exclusions WHERE volume_id = ?`, c.ID); err != nil {
 		return nil, err
 	}
+	if _, err := t.exec(`DELETE FROM layout_rebuilds WHERE volume_id = ?`, c.ID); err != nil {
+		return nil, err
+	}
 	if _, err := t.exec(`DELETE FROM volume_layouts WHERE volume_id = ?`, c.ID); err != nil {
 		return nil, err
 	}

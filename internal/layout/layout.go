@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -38,14 +39,31 @@ type Layout struct {
 	// was failed), each with the layout epoch that took it out. A chunk loses an excluded SDS
 	// only while another copy remains, so the last copy of a chunk is never excluded: it stays
 	// the chunk's replica (unavailable while its SDS is down) rather than be forgotten.
-	// Re-protecting degraded chunks (rebuild) writes overrides.
+	// Rebuilds re-protect the chunks exclusions left with one copy (ReplicaSet).
 	Excluded []Exclusion `json:"excluded,omitempty"`
+	// Rebuilds in the order they began (epoch); at most one is copying at a time.
+	Rebuilds []Rebuild `json:"rebuilds,omitempty"`
+}
+
+// Rebuild re-protects, in batches of chunks, the chunks that stood with one copy on an SDS
+// that was not excluded when it began. Each batch is [Done, Ordered): committed before the
+// copy starts (the targets then take every write), advanced when every source SDS reported
+// its copies durable. The record stays once done: the replicas it gave are part of the
+// history ReplicaSet replays.
+type Rebuild struct {
+	Epoch   int64 `json:"epoch"`   // the layout epoch it began at
+	Done    int64 `json:"done"`    // chunks below are re-protected
+	Ordered int64 `json:"ordered"` // chunks in [Done, Ordered) are being copied
 }
 
 // Exclusion is an SDS taken out of a layout's replica sets at Epoch.
 type Exclusion struct {
 	SDSID int64 `json:"sds_id"`
 	Epoch int64 `json:"epoch"`
+	// Readmitted is the layout epoch at which the SDS was marked up again (0: still out). It
+	// does not give the SDS its old chunks back (they missed writes); it makes the SDS a
+	// rebuild target again for rebuilds that begin later.
+	Readmitted int64 `json:"readmitted,omitempty"`
 }
 
 // Errors.
@@ -68,32 +86,111 @@ func (l *Layout) Validate() error {
 // Chunks is how many chunks the volume has.
 func (l *Layout) Chunks() int64 { return (l.SizeBytes + l.ChunkSize - 1) / l.ChunkSize }
 
-// Replicas returns the SDS ids holding chunk c, primary first: the placed replicas (an
-// override, or else the rendezvous choice) without the excluded SDSs, taken out in the order
-// they were excluded while at least one copy remains. When the primary is excluded the
-// secondary becomes the primary. A chunk with one replica is degraded.
+// Replicas returns the SDS ids holding chunk c, primary first: ReplicaSet without saying
+// whether the secondary is still a rebuild target. The data path forwards writes to every id
+// it returns and reads from the first.
 func (l *Layout) Replicas(c int64) []int64 {
+	ids, _ := l.ReplicaSet(c)
+	return ids
+}
+
+// ReplicaSet derives chunk c's replicas, primary first, by replaying the layout's history in
+// epoch order over where the chunk was placed (an override, or else the rendezvous choice):
+//
+//   - an exclusion takes its SDS out of the set while another full copy remains (when the
+//     primary goes the secondary becomes the primary; a pending rebuild target is not a full
+//     copy, so the last real copy is never dropped for it);
+//   - a rebuild gives a chunk left with one copy, on an SDS not excluded at the rebuild's epoch,
+//     a second replica: the target rule's choice. Below the rebuild's Done mark the copy is
+//     complete; in [Done, Ordered) it is being copied, and pending is true: writes already go
+//     to the target, reads do not, and the chunk still counts as degraded.
+//
+// A chunk with one full replica is degraded.
+func (l *Layout) ReplicaSet(c int64) (ids []int64, pending bool) {
 	placed := l.placed(c)
 	if len(l.Excluded) == 0 {
-		return placed
+		return placed, false // rebuilds only follow exclusions
 	}
-	since := int64(0) // exclusions at or before an override's epoch are already reflected in it
+	since := int64(0) // history at or before an override's epoch is already reflected in it
 	if _, ok := l.Overrides[c]; ok {
 		since = l.ChunkEpochs[c]
 	}
 	out := placed
-	for _, x := range l.exclusionOrder() {
-		if x.Epoch <= since || len(out) <= 1 {
+	xs, rs := l.exclusionOrder(), l.Rebuilds
+	for xi, ri := 0, 0; xi < len(xs) || ri < len(rs); {
+		if ri == len(rs) || (xi < len(xs) && xs[xi].Epoch <= rs[ri].Epoch) {
+			x := xs[xi]
+			xi++
+			i := slices.Index(out, x.SDSID)
+			switch {
+			case x.Epoch <= since || i < 0:
+			case pending && i == 1: // the rebuild target went away before its copy completed
+				out, pending = out[:1:1], false
+			case pending || len(out) <= 1: // the last full copy stays, unavailable while down
+			default:
+				out = slices.Delete(slices.Clone(out), i, i+1)
+			}
 			continue
 		}
-		for i, id := range out {
-			if id == x.SDSID {
-				out = append(append([]int64(nil), out[:i]...), out[i+1:]...)
-				break
-			}
+		rb := rs[ri]
+		ri++
+		if rb.Epoch <= since || c >= rb.Ordered || len(out) != 1 || l.excludedAt(out[0], rb.Epoch) {
+			continue
+		}
+		if t, ok := l.rebuildTarget(c, out[0], rb.Epoch); ok {
+			out, pending = []int64{out[0], t}, c >= rb.Done
 		}
 	}
-	return out
+	return out, pending
+}
+
+// excludedAt reports whether SDS id stood excluded at epoch e: taken out at or before e and
+// not readmitted (marked up again) before e.
+func (l *Layout) excludedAt(id, e int64) bool {
+	for _, x := range l.Excluded {
+		if x.SDSID == id && x.Epoch <= e && (x.Readmitted == 0 || e <= x.Readmitted) {
+			return true
+		}
+	}
+	return false
+}
+
+// rebuildTarget is where a rebuild begun at epoch e puts the second copy of chunk c whose
+// only copy is on SDS src: the member with the best rendezvous score for the chunk among those
+// not excluded at e, in another fault set than src when one is available.
+func (l *Layout) rebuildTarget(c, src, e int64) (int64, bool) {
+	srcFS := int64(0)
+	if m, ok := l.Member(src); ok {
+		srcFS = m.FaultSet
+	}
+	best, bestOther := int64(0), int64(0)
+	var bestScore, bestOtherScore float64
+	for _, m := range l.Members {
+		if m.SDSID == src || l.excludedAt(m.SDSID, e) {
+			continue
+		}
+		s := score(l.VolumeID, c, m)
+		if best == 0 || s > bestScore || (s == bestScore && m.SDSID < best) {
+			best, bestScore = m.SDSID, s
+		}
+		if (srcFS == 0 || m.FaultSet != srcFS) && (bestOther == 0 || s > bestOtherScore || (s == bestOtherScore && m.SDSID < bestOther)) {
+			bestOther, bestOtherScore = m.SDSID, s
+		}
+	}
+	if bestOther != 0 {
+		return bestOther, true
+	}
+	return best, best != 0
+}
+
+// ActiveRebuild returns the rebuild whose batch is being copied (Done < Ordered), if any.
+func (l *Layout) ActiveRebuild() (Rebuild, bool) {
+	for _, rb := range l.Rebuilds {
+		if rb.Done < rb.Ordered {
+			return rb, true
+		}
+	}
+	return Rebuild{}, false
 }
 
 // exclusionOrder is Excluded sorted by epoch (then id): the order SDSs were taken out.
@@ -113,18 +210,21 @@ func exclLess(a, b Exclusion) bool {
 	return a.SDSID < b.SDSID
 }
 
-// IsExcluded reports whether SDS id was taken out of the layout.
+// IsExcluded reports whether SDS id is out of the layout now (excluded and not readmitted).
 func (l *Layout) IsExcluded(id int64) bool {
 	for _, x := range l.Excluded {
-		if x.SDSID == id {
+		if x.SDSID == id && x.Readmitted == 0 {
 			return true
 		}
 	}
 	return false
 }
 
-// Degraded reports whether chunk c has fewer than Copies replicas.
-func (l *Layout) Degraded(c int64) bool { return len(l.Replicas(c)) < Copies }
+// Degraded reports whether chunk c has fewer than Copies complete replicas.
+func (l *Layout) Degraded(c int64) bool {
+	ids, pending := l.ReplicaSet(c)
+	return pending || len(ids) < Copies
+}
 
 // placed is where chunk c was put: its override, or weighted rendezvous hashing: each member
 // scores -weight/ln(u) with u a hash of (volume, chunk, sds) in (0,1); the best is the primary,

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -134,5 +135,125 @@ func TestExcludedSDSLeavesItsChunksWithTheSurvivor(t *testing.T) {
 	}
 	if !l.IsExcluded(3) || l.IsExcluded(1) {
 		t.Fatal("IsExcluded")
+	}
+}
+
+func TestRebuildReprotectsDegradedChunks(t *testing.T) {
+	l := &Layout{VolumeID: 3, Epoch: 1, ChunkSize: 1 << 20, SizeBytes: 64 << 20, Members: members(4, 0)}
+	before := map[int64][]int64{}
+	for c := range l.Chunks() {
+		before[c] = l.Replicas(c)
+	}
+	l.Excluded = []Exclusion{{SDSID: 1, Epoch: 2}}
+	l.Epoch = 2
+	var hit []int64
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		if pending {
+			t.Fatalf("chunk %d pending without a rebuild", c)
+		}
+		if slices.Contains(before[c], 1) {
+			hit = append(hit, c)
+			if len(ids) != 1 || ids[0] == 1 || !l.Degraded(c) {
+				t.Fatalf("chunk %d: %v after SDS 1 went", c, ids)
+			}
+		} else if !slices.Equal(ids, before[c]) {
+			t.Fatalf("chunk %d moved without losing a copy: %v -> %v", c, before[c], ids)
+		}
+	}
+	if len(hit) == 0 {
+		t.Fatal("SDS 1 held nothing")
+	}
+	// The first half of the chunks is ordered: targets take writes (pending), reads stay put.
+	l.Rebuilds = []Rebuild{{Epoch: 3, Done: 0, Ordered: 32}}
+	l.Epoch = 3
+	for _, c := range hit {
+		ids, pending := l.ReplicaSet(c)
+		if c >= 32 {
+			if len(ids) != 1 || pending {
+				t.Fatalf("chunk %d beyond the batch: %v pending=%v", c, ids, pending)
+			}
+			continue
+		}
+		if len(ids) != 2 || !pending || ids[1] == 1 || ids[0] == ids[1] || ids[0] != before[c][len(before[c])-1] && ids[0] != before[c][0] {
+			t.Fatalf("chunk %d in the batch: %v pending=%v (was %v)", c, ids, pending, before[c])
+		}
+		if !l.Degraded(c) {
+			t.Fatalf("chunk %d counts as protected while copying", c)
+		}
+	}
+	// Batch done, the rest ordered; then everything done.
+	l.Rebuilds[0] = Rebuild{Epoch: 3, Done: 32, Ordered: 64}
+	for _, c := range hit {
+		_, pending := l.ReplicaSet(c)
+		if pending != (c >= 32) {
+			t.Fatalf("chunk %d pending=%v", c, pending)
+		}
+	}
+	l.Rebuilds[0] = Rebuild{Epoch: 3, Done: 64, Ordered: 64}
+	targets := map[int64]int64{}
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		if len(ids) != 2 || pending || slices.Contains(ids, 1) {
+			t.Fatalf("chunk %d after rebuild: %v pending=%v", c, ids, pending)
+		}
+		targets[c] = ids[1]
+	}
+	if _, ok := l.ActiveRebuild(); ok {
+		t.Fatal("a finished rebuild is still active")
+	}
+	// SDS 1 comes back (readmitted at 4): it gets nothing back by itself.
+	l.Excluded[0].Readmitted = 4
+	for c := range l.Chunks() {
+		if ids := l.Replicas(c); slices.Contains(ids, 1) {
+			t.Fatalf("chunk %d went back to the returned SDS: %v", c, ids)
+		}
+	}
+	// Now SDS 2 goes at 5 and a rebuild begins at 6: SDS 1 is a target again.
+	l.Excluded = append(l.Excluded, Exclusion{SDSID: 2, Epoch: 5})
+	l.Rebuilds = append(l.Rebuilds, Rebuild{Epoch: 6, Done: 64, Ordered: 64})
+	used1 := false
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		if len(ids) != 2 || pending || slices.Contains(ids, 2) || ids[0] == ids[1] {
+			t.Fatalf("chunk %d after the second rebuild: %v pending=%v", c, ids, pending)
+		}
+		used1 = used1 || slices.Contains(ids, 1)
+	}
+	if !used1 {
+		t.Fatal("the readmitted SDS was never a rebuild target")
+	}
+}
+
+func TestRebuildTargetLostOrSourceLost(t *testing.T) {
+	l := &Layout{VolumeID: 9, Epoch: 3, ChunkSize: 1 << 20, SizeBytes: 32 << 20, Members: members(3, 0),
+		Excluded: []Exclusion{{SDSID: 1, Epoch: 2}}, Rebuilds: []Rebuild{{Epoch: 3, Done: 0, Ordered: 32}}}
+	src := map[int64]int64{}
+	tgt := map[int64]int64{}
+	for c := range l.Chunks() {
+		if ids, pending := l.ReplicaSet(c); pending {
+			src[c], tgt[c] = ids[0], ids[1]
+		}
+	}
+	if len(src) == 0 {
+		t.Fatal("nothing pending")
+	}
+	// The source of a pending chunk goes down: its only full copy stays (unavailable); the
+	// target is not promoted.
+	l.Excluded = append(l.Excluded, Exclusion{SDSID: 2, Epoch: 4})
+	for c, s := range src {
+		ids, _ := l.ReplicaSet(c)
+		if ids[0] != s {
+			t.Fatalf("chunk %d: source %d lost its place to %v", c, s, ids)
+		}
+		if s == 2 && tgt[c] == 3 && len(ids) == 2 {
+			// SDS 2 was the source, 3 the target: 3 stays pending behind the down source.
+			if _, pending := l.ReplicaSet(c); !pending {
+				t.Fatalf("chunk %d: the target became a full copy without the copy", c)
+			}
+		}
+		if tgt[c] == 2 && len(ids) != 1 {
+			t.Fatalf("chunk %d: target 2 went but is still listed: %v", c, ids)
+		}
 	}
 }

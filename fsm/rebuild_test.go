@@ -1,0 +1,92 @@
+package fsm
+
+import (
+	"testing"
+
+	"pflex/internal/layout"
+)
+
+func TestRebuildOrdersAdvanceAndAreCutShort(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&CreatePD{Name: "pd1"})
+	a.ok(&CreatePool{Name: "p", PDID: 1, TotalCapacityGB: 100})
+	var ids []int64
+	for _, n := range []string{"sds-1", "sds-2", "sds-3", "sds-4"} {
+		ids = append(ids, a.ok(sdsNode(n)).(Registration).SDSID)
+	}
+	v := a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
+	var members []layout.Member
+	for _, id := range ids {
+		members = append(members, layout.Member{SDSID: id, Weight: 1})
+	}
+	a.ok(&SetLayout{VolumeID: v, Members: members})
+	layoutOf := func() (l layout.Layout) {
+		a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
+		return l
+	}
+	degraded := func(l layout.Layout) (n int) {
+		for c := range l.Chunks() {
+			if l.Degraded(c) {
+				n++
+			}
+		}
+		return n
+	}
+
+	a.ok(&SetNodeState{ID: "sds-1", State: NodeDown})
+	l := layoutOf()
+	if l.Epoch != 2 || degraded(l) == 0 {
+		t.Fatalf("after sds-1 down: epoch %d, %d degraded", l.Epoch, degraded(l))
+	}
+	a.reject(KindInvalid, &BeginRebuild{VolumeID: v, Ordered: 0})
+	a.reject(KindInvalid, &BeginRebuild{VolumeID: v, Ordered: l.Chunks() + 1})
+	a.reject(KindNotFound, &BeginRebuild{VolumeID: 99, Ordered: 1})
+
+	a.ok(&BeginRebuild{VolumeID: v, Ordered: 512})
+	l = layoutOf()
+	rb, ok := l.ActiveRebuild()
+	if !ok || rb != (layout.Rebuild{Epoch: 3, Done: 0, Ordered: 512}) || l.Epoch != 3 {
+		t.Fatalf("begun: %+v %+v", l.Rebuilds, l)
+	}
+	a.reject(KindConflict, &BeginRebuild{VolumeID: v, Ordered: 10})
+	// Compare-and-set on the batch.
+	a.reject(KindPrecondition, &AdvanceRebuild{VolumeID: v, Epoch: 3, Done: 100, Ordered: 600})
+	a.reject(KindNotFound, &AdvanceRebuild{VolumeID: v, Epoch: 7, Done: 512, Ordered: 600})
+	a.reject(KindInvalid, &AdvanceRebuild{VolumeID: v, Epoch: 3, Done: 512, Ordered: l.Chunks() + 1})
+	a.ok(&AdvanceRebuild{VolumeID: v, Epoch: 3, Done: 512, Ordered: l.Chunks()})
+	a.reject(KindPrecondition, &AdvanceRebuild{VolumeID: v, Epoch: 3, Done: 512, Ordered: l.Chunks()}) // a retry
+	a.ok(&AdvanceRebuild{VolumeID: v, Epoch: 3, Done: l.Chunks(), Ordered: l.Chunks()})
+	l = layoutOf()
+	if _, ok := l.ActiveRebuild(); ok || degraded(l) != 0 || l.Epoch != 5 {
+		t.Fatalf("after the rebuild: epoch %d, %d degraded, %+v", l.Epoch, degraded(l), l.Rebuilds)
+	}
+
+	// An exclusion cuts the batch being copied short.
+	a.ok(&SetNodeState{ID: "sds-2", State: NodeDown})
+	a.ok(&BeginRebuild{VolumeID: v, Ordered: 100})
+	a.ok(&SetNodeState{ID: "sds-3", State: NodeDown})
+	l = layoutOf()
+	if _, ok := l.ActiveRebuild(); ok {
+		t.Fatalf("the batch survived an exclusion: %+v", l.Rebuilds)
+	}
+
+	// Cancel: cuts the batch short, refuses new ones until started again.
+	a.ok(&SetNodeState{ID: "sds-3", State: NodeUp})
+	a.ok(&BeginRebuild{VolumeID: v, Ordered: 100})
+	a.ok(&SetRebuildPaused{PoolID: 1, Paused: true})
+	l = layoutOf()
+	if _, ok := l.ActiveRebuild(); ok {
+		t.Fatalf("cancel left a batch: %+v", l.Rebuilds)
+	}
+	a.reject(KindConflict, &BeginRebuild{VolumeID: v, Ordered: 100})
+	a.reject(KindNotFound, &SetRebuildPaused{PoolID: 9, Paused: true})
+	a.ok(&SetRebuildPaused{PoolID: 1, Paused: false})
+	a.ok(&BeginRebuild{VolumeID: v, Ordered: 100})
+
+	a.ok(&DeleteVolume{ID: v})
+	var rbs []layout.Rebuild
+	a.read(func(r *Reader) (err error) { rbs, err = r.Rebuilds(v); return })
+	if len(rbs) != 0 {
+		t.Fatalf("rebuilds of a deleted volume: %+v", rbs)
+	}
+}
