@@ -31,8 +31,16 @@ type Config struct {
 	Devices          []string `hcl:"devices,optional"` // files or block devices
 	TotalCapacityGB  int64    `hcl:"total_capacity_gb,optional"`
 
+	// RebuildMBps caps the rebuild traffic this SDS sends, in MiB/s, so application IO keeps
+	// going (0: unthrottled). RebuildParallel is how many chunks it copies at once.
+	RebuildMBps     int `hcl:"rebuild_mbps,optional"`
+	RebuildParallel int `hcl:"rebuild_parallel,optional"`
+
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }
+
+// Rebuild defaults: a rebuild takes at most about a third of a typical SSD's bandwidth.
+const DefaultRebuildMBps = 200
 
 // DefaultConfig is SDS 1 of the one-host layout (DESIGN.md section 12). It has no cluster key
 // and no protection domain: those must be configured.
@@ -45,6 +53,8 @@ func DefaultConfig() *Config {
 		DataAddr:          "127.0.0.1:9701",
 		LogLevel:          "info",
 		HeartbeatInterval: agent.DefaultHeartbeatInterval.String(),
+		RebuildMBps:       DefaultRebuildMBps,
+		RebuildParallel:   DefaultRebuildParallel,
 		Gossip:            &agent.GossipConfig{BindAddr: "127.0.0.1:7911"},
 	}
 }
@@ -86,6 +96,12 @@ func (c *Config) Validate() error {
 	}
 	if c.TotalCapacityGB <= 0 {
 		return fmt.Errorf("total_capacity_gb: %d must be positive", c.TotalCapacityGB)
+	}
+	if c.RebuildMBps < 0 {
+		return fmt.Errorf("rebuild_mbps: %d must be 0 (unthrottled) or positive", c.RebuildMBps)
+	}
+	if c.RebuildParallel < 0 || c.RebuildParallel > 64 {
+		return fmt.Errorf("rebuild_parallel: %d must be from 1 to 64 (0: the default)", c.RebuildParallel)
 	}
 	if err := c.Gossip.Validate(); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"pflex/internal/api"
 	"pflex/internal/layout"
 	"pflex/internal/token"
 	"pflex/internal/wire"
@@ -36,6 +37,15 @@ type DataConfig struct {
 	// AckInterval and AckBatch tune the ACK batcher; defaults DefaultAckInterval, DefaultAckBatch.
 	AckInterval time.Duration
 	AckBatch    int
+	// SignRebuild signs the tokens of this SDS's rebuild copies; nil: this SDS copies nothing
+	// (it still takes copies as a target).
+	SignRebuild TokenSigner
+	// Rebuild posts rebuild progress to the MDM leader; nil: none is posted.
+	Rebuild RebuildPoster
+	// RebuildMBps caps the rebuild bytes this SDS sends per second (0: unthrottled);
+	// RebuildParallel is how many chunks it copies at once (default DefaultRebuildParallel).
+	RebuildMBps     int
+	RebuildParallel int
 	// Wire configures the server side; its MaxPayload is also used by the replica connections.
 	Wire   wire.ServerOptions
 	Logger hclog.Logger
@@ -69,6 +79,11 @@ type DataServer struct {
 	recPending map[int64]int64
 	reconciled map[int64]int64 // epoch each volume was last checked at
 	recWake    chan struct{}
+
+	// Layout epochs of the last IO state (volume -> epoch), which the rebuild executor scans.
+	epochs   atomic.Pointer[map[int64]int64]
+	rebuild  rebuildState
+	throttle *throttle
 }
 
 type dataCounters struct {
@@ -78,21 +93,22 @@ type dataCounters struct {
 
 // DataStats is what /status reports about the data path.
 type DataStats struct {
-	Connections     int   `json:"connections"`
-	Layouts         int   `json:"layouts"`
-	Reads           int64 `json:"reads"`
-	Writes          int64 `json:"writes"`
-	ReplicaWrites   int64 `json:"replica_writes"`
-	Trims           int64 `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
-	Flushes         int64 `json:"flushes"`
-	Refused         int64 `json:"refused"`         // auth, epoch, role or range refusals
-	Retries         int64 `json:"retries"`         // StatusRetry answers (secondary unreachable, ...)
-	DegradedWrites  int64 `json:"degraded_writes"` // acknowledged with this SDS's copy alone
-	NoLease         int64 `json:"no_lease"`        // requests refused: no valid lease
-	DroppedCopies   int64 `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
-	AckBatchesSent  int64 `json:"ack_batches_sent"`
-	AckFailures     int64 `json:"ack_failures"`
-	AckDroppedCount int64 `json:"ack_dropped"`
+	Connections     int          `json:"connections"`
+	Layouts         int          `json:"layouts"`
+	Reads           int64        `json:"reads"`
+	Writes          int64        `json:"writes"`
+	ReplicaWrites   int64        `json:"replica_writes"`
+	Trims           int64        `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
+	Flushes         int64        `json:"flushes"`
+	Refused         int64        `json:"refused"`         // auth, epoch, role or range refusals
+	Retries         int64        `json:"retries"`         // StatusRetry answers (secondary unreachable, ...)
+	DegradedWrites  int64        `json:"degraded_writes"` // acknowledged with this SDS's copy alone
+	NoLease         int64        `json:"no_lease"`        // requests refused: no valid lease
+	DroppedCopies   int64        `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
+	Rebuild         RebuildStats `json:"rebuild"`
+	AckBatchesSent  int64        `json:"ack_batches_sent"`
+	AckFailures     int64        `json:"ack_failures"`
+	AckDroppedCount int64        `json:"ack_dropped"`
 }
 
 // NewDataServer returns a server; Serve runs it on listeners, Close stops it.
@@ -125,6 +141,14 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		d.wg.Go(func() { d.acks.run(d.ctx) })
 	}
 	d.wg.Go(d.reconcileLoop)
+	d.rebuild.finished, d.rebuild.lastSent = map[batchKey]api.RebuildReport{}, map[batchKey]time.Time{}
+	d.throttle = newThrottle(cfg.RebuildMBps)
+	if cfg.RebuildParallel <= 0 {
+		d.cfg.RebuildParallel = DefaultRebuildParallel
+	}
+	if cfg.SignRebuild != nil {
+		d.wg.Go(d.rebuildLoop)
+	}
 	return d
 }
 
@@ -187,7 +211,7 @@ func (d *DataServer) Stats() DataStats {
 		Reads: d.stats.reads.Load(), Writes: d.stats.writes.Load(), ReplicaWrites: d.stats.replWrites.Load(),
 		Trims: d.stats.trims.Load(), Flushes: d.stats.flushes.Load(), Refused: d.stats.refused.Load(),
 		Retries: d.stats.retries.Load(), DegradedWrites: d.stats.degradedWrites.Load(), NoLease: d.stats.noLease.Load(),
-		DroppedCopies: d.stats.dropped.Load(),
+		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
 	}
 	if d.acks != nil {
 		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
@@ -229,7 +253,7 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 			return statusResp(wire.StatusIO, 0, err.Error())
 		}
 		return wire.Response{}
-	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite:
+	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite, wire.OpChunkWrite:
 		resp := d.io(ctx, cs, req)
 		switch resp.Status {
 		case wire.StatusOK:
@@ -335,6 +359,9 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) w
 	t, resp, ok := d.resolve(ctx, req)
 	if !ok {
 		return resp
+	}
+	if req.Op == wire.OpChunkWrite {
+		return d.applyChunkCopy(req, t)
 	}
 	if t.length == 0 {
 		return wire.Response{Epoch: t.epoch}

@@ -54,6 +54,8 @@ type fakeMDM struct {
 	leaseMs   int64           // granted to every SDS in registration and heartbeat answers
 	noLease   map[string]bool // node ids granted no lease
 	excluded  []layout.Exclusion
+	rebuilds  []layout.Rebuild
+	reports   []api.RebuildReport
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
@@ -89,7 +91,7 @@ func (f *fakeMDM) exclude(id int64) {
 
 func (f *fakeMDM) layoutLocked(vol int64) layout.Layout {
 	l := layout.Layout{VolumeID: vol, Epoch: f.epoch, ChunkSize: testChunk, SizeBytes: testSize, Thick: f.thick[vol],
-		Excluded: append([]layout.Exclusion(nil), f.excluded...)}
+		Excluded: append([]layout.Exclusion(nil), f.excluded...), Rebuilds: append([]layout.Rebuild(nil), f.rebuilds...)}
 	for id := int64(1); id <= int64(len(f.addrs)); id++ {
 		l.Members = append(l.Members, layout.Member{SDSID: id, Weight: 100, Addr: f.addrs[id]})
 	}
@@ -141,6 +143,14 @@ func (f *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 		vol, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/vol/"), "/layout"), 10, 64)
 		f.layoutGet++
 		reply(f.layoutLocked(vol))
+	case r.Method == http.MethodPost && r.URL.Path == "/rebuild/report":
+		var rep api.RebuildReport
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		f.reports = append(f.reports, rep)
+		reply(map[string]any{})
 	case r.Method == http.MethodPost && r.URL.Path == "/token/ack":
 		var req api.AckRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {

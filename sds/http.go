@@ -25,7 +25,7 @@ type ChunkReplica struct {
 	Epoch     int64  `json:"epoch"`
 	Allocated bool   `json:"allocated"`
 	Size      int64  `json:"size"`
-	Role      string `json:"role,omitempty"`   // primary or secondary under the cached layout; "" if unknown or neither
+	Role      string `json:"role,omitempty"`   // primary, secondary or rebuilding (a pending rebuild target) under the cached layout; "" if unknown or neither
 	CRC32C    string `json:"crc32c,omitempty"` // with ?checksum=1: CRC-32C of the whole chunk, 8 hex digits
 }
 
@@ -67,9 +67,11 @@ func (s *Service) ChunkList(volumeID int64, checksum bool) (ChunkList, error) {
 	for _, c := range s.store.Chunks(volumeID) {
 		cr := ChunkReplica{Chunk: c.Chunk, Epoch: c.Epoch, Allocated: true, Size: c.Size}
 		if l != nil {
-			switch reps := l.Replicas(c.Chunk); {
+			switch reps, pending := l.ReplicaSet(c.Chunk); {
 			case len(reps) > 0 && reps[0] == self:
 				cr.Role = "primary"
+			case len(reps) > 1 && reps[1] == self && pending:
+				cr.Role = "rebuilding"
 			case len(reps) > 1 && reps[1] == self:
 				cr.Role = "secondary"
 			}

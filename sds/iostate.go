@@ -70,6 +70,17 @@ func (t *tokenState) layoutEpochs() map[string]int64 {
 	return t.epochs
 }
 
+// newestKey is the highest key id held: the one the leader signs with.
+func (t *tokenState) newestKey() (uint32, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var best uint32
+	for id := range t.held {
+		best = max(best, id)
+	}
+	return best, best != 0
+}
+
 // status is what /status reports about the IO state.
 func (t *tokenState) status() (version int64, keys int) {
 	t.mu.Lock()

@@ -136,6 +136,11 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Layouts:    s.fetchLayout,
 		Acks:       s.postAcks,
 		Logger:     logger.Named("data"),
+
+		SignRebuild:     SignRebuildToken(&s.tokens.keys, s.tokens.verifier, s.tokens.newestKey),
+		Rebuild:         s.postRebuildReport,
+		RebuildMBps:     cfg.RebuildMBps,
+		RebuildParallel: cfg.RebuildParallel,
 	})
 	s.dataRef.Store(s.data)
 	if e := s.tokens.layoutEpochs(); e != nil { // an answer that came before the data server
@@ -149,6 +154,11 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		"gossip", s.agent.Pool().Addr(), "protection_domain", cfg.ProtectionDomain, "devices", len(devices),
 		"capacity_bytes", st.CapacityBytes, "chunks", st.Chunks)
 	return s, nil
+}
+
+// postRebuildReport tells the MDM leader how far this SDS got with a rebuild batch.
+func (s *Service) postRebuildReport(ctx context.Context, r api.RebuildReport) error {
+	return s.agent.LeaderDo(ctx, "POST", "/rebuild/report", "", r, nil)
 }
 
 // onIOState installs what the MDM sent (keys, generations, layout epochs), before the agent

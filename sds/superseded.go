@@ -41,6 +41,7 @@ func (d *DataServer) LayoutEpochs(epochs map[string]int64) {
 		parsed[id] = e
 		d.layouts.raise(id, e)
 	}
+	d.epochs.Store(&parsed)
 	d.recMu.Lock()
 	for _, id := range d.cfg.Store.Volumes() {
 		if e, ok := parsed[id]; ok && e > d.reconciled[id] && e > d.recPending[id] {

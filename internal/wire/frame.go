@@ -59,8 +59,8 @@ const (
 	OpReplWrite   Opcode = 7  // primary -> secondary: payload as OpWrite
 	OpReplFlush   Opcode = 8  // primary -> secondary: as OpFlush
 	OpPing        Opcode = 9  // no-op round trip
-	OpChunkRead   Opcode = 10 // reserved for rebuild: reply payload is chunk data
-	OpChunkWrite  Opcode = 11 // reserved for rebuild: payload is chunk data
+	OpChunkRead   Opcode = 10 // reserved: reply payload is chunk data
+	OpChunkWrite  Opcode = 11 // rebuild source -> target: payload is chunk data at Offset
 	opMax                = OpChunkWrite
 )
 
@@ -102,6 +102,9 @@ const (
 	// FlagReplica marks an OpTrim or OpWriteZeroes that a chunk's primary forwards to its
 	// secondary (the TRIM / WRITE_ZEROES counterpart of OpReplWrite).
 	FlagReplica Flags = 1 << 1
+	// FlagChunkAbsent marks an OpChunkWrite without payload: the rebuild source holds no copy
+	// of the chunk (never written, or trimmed), so the target drops whatever it holds.
+	FlagChunkAbsent Flags = 1 << 2
 )
 
 // Request is one request. On the client, fill it and pass it to Conn.Do; ID is assigned by Do.
