@@ -224,3 +224,45 @@ type MappedVolume struct {
 	IOPSLimit          int64  `json:"iops_limit"`
 	BandwidthLimitMBps int64  `json:"bandwidth_limit_mbps"`
 }
+
+// RebuildReport is an SDS telling the leader how far it got copying its chunks of a rebuild
+// batch (POST /rebuild/report, cluster key). Done says every copy of the batch from this SDS
+// is on its target and durable (fdatasync'd there). Counts are for this batch so far. An SDS
+// repeats a Done report until the layout moves on, so a new leader learns it too.
+type RebuildReport struct {
+	SDSID    int64 `json:"sds_id"`
+	VolumeID int64 `json:"volume_id"`
+	Epoch    int64 `json:"epoch"`   // the rebuild's: the layout epoch it began at
+	Ordered  int64 `json:"ordered"` // end of the batch copied
+	Chunks   int64 `json:"chunks"`  // chunks of the batch this SDS is the source of, copied so far
+	Total    int64 `json:"total"`   // chunks of the batch this SDS is the source of
+	Bytes    int64 `json:"bytes"`   // data bytes sent so far (unallocated chunks send none)
+	Done     bool  `json:"done"`
+}
+
+// RebuildStatus answers GET /rebuild/status/{pool_id}.
+type RebuildStatus struct {
+	PoolID int64 `json:"pool_id"`
+	// State: idle (nothing to re-protect), rebuilding, waiting (degraded chunks that cannot be
+	// rebuilt now: no eligible target or source up), cancelled.
+	State          string          `json:"state"`
+	Health         string          `json:"health"`
+	DegradedChunks int64           `json:"degraded_chunks"`      // chunks with one full copy (pending targets included)
+	ChunksTotal    int64           `json:"chunks_total"`         // chunks of this run: done + still degraded
+	ChunksDone     int64           `json:"chunks_done"`          // re-protected in this run
+	BytesDone      int64           `json:"bytes_done"`           // copied in this run (as the sources reported)
+	MBPerSec       float64         `json:"mb_per_s"`             // over this run
+	ETASeconds     float64         `json:"eta_seconds"`          // -1: unknown
+	StartedAt      int64           `json:"started_at,omitempty"` // unix ms, on this leader
+	Volumes        []VolumeRebuild `json:"volumes,omitempty"`
+}
+
+// VolumeRebuild is one volume's rebuild progress.
+type VolumeRebuild struct {
+	VolumeID       int64 `json:"volume_id"`
+	Epoch          int64 `json:"epoch"` // of the active rebuild, 0: none
+	Done           int64 `json:"done"`
+	Ordered        int64 `json:"ordered"`
+	Chunks         int64 `json:"chunks"`
+	DegradedChunks int64 `json:"degraded_chunks"`
+}
