@@ -41,6 +41,7 @@ var oneOfEach = []Command{
 	&BeginRebuild{VolumeID: 1, Ordered: 64},
 	&AdvanceRebuild{VolumeID: 1, Epoch: 3, Done: 64, Ordered: 128},
 	&SetRebuildPaused{PoolID: 1, Paused: true},
+	&SetMaintenance{SDSID: 1, Enter: true},
 	&Batch{Entries: []BatchEntry{{Type: TypeCreatePD, Header: Header{RequestID: "r", Time: 9}, Payload: json.RawMessage(`{"name":"p"}`)}}},
 }
 

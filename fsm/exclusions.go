@@ -19,7 +19,10 @@ import (
 // excludeSDS takes SDS id out of every layout it is a member of and not yet excluded from,
 // each with a new epoch, and bumps the IO version so SDSs learn the new epochs with their next
 // heartbeat.
-func (t *applyTx) excludeSDS(h Header, id int64) error {
+func (t *applyTx) excludeSDS(h Header, id int64) error { return t.exclude(h, id, false) }
+
+// exclude is excludeSDS; maintenance marks the exclusions as a planned outage.
+func (t *applyTx) exclude(h Header, id int64, maintenance bool) error {
 	type row struct {
 		volumeID int64
 		members  string
@@ -50,8 +53,8 @@ func (t *applyTx) excludeSDS(h Header, id int64) error {
 		if err := t.tx.QueryRow(`UPDATE volume_layouts SET epoch = epoch + 1 WHERE volume_id = ? RETURNING epoch`, x.volumeID).Scan(&epoch); err != nil {
 			return fmt.Errorf("fsm: entry %d: bump layout epoch of volume %d: %w", t.index, x.volumeID, err)
 		}
-		if _, err := t.exec(`INSERT INTO layout_exclusions(volume_id, sds_id, epoch, created_at) VALUES (?, ?, ?, ?)`,
-			x.volumeID, id, epoch, h.Time); err != nil {
+		if _, err := t.exec(`INSERT INTO layout_exclusions(volume_id, sds_id, epoch, maintenance, created_at) VALUES (?, ?, ?, ?, ?)`,
+			x.volumeID, id, epoch, maintenance, h.Time); err != nil {
 			return err
 		}
 		// A batch being copied may have this SDS as a source or a target: it is cut short (its
@@ -73,7 +76,7 @@ func (t *applyTx) excludeSDS(h Header, id int64) error {
 func (t *applyTx) readmitSDS(id int64) error {
 	_, err := t.exec(`UPDATE layout_exclusions SET readmitted =
 		(SELECT epoch FROM volume_layouts v WHERE v.volume_id = layout_exclusions.volume_id)
-		WHERE sds_id = ? AND readmitted = 0`, id)
+		WHERE sds_id = ? AND readmitted = 0 AND maintenance = 0`, id)
 	return err
 }
 
@@ -88,17 +91,17 @@ func (r *Reader) sdsIDsOfNode(node, state string) ([]int64, error) {
 // Exclusions lists the SDSs taken out of a volume's layout, oldest first.
 func (r *Reader) Exclusions(volumeID int64) ([]layout.Exclusion, error) {
 	return all(r, func(s scanner) (x layout.Exclusion, err error) {
-		err = s.Scan(&x.SDSID, &x.Epoch, &x.Readmitted)
+		err = s.Scan(&x.SDSID, &x.Epoch, &x.Readmitted, &x.Maintenance)
 		return
-	}, `SELECT sds_id, epoch, readmitted FROM layout_exclusions WHERE volume_id = ? ORDER BY epoch, sds_id`, volumeID)
+	}, `SELECT sds_id, epoch, readmitted, maintenance != 0 FROM layout_exclusions WHERE volume_id = ? ORDER BY epoch, sds_id`, volumeID)
 }
 
 // Rebuilds lists a volume's rebuilds in the order they began.
 func (r *Reader) Rebuilds(volumeID int64) ([]layout.Rebuild, error) {
 	return all(r, func(s scanner) (x layout.Rebuild, err error) {
-		err = s.Scan(&x.Epoch, &x.Done, &x.Ordered)
+		err = s.Scan(&x.Epoch, &x.Done, &x.Ordered, &x.Returning)
 		return
-	}, `SELECT epoch, done, ordered FROM layout_rebuilds WHERE volume_id = ? ORDER BY epoch`, volumeID)
+	}, `SELECT epoch, done, ordered, returning_sds FROM layout_rebuilds WHERE volume_id = ? ORDER BY epoch`, volumeID)
 }
 
 // LayoutEpochs maps every volume that has a layout to its epoch (keys are decimal volume ids,

@@ -90,3 +90,78 @@ func TestRebuildOrdersAdvanceAndAreCutShort(t *testing.T) {
 		t.Fatalf("rebuilds of a deleted volume: %+v", rbs)
 	}
 }
+
+func TestMaintenanceEnterExitAndFailure(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&CreatePD{Name: "pd1"})
+	a.ok(&CreatePool{Name: "p", PDID: 1, TotalCapacityGB: 100})
+	var ids []int64
+	for _, n := range []string{"sds-1", "sds-2", "sds-3"} {
+		ids = append(ids, a.ok(sdsNode(n)).(Registration).SDSID)
+	}
+	v := a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
+	var members []layout.Member
+	for _, id := range ids {
+		members = append(members, layout.Member{SDSID: id, Weight: 1})
+	}
+	a.ok(&SetLayout{VolumeID: v, Members: members})
+	layoutOf := func() (l layout.Layout) {
+		a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
+		return l
+	}
+	state := func(id int64) string {
+		var s SDS
+		a.read(func(r *Reader) (err error) { s, err = r.SDS(id); return })
+		return s.State
+	}
+
+	a.reject(KindNotFound, &SetMaintenance{SDSID: 99, Enter: true})
+	a.ok(&SetMaintenance{SDSID: ids[1], Enter: true})
+	a.ok(&SetMaintenance{SDSID: ids[1], Enter: true}) // repeated
+	l := layoutOf()
+	if state(ids[1]) != SDSMaintenance || len(l.Excluded) != 1 || !l.Excluded[0].Maintenance || l.Epoch != 2 {
+		t.Fatalf("after enter: %s %+v", state(ids[1]), l)
+	}
+	// Another SDS holding the last copy of chunks that lost their other copy to maintenance
+	// may not enter too.
+	a.reject(KindConflict, &SetMaintenance{SDSID: ids[0], Enter: true})
+	// Liveness does not bring it back, nor does an operator "recover".
+	a.ok(&SetNodeState{ID: "sds-2", State: NodeDown})
+	a.ok(&SetNodeState{ID: "sds-2", State: NodeUp})
+	if state(ids[1]) != SDSMaintenance {
+		t.Fatalf("liveness moved a maintenance SDS to %s", state(ids[1]))
+	}
+	a.reject(KindConflict, &SetSDSState{ID: ids[1], State: SDSUp})
+	// Exit: not while its node is down.
+	a.ok(&SetNodeState{ID: "sds-2", State: NodeDown})
+	a.reject(KindConflict, &SetMaintenance{SDSID: ids[1], Enter: false})
+	a.ok(&SetNodeState{ID: "sds-2", State: NodeUp})
+	before := layoutOf()
+	a.ok(&SetMaintenance{SDSID: ids[1], Enter: false})
+	l = layoutOf()
+	rb, ok := l.ActiveRebuild()
+	if state(ids[1]) != SDSUp || !ok || rb.Returning != ids[1] || rb.Done != 0 || rb.Ordered != l.Chunks() || l.Excluded[0].Readmitted != before.Epoch {
+		t.Fatalf("after exit: %s %+v", state(ids[1]), l)
+	}
+	for c := range l.Chunks() {
+		if before.Degraded(c) {
+			if ids2, pending := l.ReplicaSet(c); !pending || ids2[1] != ids[1] {
+				t.Fatalf("chunk %d not returning to its SDS: %v", c, ids2)
+			}
+		}
+	}
+
+	// Maintenance that ends in failure: the exclusions become ordinary, rebuilds go elsewhere.
+	a.ok(&AdvanceRebuild{VolumeID: v, Epoch: rb.Epoch, Done: l.Chunks(), Ordered: l.Chunks()})
+	a.ok(&SetMaintenance{SDSID: ids[2], Enter: true})
+	a.ok(&SetSDSState{ID: ids[2], State: SDSFailed})
+	l = layoutOf()
+	for _, x := range l.Excluded {
+		if x.SDSID == ids[2] && x.Maintenance {
+			t.Fatalf("a failed SDS is still in maintenance: %+v", l.Excluded)
+		}
+	}
+	if state(ids[2]) != SDSFailed {
+		t.Fatalf("state %s", state(ids[2]))
+	}
+}

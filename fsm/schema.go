@@ -112,24 +112,27 @@ CREATE TABLE IF NOT EXISTS volume_layouts (
 	members    TEXT NOT NULL,
 	created_at INTEGER NOT NULL
 );
--- SDSs taken out of a volume's replica sets (down or failed), with the layout epoch that took
--- them out and the epoch they were marked up again at (0: still out). One row per time out:
+-- SDSs taken out of a volume's replica sets (down, failed or in maintenance), with the layout
+-- epoch that took them out and the epoch they were marked up again at (0: still out). One row per time out:
 -- the layout stays compact (its size follows failures, not the volume's size).
 CREATE TABLE IF NOT EXISTS layout_exclusions (
 	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
 	sds_id     INTEGER NOT NULL,
 	epoch      INTEGER NOT NULL,
 	readmitted INTEGER NOT NULL DEFAULT 0,
+	maintenance INTEGER NOT NULL DEFAULT 0,
 	created_at INTEGER NOT NULL,
 	PRIMARY KEY (volume_id, sds_id, epoch)
 ) WITHOUT ROWID;
 -- Rebuilds of a volume's degraded chunks (layout.Rebuild): begun at epoch, chunks below done
--- re-protected, [done, ordered) being copied.
+-- re-protected, [done, ordered) being copied; returning_sds: the SDS back from maintenance it
+-- gives its chunks back to.
 CREATE TABLE IF NOT EXISTS layout_rebuilds (
 	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
 	epoch      INTEGER NOT NULL,
 	done       INTEGER NOT NULL,
 	ordered    INTEGER NOT NULL,
+	returning_sds INTEGER NOT NULL DEFAULT 0,
 	created_at INTEGER NOT NULL,
 	PRIMARY KEY (volume_id, epoch)
 ) WITHOUT ROWID;

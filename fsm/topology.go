@@ -264,6 +264,15 @@ func applySetSDSState(t *applyTx, h Header, c *SetSDSState) (any, error) {
 	if sds.State == c.State {
 		return sds, nil // already there: a repeated drill is not an error
 	}
+	if sds.State == SDSMaintenance {
+		if c.State != SDSFailed {
+			return nil, conflict("SDS %q is in maintenance: exit maintenance to bring it back", sds.Name)
+		}
+		// Failed during maintenance: its copies are given up, its chunks rebuilt elsewhere.
+		if err := t.endMaintenance(h, c.ID, false); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case c.State == SDSDown || c.State == SDSFailed:
 		if sds.State == SDSUp {

@@ -41,6 +41,9 @@ const (
 	SDSUp     = "up"
 	SDSDown   = "down"   // detected dead (gossip / missed heartbeats)
 	SDSFailed = "failed" // failed by an operator (drill)
+	// SDSMaintenance: a planned outage (POST /sds/{id}/maintenance/enter): out of the replica
+	// sets without a rebuild, its copies kept and re-synced (the delta) on exit.
+	SDSMaintenance = "maintenance"
 )
 
 type SDS struct {

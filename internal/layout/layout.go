@@ -54,6 +54,10 @@ type Rebuild struct {
 	Epoch   int64 `json:"epoch"`   // the layout epoch it began at
 	Done    int64 `json:"done"`    // chunks below are re-protected
 	Ordered int64 `json:"ordered"` // chunks in [Done, Ordered) are being copied
+	// Returning is an SDS back from maintenance: this rebuild gives it back exactly the chunks
+	// its maintenance took from it (the target is that SDS, not the rendezvous choice), and
+	// sources copy only the chunks written meanwhile.
+	Returning int64 `json:"returning,omitempty"`
 }
 
 // Exclusion is an SDS taken out of a layout's replica sets at Epoch.
@@ -64,6 +68,10 @@ type Exclusion struct {
 	// does not give the SDS its old chunks back (they missed writes); it makes the SDS a
 	// rebuild target again for rebuilds that begin later.
 	Readmitted int64 `json:"readmitted,omitempty"`
+	// Maintenance marks a planned outage (instant maintenance mode): the chunks it left with
+	// one copy are not rebuilt elsewhere; the SDS keeps its copies and, when maintenance ends
+	// (Readmitted), a returning Rebuild gives them back to it, re-syncing only what changed.
+	Maintenance bool `json:"maintenance,omitempty"`
 }
 
 // Errors.
@@ -107,15 +115,30 @@ func (l *Layout) Replicas(c int64) []int64 {
 //
 // A chunk with one full replica is degraded.
 func (l *Layout) ReplicaSet(c int64) (ids []int64, pending bool) {
+	ids, pending, _ = l.replay(c)
+	return ids, pending
+}
+
+// MaintenanceCopy reports whether chunk c lost a copy to SDS id's maintenance and has not got
+// it back yet: while id is in maintenance its copy is kept (not superseded), and a returning
+// rebuild gives it back.
+func (l *Layout) MaintenanceCopy(c, id int64) bool {
+	_, _, m := l.replay(c)
+	return m == id && id != 0
+}
+
+// replay is ReplicaSet, also returning the SDS whose maintenance took the chunk's other copy
+// (0: none).
+func (l *Layout) replay(c int64) (out []int64, pending bool, maint int64) {
 	placed := l.placed(c)
 	if len(l.Excluded) == 0 {
-		return placed, false // rebuilds only follow exclusions
+		return placed, false, 0 // rebuilds only follow exclusions
 	}
 	since := int64(0) // history at or before an override's epoch is already reflected in it
 	if _, ok := l.Overrides[c]; ok {
 		since = l.ChunkEpochs[c]
 	}
-	out := placed
+	out = placed
 	xs, rs := l.exclusionOrder(), l.Rebuilds
 	for xi, ri := 0, 0; xi < len(xs) || ri < len(rs); {
 		if ri == len(rs) || (xi < len(xs) && xs[xi].Epoch <= rs[ri].Epoch) {
@@ -129,6 +152,9 @@ func (l *Layout) ReplicaSet(c int64) (ids []int64, pending bool) {
 			case pending || len(out) <= 1: // the last full copy stays, unavailable while down
 			default:
 				out = slices.Delete(slices.Clone(out), i, i+1)
+				if x.Maintenance {
+					maint = x.SDSID
+				}
 			}
 			continue
 		}
@@ -137,11 +163,34 @@ func (l *Layout) ReplicaSet(c int64) (ids []int64, pending bool) {
 		if rb.Epoch <= since || c >= rb.Ordered || len(out) != 1 || l.excludedAt(out[0], rb.Epoch) {
 			continue
 		}
-		if t, ok := l.rebuildTarget(c, out[0], rb.Epoch); ok {
-			out, pending = []int64{out[0], t}, c >= rb.Done
+		var t int64
+		switch {
+		case rb.Returning != 0:
+			if maint != rb.Returning {
+				continue
+			}
+			t = rb.Returning
+		case maint != 0 && l.inMaintenanceAt(maint, rb.Epoch):
+			continue // its copy comes back when the maintenance ends
+		default:
+			var ok bool
+			if t, ok = l.rebuildTarget(c, out[0], rb.Epoch); !ok {
+				continue
+			}
+		}
+		out, pending, maint = []int64{out[0], t}, c >= rb.Done, 0
+	}
+	return out, pending, maint
+}
+
+// inMaintenanceAt reports whether SDS id was in maintenance at epoch e.
+func (l *Layout) inMaintenanceAt(id, e int64) bool {
+	for _, x := range l.Excluded {
+		if x.SDSID == id && x.Maintenance && x.Epoch <= e && (x.Readmitted == 0 || e <= x.Readmitted) {
+			return true
 		}
 	}
-	return out, pending
+	return false
 }
 
 // excludedAt reports whether SDS id stood excluded at epoch e: taken out at or before e and

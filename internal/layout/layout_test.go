@@ -257,3 +257,57 @@ func TestRebuildTargetLostOrSourceLost(t *testing.T) {
 		}
 	}
 }
+
+func TestMaintenanceKeepsCopiesAndReturnsThem(t *testing.T) {
+	l := &Layout{VolumeID: 5, Epoch: 2, ChunkSize: 1 << 20, SizeBytes: 64 << 20, Members: members(4, 0),
+		Excluded: []Exclusion{{SDSID: 2, Epoch: 2, Maintenance: true}}}
+	var hit []int64
+	for c := range l.Chunks() {
+		if l.Degraded(c) {
+			hit = append(hit, c)
+			if !l.MaintenanceCopy(c, 2) || slices.Contains(l.Replicas(c), 2) {
+				t.Fatalf("chunk %d: %v", c, l.Replicas(c))
+			}
+		} else if l.MaintenanceCopy(c, 2) {
+			t.Fatalf("chunk %d never lost a copy to maintenance", c)
+		}
+	}
+	if len(hit) == 0 {
+		t.Fatal("SDS 2 held nothing")
+	}
+	// A rebuild during maintenance leaves those chunks alone.
+	l.Rebuilds = []Rebuild{{Epoch: 3, Done: 64, Ordered: 64}}
+	for _, c := range hit {
+		if ids := l.Replicas(c); len(ids) != 1 || !l.MaintenanceCopy(c, 2) {
+			t.Fatalf("chunk %d rebuilt during maintenance: %v", c, ids)
+		}
+	}
+	// Exit at 4, returning rebuild at 5: SDS 2 gets exactly its chunks back, pending first.
+	l.Excluded[0].Readmitted = 4
+	l.Rebuilds = append(l.Rebuilds, Rebuild{Epoch: 5, Done: 0, Ordered: 64, Returning: 2})
+	for _, c := range hit {
+		ids, pending := l.ReplicaSet(c)
+		if len(ids) != 2 || ids[1] != 2 || !pending || l.MaintenanceCopy(c, 2) {
+			t.Fatalf("chunk %d returning: %v pending=%v", c, ids, pending)
+		}
+	}
+	l.Rebuilds[1].Done = 64
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		if len(ids) != 2 || pending {
+			t.Fatalf("chunk %d after return: %v", c, ids)
+		}
+		if slices.Contains(hit, c) != slices.Contains(ids, 2) {
+			t.Fatalf("chunk %d: SDS 2 got a chunk it did not have, or not its own: %v", c, ids)
+		}
+	}
+	// Maintenance that turns into a failure (the exclusion is no longer maintenance): rebuilt
+	// elsewhere.
+	l2 := &Layout{VolumeID: 5, Epoch: 3, ChunkSize: 1 << 20, SizeBytes: 64 << 20, Members: members(4, 0),
+		Excluded: []Exclusion{{SDSID: 2, Epoch: 2}}, Rebuilds: []Rebuild{{Epoch: 3, Done: 64, Ordered: 64}}}
+	for _, c := range hit {
+		if ids := l2.Replicas(c); len(ids) != 2 || slices.Contains(ids, 2) {
+			t.Fatalf("chunk %d after a failure: %v", c, ids)
+		}
+	}
+}
