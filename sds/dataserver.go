@@ -84,6 +84,7 @@ type DataServer struct {
 	epochs   atomic.Pointer[map[int64]int64]
 	rebuild  rebuildState
 	throttle *throttle
+	dirty    dirtyChunks
 }
 
 type dataCounters struct {
@@ -512,6 +513,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		return statusResp(storeStatus(lerr), t.epoch, lerr.Error())
 	}
 	if ferr != nil {
+		d.dirty.mark(t.key) // applied here, maybe not there: a maintenance re-sync must copy it
 		return d.secondaryFailed(t, sec, fresp, ferr)
 	}
 	if !d.leaseValid() {
@@ -537,6 +539,7 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 		return d.noLease()
 	}
 	d.stats.degradedWrites.Add(1)
+	d.dirty.mark(t.key)
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
@@ -594,6 +597,7 @@ func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
 // learned drops the copies l no longer places here and allocates, for a thick volume, every
 // chunk this SDS holds a copy of.
 func (d *DataServer) learned(l *layout.Layout) {
+	d.dirty.seen(l)
 	d.dropSuperseded(l)
 	if !l.Thick {
 		return

@@ -202,6 +202,7 @@ func (d *DataServer) copyBatch(l *layout.Layout, chunks, targets []int64, rep *a
 	if err != nil {
 		return fmt.Errorf("sign a rebuild token: %w", err)
 	}
+	delta := d.dirty.deltaOnly(l)
 	var (
 		next       atomic.Int64
 		done, sent atomic.Int64
@@ -222,7 +223,7 @@ func (d *DataServer) copyBatch(l *layout.Layout, chunks, targets []int64, rep *a
 				if i >= int64(len(chunks)) {
 					return
 				}
-				n, err := d.copyChunk(ctx, l, chunks[i], targets[i], tok)
+				n, err := d.copyChunk(ctx, l, chunks[i], targets[i], tok, delta)
 				if err != nil {
 					fail(fmt.Errorf("chunk %d to SDS %d: %w", chunks[i], targets[i], err))
 					return
@@ -286,7 +287,7 @@ func (d *DataServer) minEpoch(vol int64) int64 {
 // copyChunk copies one chunk to its target under the chunk's write lock: its data in pieces,
 // or, when this SDS holds no copy (never written, or trimmed), an "absent" marker that makes
 // the target drop whatever it holds. It returns the data bytes sent.
-func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target int64, tok token.Token) (int64, error) {
+func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target int64, tok token.Token, delta bool) (int64, error) {
 	m, ok := l.Member(target)
 	if !ok || m.Addr == "" {
 		return 0, fmt.Errorf("target SDS %d has no data address", target)
@@ -303,6 +304,9 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 	if !d.leaseValid() {
 		return 0, errors.New("no lease")
 	}
+	if delta && !d.dirty.has(k) {
+		return 0, nil // not written since the target went into maintenance: its copy is current
+	}
 	epoch, base := l.ChunkEpoch(c), c*l.ChunkSize
 	if !d.cfg.Store.Has(k) {
 		req := wire.Request{Op: wire.OpChunkWrite, Flags: wire.FlagChunkAbsent, VolumeID: l.VolumeID, Offset: base, Epoch: epoch}
@@ -310,6 +314,7 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 			return 0, err
 		}
 		d.rebuild.chunksOut.Add(1)
+		d.dirty.clear(k)
 		return 0, nil
 	}
 	piece := min(l.ChunkSize, rebuildPiece)
@@ -331,6 +336,7 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 	}
 	d.rebuild.chunksOut.Add(1)
 	d.rebuild.bytesOut.Add(sent)
+	d.dirty.clear(k)
 	return sent, nil
 }
 
@@ -414,4 +420,67 @@ func SignRebuildToken(keys *token.Keyring, v *token.Verifier, keyID func() (uint
 			MapGeneration: v.Generation(volumeID), ExpiresAt: time.Now().Add(ttl).UnixMilli(), KeyID: id,
 		}, key), nil
 	}
+}
+
+// dirtyChunks remembers the chunks this SDS wrote with a single copy (degraded, or the forward to
+// the secondary failed), so that an SDS back from maintenance gets only those. It knows them
+// only since this process first saw each volume's layout; a re-sync of a maintenance that began
+// earlier copies everything.
+type dirtyChunks struct {
+	mu     sync.Mutex
+	since  map[int64]int64 // volume -> epoch of the first layout this process installed
+	chunks map[chunkstore.Key]struct{}
+}
+
+func (d *dirtyChunks) seen(l *layout.Layout) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.since == nil {
+		d.since, d.chunks = map[int64]int64{}, map[chunkstore.Key]struct{}{}
+	}
+	if _, ok := d.since[l.VolumeID]; !ok {
+		d.since[l.VolumeID] = l.Epoch
+	}
+}
+
+func (d *dirtyChunks) mark(k chunkstore.Key) {
+	d.mu.Lock()
+	if d.chunks == nil {
+		d.since, d.chunks = map[int64]int64{}, map[chunkstore.Key]struct{}{}
+	}
+	d.chunks[k] = struct{}{}
+	d.mu.Unlock()
+}
+
+func (d *dirtyChunks) has(k chunkstore.Key) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.chunks[k]
+	return ok
+}
+
+func (d *dirtyChunks) clear(k chunkstore.Key) {
+	d.mu.Lock()
+	delete(d.chunks, k)
+	d.mu.Unlock()
+}
+
+// deltaOnly reports whether l's active rebuild returns an SDS from a maintenance this process
+// watched from its start (it saw the volume's layout before the maintenance began), so that
+// only the chunks marked dirty need copying.
+func (d *dirtyChunks) deltaOnly(l *layout.Layout) bool {
+	rb, ok := l.ActiveRebuild()
+	if !ok || rb.Returning == 0 {
+		return false
+	}
+	began := int64(0)
+	for _, x := range l.Excluded {
+		if x.SDSID == rb.Returning && x.Maintenance && x.Readmitted != 0 && x.Readmitted < rb.Epoch {
+			began = max(began, x.Epoch)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	since, ok := d.since[l.VolumeID]
+	return began != 0 && ok && since < began
 }

@@ -241,3 +241,105 @@ func TestRebuildTargetRefusesReadsAndStrangers(t *testing.T) {
 		t.Fatalf("CHUNK_WRITE to the source of chunk 0: %v", st)
 	}
 }
+
+// An SDS in maintenance keeps its copies; on exit only the chunks written meanwhile are copied
+// back to it, and both copies are identical afterwards.
+func TestMaintenanceReturnCopiesOnlyTheDelta(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.mdm.layout(1)
+	w := &writer{c: c, tok: c.token(1, token.ReadWrite, time.Minute), ack: map[int64][]byte{}}
+	n := l.Chunks()
+	for ch := range n {
+		if !w.write(t, ch, fill(8192, byte(ch))) {
+			t.Fatal("setup write failed")
+		}
+	}
+	m := l.Replicas(0)[1]
+	held := len(c.sdss[m].Store().Chunks(1))
+	// Enter maintenance (an exclusion marked maintenance).
+	c.mdm.mu.Lock()
+	c.mdm.epoch++
+	c.mdm.ioVersion++
+	enter := c.mdm.epoch
+	c.mdm.excluded = append(c.mdm.excluded, layout.Exclusion{SDSID: m, Epoch: enter, Maintenance: true})
+	c.mdm.mu.Unlock()
+	waitFor(t, "the maintenance layout on every SDS", func() bool {
+		for _, s := range c.sdss {
+			if cur := s.data.layouts.snapshot(1); cur == nil || cur.Epoch != enter {
+				if s.data.minEpoch(1) < enter {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	time.Sleep(100 * time.Millisecond) // the maintenance SDS has reconciled: it must have kept its copies
+	if got := len(c.sdss[m].Store().Chunks(1)); got != held {
+		t.Fatalf("the SDS in maintenance went from %d to %d copies", held, got)
+	}
+	// Write a few of its chunks while it is away.
+	ml := c.mdm.layout(1)
+	var written []int64
+	for ch := range n {
+		if ml.MaintenanceCopy(ch, m) && len(written) < 2 {
+			if !w.write(t, ch, fill(8192, byte(ch)^0x5a)) {
+				t.Fatal("degraded write failed")
+			}
+			written = append(written, ch)
+		}
+	}
+	if len(written) == 0 {
+		t.Fatal("no chunk of the maintenance SDS")
+	}
+	// Exit: readmitted, and a returning rebuild of the whole volume.
+	c.mdm.mu.Lock()
+	c.mdm.excluded[len(c.mdm.excluded)-1].Readmitted = c.mdm.epoch
+	c.mdm.mu.Unlock()
+	rb := c.mdm.order(0, 0, n)
+	c.mdm.mu.Lock()
+	c.mdm.rebuilds[len(c.mdm.rebuilds)-1].Returning = m
+	c.mdm.mu.Unlock()
+	srcs := map[int64]bool{}
+	l2 := c.mdm.layout(1)
+	returning := 0
+	for ch := range n {
+		if ids, pending := l2.ReplicaSet(ch); pending {
+			returning++
+			if ids[1] != m {
+				t.Fatalf("chunk %d returns to %d, not %d", ch, ids[1], m)
+			}
+			srcs[ids[0]] = true
+		}
+	}
+	waitFor(t, "the sources reporting the re-sync done", func() bool {
+		got := c.mdm.doneReports(rb, n)
+		for id := range srcs {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	})
+	c.mdm.order(rb, n, n)
+	final := c.mdm.layout(1)
+	var sent int64
+	for _, s := range c.sdss {
+		sent += s.data.Stats().Rebuild.ChunksSent
+	}
+	// Chunks whose forward ever failed (e.g. while an SDS was still starting) are copied too:
+	// the delta is conservative, never short.
+	if sent < int64(len(written)) || sent >= int64(returning) {
+		t.Fatalf("the re-sync copied %d chunks of %d returning; %d were written during maintenance", sent, returning, len(written))
+	}
+	copies := map[int64]map[int64]ChunkReplica{}
+	for id := range c.sdss {
+		copies[id] = c.chunks(t, id, 1)
+	}
+	for ch := range n {
+		ids := final.Replicas(ch)
+		a, b := copies[ids[0]][ch], copies[ids[1]][ch]
+		if len(ids) != 2 || a.CRC32C == "" || a.CRC32C != b.CRC32C {
+			t.Fatalf("chunk %d after the re-sync: %v %+v / %+v", ch, ids, a, b)
+		}
+	}
+}

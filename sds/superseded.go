@@ -124,8 +124,8 @@ func (d *DataServer) dropSuperseded(l *layout.Layout) {
 	}
 	dropped := 0
 	for _, c := range d.cfg.Store.Chunks(l.VolumeID) {
-		if c.Chunk >= l.Chunks() || slices.Contains(l.Replicas(c.Chunk), self) {
-			continue
+		if c.Chunk >= l.Chunks() || slices.Contains(l.Replicas(c.Chunk), self) || l.MaintenanceCopy(c.Chunk, self) {
+			continue // still a replica, or kept through this SDS's maintenance
 		}
 		k := chunkstore.Key{VolumeID: l.VolumeID, Chunk: c.Chunk}
 		mu := d.lock(k)
