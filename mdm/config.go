@@ -45,6 +45,13 @@ type Config struct {
 	// TokenTTL is the lifetime of IO tokens (default 60s); SDCs renew them before expiry.
 	TokenTTL string `hcl:"token_ttl,optional"`
 
+	// RebuildInterval is how often the leader plans rebuilds (default 500ms); a report from
+	// an SDS or `pflex rebuild start` also wakes it at once.
+	RebuildInterval string `hcl:"rebuild_interval,optional"`
+	// RebuildBatchChunks bounds a rebuild batch: chunks ordered at once per volume (default
+	// 1024). Targets take the writes of ordered chunks while they are copied.
+	RebuildBatchChunks int64 `hcl:"rebuild_batch_chunks,optional"`
+
 	Gossip *GossipSettings `hcl:"gossip,block"`
 
 	// Peers is the static initial quorum. A node whose data dir is empty bootstraps with it;
@@ -176,6 +183,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if _, err := config.Duration("token_ttl", c.TokenTTL, DefaultTokenTTL); err != nil {
+		return err
+	}
+	if _, err := c.Rebuild(); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
@@ -311,4 +321,32 @@ func (c *Config) Liveness() (Liveness, error) {
 		}
 	}
 	return l, nil
+}
+
+// RebuildSettings is the parsed rebuild planner settings.
+type RebuildSettings struct {
+	Interval    time.Duration
+	BatchChunks int64
+}
+
+// Rebuild planner defaults.
+const (
+	DefaultRebuildInterval    = 500 * time.Millisecond
+	DefaultRebuildBatchChunks = 1024
+)
+
+// Rebuild parses rebuild_interval and rebuild_batch_chunks.
+func (c *Config) Rebuild() (RebuildSettings, error) {
+	s := RebuildSettings{BatchChunks: DefaultRebuildBatchChunks}
+	var err error
+	if s.Interval, err = config.Duration("rebuild_interval", c.RebuildInterval, DefaultRebuildInterval); err != nil {
+		return s, err
+	}
+	switch {
+	case c.RebuildBatchChunks < 0:
+		return s, fmt.Errorf("rebuild_batch_chunks: %d must not be negative", c.RebuildBatchChunks)
+	case c.RebuildBatchChunks > 0:
+		s.BatchChunks = c.RebuildBatchChunks
+	}
+	return s, nil
 }

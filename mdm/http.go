@@ -42,6 +42,11 @@ type Store interface {
 	Remove(ctx context.Context, id string) error
 	TransferLeadership(id string) error
 	SnapshotTo(path string) error
+	RebuildReport(rep api.RebuildReport) error
+	RebuildStatus(poolID int64) (api.RebuildStatus, error)
+	RebuildProgress(poolID, remaining int64) *RebuildProgress
+	RebuildCounters() (chunks, bytes map[int64]int64)
+	KickRebuild()
 }
 
 // Read and SnapshotTo expose the state database; AppliedIndex is raft's.
@@ -106,6 +111,7 @@ var componentRoutes = map[string]bool{
 	"/cluster/status":     true,
 	"/token/issue":        true,
 	"/token/ack":          true,
+	"/rebuild/report":     true,
 }
 
 // isComponentRoute also admits the per-volume layout, which SDCs and SDSs fetch.

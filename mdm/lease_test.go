@@ -23,6 +23,7 @@ func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
 		cfg.SDSDownGrace = "100ms"
 		cfg.HeartbeatTimeout = "300ms"
 		cfg.SDSLease = "1500ms"
+		cfg.RebuildInterval = "1h" // no rebuild: the test follows layout epochs exactly
 		c.Members = append(c.Members, &mdmtest.Member{Cfg: cfg})
 	}
 	c = mdmtest.Adopt(t, c)

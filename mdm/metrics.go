@@ -2,6 +2,7 @@ package mdm
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -15,12 +16,15 @@ import (
 )
 
 // Pool health values. Health follows the chunks of the pool's volumes as their layouts place
-// them (DEGRADED: some chunk has one copy; FAILED: some chunk has no copy on an SDS that is up),
-// and how many SDSs of the protection domain are up (two copies need two).
+// them (DEGRADED: some chunk has one full copy; REBUILDING: and a rebuild is copying, not
+// cancelled; FAILED: some chunk has no full copy on an SDS that is up), and how many SDSs of the
+// protection domain are up (two copies need two). A rebuild target still being copied is not a
+// full copy: its chunk stays degraded until its batch completes.
 const (
-	HealthOK       = "OK"
-	HealthDegraded = "DEGRADED"
-	HealthFailed   = "FAILED"
+	HealthOK         = "OK"
+	HealthDegraded   = "DEGRADED"
+	HealthRebuilding = "REBUILDING"
+	HealthFailed     = "FAILED"
 )
 
 type PoolHealth struct {
@@ -29,18 +33,30 @@ type PoolHealth struct {
 	Health   string `json:"health"`
 	SDSTotal int    `json:"sds_total"`
 	SDSUp    int    `json:"sds_up"`
-	// Chunks of the pool's volumes with one copy left, and with no copy on an SDS that is up.
+	// Chunks of the pool's volumes with one full copy left, and with no full copy on an SDS
+	// that is up.
 	DegradedChunks    int64  `json:"degraded_chunks"`
 	UnavailableChunks int64  `json:"unavailable_chunks"`
 	Reason            string `json:"reason,omitempty"`
+	// RebuildActive: some volume of the pool has a batch being copied.
+	RebuildActive    bool `json:"rebuild_active,omitempty"`
+	RebuildCancelled bool `json:"rebuild_cancelled,omitempty"`
+	// Rebuild is the current (or last finished) run as the leader counted it; absent on a
+	// follower's stale answer and before the leader saw any degraded chunk.
+	Rebuild *RebuildProgress `json:"rebuild,omitempty"`
 }
 
-func poolHealth(c *gin.Context, r *fsm.Reader) (any, error) {
+func (a *httpAPI) poolHealth(c *gin.Context, r *fsm.Reader) (any, error) {
 	id, err := pathID(c, "id")
 	if err != nil {
 		return nil, err
 	}
-	return healthOf(r, id)
+	h, err := healthOf(r, id)
+	if err != nil {
+		return nil, err
+	}
+	h.Rebuild = a.store.RebuildProgress(id, h.DegradedChunks+h.UnavailableChunks)
+	return h, nil
 }
 
 func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
@@ -68,11 +84,18 @@ func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
 	if err := countChunks(r, p.ID, up, &h); err != nil {
 		return PoolHealth{}, err
 	}
+	if h.RebuildCancelled, err = r.RebuildPaused(p.ID); err != nil {
+		return PoolHealth{}, err
+	}
 	switch {
 	case h.UnavailableChunks > 0:
-		h.Health, h.Reason = HealthFailed, fmt.Sprintf("%d chunks have no copy on an SDS that is up", h.UnavailableChunks)
+		h.Health, h.Reason = HealthFailed, fmt.Sprintf("%d chunks have no full copy on an SDS that is up", h.UnavailableChunks)
+	case h.DegradedChunks > 0 && h.RebuildActive && !h.RebuildCancelled:
+		h.Health, h.Reason = HealthRebuilding, fmt.Sprintf("%d chunks have a single full copy; a rebuild is re-protecting them", h.DegradedChunks)
+	case h.DegradedChunks > 0 && h.RebuildCancelled:
+		h.Health, h.Reason = HealthDegraded, fmt.Sprintf("%d chunks have a single full copy; rebuild is cancelled (pflex rebuild start)", h.DegradedChunks)
 	case h.DegradedChunks > 0:
-		h.Health, h.Reason = HealthDegraded, fmt.Sprintf("%d chunks have a single copy (an SDS went down; rebuild re-protects them)", h.DegradedChunks)
+		h.Health, h.Reason = HealthDegraded, fmt.Sprintf("%d chunks have a single full copy (an SDS went down; rebuild re-protects them)", h.DegradedChunks)
 	case h.SDSUp >= 2:
 		h.Health = HealthOK
 	case h.SDSUp == 1:
@@ -83,9 +106,8 @@ func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
 	return h, nil
 }
 
-// countChunks counts the degraded and unavailable chunks of the pool's volumes. Only layouts
-// with exclusions can have degraded chunks; a chunk is unavailable when none of its replicas is
-// up.
+// countChunks counts the degraded and unavailable chunks of the pool's volumes (scanVolume).
+// Only layouts with exclusions can have degraded chunks.
 func countChunks(r *fsm.Reader, poolID int64, up map[int64]bool, h *PoolHealth) error {
 	vols, err := r.Volumes()
 	if err != nil {
@@ -102,21 +124,10 @@ func countChunks(r *fsm.Reader, poolID int64, up map[int64]bool, h *PoolHealth) 
 		if !ok || len(l.Excluded) == 0 {
 			continue // every SDS that went down or failed is excluded: all chunks have two copies
 		}
-		for c := range l.Chunks() {
-			reps := l.Replicas(c)
-			avail := 0
-			for _, id := range reps {
-				if up[id] {
-					avail++
-				}
-			}
-			switch {
-			case avail == 0:
-				h.UnavailableChunks++
-			case len(reps) < 2:
-				h.DegradedChunks++
-			}
-		}
+		s := scanVolume(&l, up, 0)
+		h.DegradedChunks += s.degraded
+		h.UnavailableChunks += s.unavailable
+		h.RebuildActive = h.RebuildActive || s.active
 	}
 	return nil
 }
@@ -331,6 +342,7 @@ func (a *httpAPI) prometheus(c *gin.Context) {
 			fmt.Fprintf(w, "pflex_objects{node=%q,kind=%q} %d\n", st.NodeID, kv.k, kv.v)
 		}
 	}
+	a.rebuildMetrics(w, st.NodeID)
 	fmt.Fprintf(w, "# HELP pflex_http_requests_total Admin API requests by status.\n# TYPE pflex_http_requests_total counter\n")
 	a.metrics.mu.Lock()
 	codes := make([]int, 0, len(a.metrics.byStatus))
@@ -345,4 +357,39 @@ func (a *httpAPI) prometheus(c *gin.Context) {
 	fmt.Fprintf(w, "# HELP pflex_http_request_seconds Admin API request time.\n# TYPE pflex_http_request_seconds summary\n")
 	fmt.Fprintf(w, "pflex_http_request_seconds_sum{node=%q} %g\npflex_http_request_seconds_count{node=%q} %d\n",
 		st.NodeID, float64(a.metrics.nanos.Load())/1e9, st.NodeID, a.metrics.count.Load())
+}
+
+// rebuildMetrics writes the rebuild counters of this leadership (zero on followers) and the
+// degraded chunks of every pool as this replica's state places them.
+func (a *httpAPI) rebuildMetrics(w io.Writer, node string) {
+	var healths []PoolHealth
+	if a.store.Read(func(r *fsm.Reader) error {
+		pools, err := r.Pools()
+		if err != nil {
+			return err
+		}
+		for _, p := range pools {
+			h, err := healthOf(r, p.ID)
+			if err != nil {
+				return err
+			}
+			healths = append(healths, h)
+		}
+		return nil
+	}) != nil {
+		return
+	}
+	chunks, bytes := a.store.RebuildCounters()
+	fmt.Fprintf(w, "# HELP pflex_rebuild_chunks_done_total Chunks re-protected by rebuilds this MDM ordered as leader.\n# TYPE pflex_rebuild_chunks_done_total counter\n")
+	for _, h := range healths {
+		fmt.Fprintf(w, "pflex_rebuild_chunks_done_total{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, chunks[h.PoolID])
+	}
+	fmt.Fprintf(w, "# HELP pflex_rebuild_bytes_total Bytes the SDSs copied for rebuild batches this MDM completed as leader.\n# TYPE pflex_rebuild_bytes_total counter\n")
+	for _, h := range healths {
+		fmt.Fprintf(w, "pflex_rebuild_bytes_total{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, bytes[h.PoolID])
+	}
+	fmt.Fprintf(w, "# HELP pflex_pool_degraded_chunks Chunks with a single full copy.\n# TYPE pflex_pool_degraded_chunks gauge\n")
+	for _, h := range healths {
+		fmt.Fprintf(w, "pflex_pool_degraded_chunks{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, h.DegradedChunks)
+	}
 }

@@ -50,6 +50,7 @@ type Node struct {
 
 	pool       *gossip.Pool // nil without a gossip block
 	live       *liveTracker
+	rebuild    *rebuildPlanner
 	httpClient *http.Client
 	notifyCh   chan bool
 	stop       chan struct{}
@@ -69,6 +70,11 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, timing: timing, log: logger, notifyCh: make(chan bool, 16), stop: make(chan struct{}),
 		live: newLiveTracker(), httpClient: &http.Client{Timeout: 3 * time.Second}}
+	rebuild, err := cfg.Rebuild()
+	if err != nil {
+		return nil, err
+	}
+	n.rebuild = newRebuildPlanner(n, rebuild, logger.Named("rebuild"))
 	ok := false
 	defer func() {
 		if !ok {
@@ -139,9 +145,10 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.proposer = newProposer(n, n.stop)
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.membershipLoop()
 	go n.livenessLoop()
+	go n.rebuildLoop()
 	go n.watchLeadership()
 	go func() {
 		defer n.wg.Done()

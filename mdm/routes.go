@@ -48,7 +48,7 @@ func (a *httpAPI) routes(e *gin.Engine) {
 	}))
 	e.GET("/pool/list", a.read(func(c *gin.Context, r *fsm.Reader) (any, error) { return r.Pools() }))
 	e.GET("/pool/:id", a.read(byID("id", (*fsm.Reader).Pool)))
-	e.GET("/pool/:id/health", a.read(poolHealth))
+	e.GET("/pool/:id/health", a.read(a.poolHealth))
 	e.DELETE("/pool/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.DeletePool{ID: id} })))
 
 	e.POST("/sds/add", a.write(func(c *gin.Context) (fsm.Command, error) {
@@ -122,6 +122,29 @@ func (a *httpAPI) routes(e *gin.Engine) {
 			return nil, err
 		}
 		return r.Label(id, c.Param("key"))
+	}))
+
+	e.POST("/rebuild/start/:pool_id", a.leaderOnly(a.setRebuildPaused(false)))
+	e.POST("/rebuild/cancel/:pool_id", a.leaderOnly(a.setRebuildPaused(true)))
+	e.GET("/rebuild/status/:pool_id", a.leaderOnly(func(c *gin.Context) (any, error) {
+		id, err := pathID(c, "pool_id")
+		if err != nil {
+			return nil, err
+		}
+		return a.store.RebuildStatus(id)
+	}))
+	e.POST("/rebuild/report", a.leaderOnly(func(c *gin.Context) (any, error) {
+		var rep api.RebuildReport
+		if err := bindBody(c, &rep); err != nil {
+			return nil, err
+		}
+		if err := validateReport(rep); err != nil {
+			return nil, err
+		}
+		if err := a.store.RebuildReport(rep); err != nil {
+			return nil, err
+		}
+		return gin.H{"accepted": true}, nil
 	}))
 
 	e.GET("/metrics/pool/:id", a.read(poolMetrics))
@@ -509,4 +532,23 @@ func sdcVolumes(c *gin.Context, r *fsm.Reader) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// setRebuildPaused serves POST /rebuild/cancel and /rebuild/start: the pool's rebuilds are
+// cancelled (the batch being copied is cut short) or allowed again, and the planner runs at once.
+func (a *httpAPI) setRebuildPaused(paused bool) func(c *gin.Context) (any, error) {
+	return func(c *gin.Context) (any, error) {
+		id, err := pathID(c, "pool_id")
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), requestTimeout)
+		defer cancel()
+		v, err := a.store.Propose(ctx, c.GetHeader(api.HeaderRequestID), &fsm.SetRebuildPaused{PoolID: id, Paused: paused})
+		if err != nil {
+			return nil, err
+		}
+		a.store.KickRebuild()
+		return v, nil
+	}
 }
