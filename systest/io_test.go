@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,10 +92,18 @@ func (ic *ioCluster) volume(name string, sizeGB int, mode string) int64 {
 		ic.t.Fatalf("create %s: %d %v", name, code, err)
 	}
 	ic.post("/vol/map", map[string]any{"volume_id": v.ID, "sdc_id": 1, "access_mode": mode})
-	ic.waitFor("export "+name, 20*time.Second, func() bool {
-		return exec.Command("nbdinfo", ic.uri(name)).Run() == nil
-	})
-	return v.ID
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command("nbdinfo", ic.uri(name)).CombinedOutput()
+		if err == nil {
+			return v.ID
+		}
+		if time.Now().After(deadline) {
+			log := ic.sdc.Log()
+			ic.t.Fatalf("export %s not within 20s: nbdinfo: %v %s\nSDC log (tail):\n%s", name, err, out, log[max(0, len(log)-4000):])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (ic *ioCluster) uri(name string) string { return "nbd://" + ic.nbd + "/" + name }
@@ -123,11 +132,15 @@ type chunkReplica struct {
 	Role      string `json:"role"`
 }
 
-// replicasIdentical asserts every written chunk of vol is on exactly two SDSs, byte-identical.
-func (ic *ioCluster) replicasIdentical(vol int64) int {
+// replicasIdentical asserts every written chunk of vol is on exactly two SDSs, byte-identical;
+// the SDSs named in except (down) are not asked.
+func (ic *ioCluster) replicasIdentical(vol int64, except ...string) int {
 	ic.t.Helper()
 	copies := map[int64][]string{}
 	for _, s := range ic.sdss {
+		if slices.Contains(except, s.Name) {
+			continue
+		}
 		resp, err := http.Get(fmt.Sprintf("http://%s/volumes/%d/chunks?checksum=1", s.api, vol))
 		if err != nil {
 			ic.t.Fatalf("%s chunks: %v", s.Name, err)
