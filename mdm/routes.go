@@ -59,6 +59,9 @@ func (a *httpAPI) routes(e *gin.Engine) {
 	e.GET("/sds/:id", a.read(byID("id", (*fsm.Reader).SDS)))
 	e.POST("/sds/:id/fail", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetSDSState{ID: id, State: fsm.SDSFailed} })))
 	e.POST("/sds/:id/recover", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetSDSState{ID: id, State: fsm.SDSUp} })))
+	// Instant maintenance mode: out of the replica sets without a rebuild; exit re-syncs the delta.
+	e.POST("/sds/:id/maintenance/enter", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetMaintenance{SDSID: id, Enter: true} })))
+	e.POST("/sds/:id/maintenance/exit", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.SetMaintenance{SDSID: id, Enter: false} })))
 	e.DELETE("/sds/:id", a.write(deleteByID("id", func(id int64) fsm.Command { return &fsm.RemoveSDS{ID: id} })))
 
 	e.POST("/sdc/add", a.write(func(c *gin.Context) (fsm.Command, error) {

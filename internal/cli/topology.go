@@ -146,8 +146,10 @@ func topologyVerbs() []verb {
 		listVerb("sds list", kindSDS, renderSDSs),
 		showVerb("sds show", "ID|NAME", kindSDS, renderSDS),
 		deleteVerb("sds delete", "ID|NAME", kindSDS),
-		sdsStateVerb("fail", "mark an SDS failed (drill)"),
-		sdsStateVerb("recover", "bring a failed SDS back"),
+		sdsStateVerb("fail", "fail", "mark an SDS failed (drill): its chunks are rebuilt elsewhere"),
+		sdsStateVerb("recover", "recover", "bring a failed SDS back"),
+		sdsStateVerb("maintenance enter", "maintenance/enter", "planned outage: out of IO without a rebuild, copies kept"),
+		sdsStateVerb("maintenance exit", "maintenance/exit", "back from maintenance: re-sync only what was written meanwhile"),
 
 		{path: "sdc add", synopsis: "NAME [-address host:port]", summary: "register an SDC", minArgs: 1, maxArgs: 1,
 			define: func(fs *flag.FlagSet) runFunc {
@@ -166,7 +168,7 @@ func topologyVerbs() []verb {
 	}
 }
 
-func sdsStateVerb(action, summary string) verb {
+func sdsStateVerb(action, route, summary string) verb {
 	return verb{path: "sds " + action, synopsis: "ID|NAME", summary: summary, minArgs: 1, maxArgs: 1,
 		define: func(fs *flag.FlagSet) runFunc {
 			return func(ctx context.Context, s *session, args []string) error {
@@ -174,7 +176,7 @@ func sdsStateVerb(action, summary string) verb {
 				if err != nil {
 					return err
 				}
-				raw, err := s.call(ctx, "POST", r.path(kindSDS)+"/"+action, nil, nil)
+				raw, err := s.call(ctx, "POST", r.path(kindSDS)+"/"+route, nil, nil)
 				if err != nil {
 					return err
 				}
