@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,8 +46,8 @@ func (ic *ioCluster) rebuildStatus() api.RebuildStatus {
 	return st
 }
 
-// writeChunks writes n MiB of distinct data at the start of the export, 1 MiB per request.
-func writeChunks(t testing.TB, addr, export string, n int) {
+// writeChunks writes n MiB of distinct data from MiB base of the export, 1 MiB per request.
+func writeChunks(t testing.TB, addr, export string, base, n int) {
 	t.Helper()
 	conn, err := jepsen.DialNBD(context.Background(), addr, export, 5*time.Second)
 	if err != nil {
@@ -58,7 +59,7 @@ func writeChunks(t testing.TB, addr, export string, n int) {
 		for j := range buf {
 			buf[j] = byte(i*7 + j*13 + j>>9)
 		}
-		if err := conn.Write(uint64(i)<<20, buf, time.Now().Add(30*time.Second)); err != nil {
+		if err := conn.Write(uint64(base+i)<<20, buf, time.Now().Add(30*time.Second)); err != nil {
 			t.Fatalf("write MiB %d: %v", i, err)
 		}
 	}
@@ -72,7 +73,7 @@ func TestRebuildSurvivesLeaderKill(t *testing.T) {
 	}
 	ic := startFailureClusterWith(t, "", "rebuild_mbps = 8\n")
 	vol := ic.volume("vol1", 1, "readWrite")
-	writeChunks(t, ic.nbd, "vol1", 96)
+	writeChunks(t, ic.nbd, "vol1", 0, 96)
 	before := ic.volLayout(vol)
 	victim := ic.sdsByID(before.Replicas(0)[0])
 	victim.Kill9()
@@ -93,11 +94,11 @@ func TestRebuildSurvivesLeaderKill(t *testing.T) {
 	end := ic.rebuildStatus()
 	t.Logf("rebuild finished under the new leader: health seen %v; status %s, %d chunks done; %d chunks with two identical copies",
 		seen, end.State, end.ChunksDone, copies)
-	writeCheck(t, ic, "vol1", 96)
+	writeCheck(t, ic, "vol1", 0, 96)
 }
 
-// writeCheck reads the first n MiB back through NBD and compares them with writeChunks' data.
-func writeCheck(t testing.TB, ic *ioCluster, export string, n int) {
+// writeCheck reads n MiB from MiB base back through NBD and compares them with writeChunks' data.
+func writeCheck(t testing.TB, ic *ioCluster, export string, base, n int) {
 	t.Helper()
 	conn, err := jepsen.DialNBD(context.Background(), ic.nbd, export, 5*time.Second)
 	if err != nil {
@@ -109,7 +110,7 @@ func writeCheck(t testing.TB, ic *ioCluster, export string, n int) {
 		for j := range want {
 			want[j] = byte(i*7 + j*13 + j>>9)
 		}
-		got, err := conn.Read(uint64(i)<<20, 1<<20, time.Now().Add(30*time.Second))
+		got, err := conn.Read(uint64(base+i)<<20, 1<<20, time.Now().Add(30*time.Second))
 		if err != nil {
 			t.Fatalf("read MiB %d: %v", i, err)
 		}
@@ -154,4 +155,96 @@ func BenchmarkRebuildThroughput(b *testing.B) {
 	plainMBps := float64(st.BytesDone) / (1 << 20) / plain.Seconds()
 	b.Logf("bench_rebuild: %d MiB rebuilt (%d chunks) in %s = %.0f MiB/s; plain copy (dd conv=fsync) %s = %.0f MiB/s; ratio %.2f; %d chunks with two identical copies",
 		st.BytesDone>>20, st.ChunksDone, took.Round(time.Millisecond), mbps, plain.Round(time.Millisecond), plainMBps, mbps/plainMBps, copies)
+}
+
+// Instant maintenance mode with real processes: an SDS enters maintenance under a verifying NBD
+// write workload (no NBD error), is stopped and started again as for a reboot, exits, and only
+// the chunks written meanwhile are copied back to it; afterwards every acknowledged block reads
+// back and both copies of every chunk are identical.
+func TestMaintenanceModeResyncsTheDelta(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	ic := startFailureCluster(t, "")
+	vol := ic.volume("vol1", 1, "readWrite")
+	writeChunks(t, ic.nbd, "vol1", 600, 64) // beyond the workload's blocks
+	before := ic.volLayout(vol)
+	target := ic.sdsByID(before.Replicas(0)[1])
+	id := before.Replicas(0)[1]
+
+	w := startNBDWorkload(t, ic.nbd, "vol1", 2)
+	time.Sleep(500 * time.Millisecond)
+	ic.post(fmt.Sprintf("/sds/%d/maintenance/enter", id), nil)
+	time.Sleep(time.Second)
+	held := len(ic.chunkList(target, vol)) // out of every replica set by now: nothing changes here
+	target.Kill9() // the planned reboot
+	time.Sleep(2 * time.Second)
+	target.Start()
+	ic.waitFor("the SDS back and heartbeating", 30*time.Second, func() bool {
+		m := ic.members()
+		return m[target.Name].Registered && m[target.Name].State == "up"
+	})
+	if got := len(ic.chunkList(target, vol)); got != held {
+		t.Fatalf("the SDS in maintenance holds %d copies, had %d", got, held)
+	}
+	var sentBefore int64
+	for _, s := range ic.sdss {
+		if s.Name != target.Name {
+			sentBefore += ic.rebuildSent(s)
+		}
+	}
+	ic.post(fmt.Sprintf("/sds/%d/maintenance/exit", id), nil)
+	seen := ic.waitHealthOK(60 * time.Second)
+	w.stop()
+	if len(w.errs) > 0 {
+		t.Fatalf("NBD errors during maintenance: %v", w.errs)
+	}
+	var sent int64
+	for _, s := range ic.sdss {
+		if s.Name != target.Name {
+			sent += ic.rebuildSent(s)
+		}
+	}
+	sent -= sentBefore
+	n := w.verify(t, ic.nbd, "vol1")
+	copies := ic.replicasIdentical(vol)
+	writeCheck(t, ic, "vol1", 600, 64)
+	placed := int64(0) // chunks the maintenance took from it, written or not
+	for c := range before.Chunks() {
+		if slices.Contains(before.Replicas(c), id) {
+			placed++
+		}
+	}
+	t.Logf("maintenance of %s: %d acknowledged writes (worst stall %s), health seen %v; re-sync copied %d of the %d chunks it got back (it held %d copies); %d chunks with two identical copies",
+		target.Name, n, w.stall().Round(time.Millisecond), seen, sent, placed, held, copies)
+	if sent == 0 || sent >= placed {
+		t.Fatalf("the re-sync copied %d chunks of the %d it got back: not a delta", sent, placed)
+	}
+}
+
+// chunkList is GET /volumes/{vol}/chunks of an SDS.
+func (ic *ioCluster) chunkList(s component, vol int64) []chunkReplica {
+	ic.t.Helper()
+	var list struct {
+		Chunks []chunkReplica `json:"chunks"`
+	}
+	ic.waitFor(s.Name+" chunk list", 30*time.Second, func() bool {
+		return getJSON(fmt.Sprintf("http://%s/volumes/%d/chunks", s.api, vol), &list) == nil
+	})
+	return list.Chunks
+}
+
+// rebuildSent is how many chunks an SDS copied as a rebuild source.
+func (ic *ioCluster) rebuildSent(s component) int64 {
+	var st struct {
+		Data struct {
+			Rebuild struct {
+				ChunksSent int64 `json:"chunks_sent"`
+			} `json:"rebuild"`
+		} `json:"data"`
+	}
+	if err := getJSON("http://"+s.api+"/status", &st); err != nil {
+		ic.t.Fatalf("%s status: %v", s.Name, err)
+	}
+	return st.Data.Rebuild.ChunksSent
 }
