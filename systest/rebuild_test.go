@@ -177,7 +177,7 @@ func TestMaintenanceModeResyncsTheDelta(t *testing.T) {
 	ic.post(fmt.Sprintf("/sds/%d/maintenance/enter", id), nil)
 	time.Sleep(time.Second)
 	held := len(ic.chunkList(target, vol)) // out of every replica set by now: nothing changes here
-	target.Kill9() // the planned reboot
+	target.Kill9()                         // the planned reboot
 	time.Sleep(2 * time.Second)
 	target.Start()
 	ic.waitFor("the SDS back and heartbeating", 30*time.Second, func() bool {
