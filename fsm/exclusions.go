@@ -99,9 +99,9 @@ func (r *Reader) Exclusions(volumeID int64) ([]layout.Exclusion, error) {
 // Rebuilds lists a volume's rebuilds in the order they began.
 func (r *Reader) Rebuilds(volumeID int64) ([]layout.Rebuild, error) {
 	return all(r, func(s scanner) (x layout.Rebuild, err error) {
-		err = s.Scan(&x.Epoch, &x.Done, &x.Ordered, &x.Returning)
+		err = s.Scan(&x.Epoch, &x.Done, &x.Ordered, &x.Returning, &x.From, &x.To)
 		return
-	}, `SELECT epoch, done, ordered, returning_sds FROM layout_rebuilds WHERE volume_id = ? ORDER BY epoch`, volumeID)
+	}, `SELECT epoch, done, ordered, returning_sds, from_sds, to_sds FROM layout_rebuilds WHERE volume_id = ? ORDER BY epoch`, volumeID)
 }
 
 // LayoutEpochs maps every volume that has a layout to its epoch (keys are decimal volume ids,

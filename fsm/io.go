@@ -210,7 +210,6 @@ func (r *Reader) Layout(volumeID int64) (layout.Layout, bool, error) {
 	}
 	if len(l.Excluded) == 0 {
 		l.Excluded = nil
-		return l, true, nil
 	}
 	if l.Rebuilds, err = r.Rebuilds(volumeID); err != nil {
 		return l, false, err

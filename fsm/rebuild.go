@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"database/sql"
+	"encoding/json"
 	"errors"
 
 	"pflex/internal/layout"
@@ -15,9 +16,15 @@ import (
 
 // BeginRebuild starts re-protecting a volume's degraded chunks: chunks [0, Ordered) are the
 // first batch.
+//
+// With From and To it begins a move instead (rebalance): chunks with a copy on From and none on
+// To get To as a pending third copy, then To replaces From. To joins the layout's members (at
+// the new epoch) if it is not one: an SDS added after the volume's layout was made.
 type BeginRebuild struct {
 	VolumeID int64 `json:"volume_id"`
 	Ordered  int64 `json:"ordered"`
+	From     int64 `json:"from,omitempty"`
+	To       int64 `json:"to,omitempty"`
 }
 
 // AdvanceRebuild marks the batch [Done of the record, Done) re-protected and orders
@@ -85,12 +92,32 @@ func applyBeginRebuild(t *applyTx, h Header, c *BeginRebuild) (any, error) {
 		}
 		return nil, err
 	}
+	if (c.From == 0) != (c.To == 0) || (c.From != 0 && c.From == c.To) {
+		return nil, invalid("a move needs both from and to, and two different SDSs (got %d -> %d)", c.From, c.To)
+	}
+	var join *layout.Member
+	if c.To != 0 {
+		if join, err = t.moveTarget(l, v.PoolID, c.From, c.To); err != nil {
+			return nil, err
+		}
+	}
 	epoch, err := t.bumpLayoutEpoch(c.VolumeID)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := t.exec(`INSERT INTO layout_rebuilds(volume_id, epoch, done, ordered, created_at) VALUES (?, ?, 0, ?, ?)`,
-		c.VolumeID, epoch, c.Ordered, h.Time); err != nil {
+	if join != nil {
+		join.Joined = epoch
+		members := append(l.Members, *join)
+		for i := range members {
+			members[i].Addr = "" // addresses are looked up when read
+		}
+		b, _ := json.Marshal(members)
+		if _, err := t.exec(`UPDATE volume_layouts SET members = ? WHERE volume_id = ?`, string(b), c.VolumeID); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := t.exec(`INSERT INTO layout_rebuilds(volume_id, epoch, done, ordered, from_sds, to_sds, created_at) VALUES (?, ?, 0, ?, ?, ?, ?)`,
+		c.VolumeID, epoch, c.Ordered, c.From, c.To, h.Time); err != nil {
 		return nil, err
 	}
 	if err := t.bumpIOVersion(); err != nil {
@@ -165,6 +192,37 @@ func applySetRebuildPaused(t *applyTx, h Header, c *SetRebuildPaused) (any, erro
 		}
 	}
 	return map[string]any{"pool_id": c.PoolID, "paused": true, "cut_short": len(active)}, nil
+}
+
+// moveTarget checks a move from SDS from to SDS to and returns the member to add when to is
+// not one of the layout's yet.
+func (t *applyTx) moveTarget(l layout.Layout, poolID, from, to int64) (*layout.Member, error) {
+	r := t.reader()
+	if _, ok := l.Member(from); !ok {
+		return nil, invalid("SDS %d holds nothing of volume %d: it is not in its layout", from, l.VolumeID)
+	}
+	s, err := r.SDS(to)
+	if err != nil {
+		return nil, err
+	}
+	if s.State != SDSUp {
+		return nil, conflict("SDS %q is %s: only an SDS that is up can take chunks", s.Name, s.State)
+	}
+	p, err := r.Pool(poolID)
+	if err != nil {
+		return nil, err
+	}
+	if s.ProtectionDomainID != p.PDID {
+		return nil, invalid("SDS %q is not in the protection domain of pool %d", s.Name, poolID)
+	}
+	if _, ok := l.Member(to); ok {
+		return nil, nil
+	}
+	m := &layout.Member{SDSID: to, Weight: max(s.TotalCapacityGB, 1)}
+	if s.FaultSetID != nil {
+		m.FaultSet = *s.FaultSetID
+	}
+	return m, nil
 }
 
 // bumpLayoutEpoch moves a volume's layout to a new epoch and returns it.

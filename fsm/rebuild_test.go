@@ -165,3 +165,49 @@ func TestMaintenanceEnterExitAndFailure(t *testing.T) {
 		t.Fatalf("state %s", state(ids[2]))
 	}
 }
+
+func TestMoveJoinsTheTargetToTheLayout(t *testing.T) {
+	a := newApplier(t)
+	a.ok(&CreatePD{Name: "pd1"})
+	a.ok(&CreatePool{Name: "p", PDID: 1, TotalCapacityGB: 100})
+	var ids []int64
+	for _, n := range []string{"sds-1", "sds-2", "sds-3"} {
+		ids = append(ids, a.ok(sdsNode(n)).(Registration).SDSID)
+	}
+	v := a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
+	a.ok(&SetLayout{VolumeID: v, Members: []layout.Member{{SDSID: ids[0], Weight: 1}, {SDSID: ids[1], Weight: 1}}})
+	a.reject(KindInvalid, &BeginRebuild{VolumeID: v, Ordered: 10, From: ids[0]})
+	a.reject(KindInvalid, &BeginRebuild{VolumeID: v, Ordered: 10, From: ids[0], To: ids[0]})
+	a.reject(KindInvalid, &BeginRebuild{VolumeID: v, Ordered: 10, From: ids[2], To: ids[1]})
+	a.reject(KindNotFound, &BeginRebuild{VolumeID: v, Ordered: 10, From: ids[0], To: 99})
+	a.ok(&SetNodeState{ID: "sds-3", State: NodeDown})
+	a.reject(KindConflict, &BeginRebuild{VolumeID: v, Ordered: 10, From: ids[0], To: ids[2]})
+	a.ok(&SetNodeState{ID: "sds-3", State: NodeUp})
+
+	a.ok(&BeginRebuild{VolumeID: v, Ordered: 1024, From: ids[0], To: ids[2]})
+	var l layout.Layout
+	a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
+	m, ok := l.Member(ids[2])
+	if !ok || m.Joined != l.Epoch || len(l.Rebuilds) != 1 || l.Rebuilds[0].From != ids[0] || l.Rebuilds[0].To != ids[2] {
+		t.Fatalf("after the move began: %+v", l)
+	}
+	moving := 0
+	for c := range l.Chunks() {
+		if ids2, pending := l.ReplicaSet(c); pending {
+			moving++
+			if len(ids2) != 3 || ids2[2] != ids[2] {
+				t.Fatalf("chunk %d: %v", c, ids2)
+			}
+		}
+	}
+	if moving != int(l.Chunks()) { // every chunk has a copy on SDS 1 (two members)
+		t.Fatalf("%d of %d chunks moving", moving, l.Chunks())
+	}
+	a.ok(&AdvanceRebuild{VolumeID: v, Epoch: l.Rebuilds[0].Epoch, Done: 1024, Ordered: 1024})
+	a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
+	for c := range l.Chunks() {
+		if ids2 := l.Replicas(c); len(ids2) != 2 || ids2[0] == ids[0] || ids2[1] == ids[0] {
+			t.Fatalf("chunk %d after the move: %v", c, ids2)
+		}
+	}
+}

@@ -126,13 +126,15 @@ CREATE TABLE IF NOT EXISTS layout_exclusions (
 ) WITHOUT ROWID;
 -- Rebuilds of a volume's degraded chunks (layout.Rebuild): begun at epoch, chunks below done
 -- re-protected, [done, ordered) being copied; returning_sds: the SDS back from maintenance it
--- gives its chunks back to.
+-- gives its chunks back to; from_sds/to_sds: a move (rebalance).
 CREATE TABLE IF NOT EXISTS layout_rebuilds (
 	volume_id  INTEGER NOT NULL REFERENCES volumes(id),
 	epoch      INTEGER NOT NULL,
 	done       INTEGER NOT NULL,
 	ordered    INTEGER NOT NULL,
 	returning_sds INTEGER NOT NULL DEFAULT 0,
+	from_sds      INTEGER NOT NULL DEFAULT 0,
+	to_sds        INTEGER NOT NULL DEFAULT 0,
 	created_at INTEGER NOT NULL,
 	PRIMARY KEY (volume_id, epoch)
 ) WITHOUT ROWID;

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -368,7 +369,7 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) w
 		return wire.Response{Epoch: t.epoch}
 	}
 	if replica {
-		if len(t.replicas) < 2 || t.replicas[1] != self {
+		if len(t.replicas) < 2 || !slices.Contains(t.replicas[1:], self) {
 			return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the secondary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
 		}
 		return d.applyReplica(ctx, claims, req, t)
@@ -475,16 +476,20 @@ func (d *DataServer) apply(req *wire.Request, t target) error {
 	}
 }
 
-// writePrimary applies a client write locally and on the secondary, under the chunk's lock so
-// that both replicas apply the writes of a chunk in the same order, and answers OK only when
-// both have it.
+// writePrimary applies a client write locally and on the other replicas (the secondary, and a
+// pending rebuild or move target), under the chunk's lock so that every replica applies the
+// writes of a chunk in the same order, and answers OK only when all have it.
 func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target) wire.Response {
 	if len(t.replicas) == 1 {
 		return d.writeDegraded(claims, req, t)
 	}
-	sec, ok := t.l.Member(t.replicas[1])
-	if !ok || sec.Addr == "" {
-		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%v: SDS %d has no data address", errNoSecondary, t.replicas[1]))
+	secs := make([]layout.Member, 0, len(t.replicas)-1)
+	for _, id := range t.replicas[1:] {
+		m, ok := t.l.Member(id)
+		if !ok || m.Addr == "" {
+			return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%v: SDS %d has no data address", errNoSecondary, id))
+		}
+		secs = append(secs, m)
 	}
 	fwd := wire.Request{Op: req.Op, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Data: req.Data}
 	if req.Op == wire.OpWrite {
@@ -493,28 +498,30 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		fwd.Flags |= wire.FlagReplica
 	}
 
+	type result struct {
+		resp wire.Response
+		err  error
+	}
+	results := make([]result, len(secs))
 	mu := d.lock(t.key)
 	mu.Lock()
-	var (
-		fresp wire.Response
-		ferr  error
-		done  = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		fresp, ferr = d.replicas.forward(ctx, sec.Addr, tok, fwd)
-	}()
+	var wg sync.WaitGroup
+	for i, sec := range secs {
+		wg.Go(func() { results[i].resp, results[i].err = d.replicas.forward(ctx, sec.Addr, tok, fwd) })
+	}
 	lerr := d.apply(req, t)
-	<-done
+	wg.Wait()
 	mu.Unlock()
 
 	if lerr != nil {
 		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", lerr)
 		return statusResp(storeStatus(lerr), t.epoch, lerr.Error())
 	}
-	if ferr != nil {
-		d.dirty.mark(t.key) // applied here, maybe not there: a maintenance re-sync must copy it
-		return d.secondaryFailed(t, sec, fresp, ferr)
+	for i, r := range results {
+		if r.err != nil {
+			d.dirty.mark(t.key) // applied here, maybe not there: a maintenance re-sync must copy it
+			return d.secondaryFailed(t, secs[i], r.resp, r.err)
+		}
 	}
 	if !d.leaseValid() {
 		return d.noLease()

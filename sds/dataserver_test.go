@@ -56,11 +56,12 @@ type fakeMDM struct {
 	excluded  []layout.Exclusion
 	rebuilds  []layout.Rebuild
 	reports   []api.RebuildReport
+	joined    map[int64]int64 // SDS id -> epoch it joined the layouts (-1: not a member)
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
 	f := &fakeMDM{t: t, key: token.NewKey(), ids: map[string]int64{}, addrs: map[int64]string{},
-		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
+		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, joined: map[int64]int64{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -93,7 +94,9 @@ func (f *fakeMDM) layoutLocked(vol int64) layout.Layout {
 	l := layout.Layout{VolumeID: vol, Epoch: f.epoch, ChunkSize: testChunk, SizeBytes: testSize, Thick: f.thick[vol],
 		Excluded: append([]layout.Exclusion(nil), f.excluded...), Rebuilds: append([]layout.Rebuild(nil), f.rebuilds...)}
 	for id := int64(1); id <= int64(len(f.addrs)); id++ {
-		l.Members = append(l.Members, layout.Member{SDSID: id, Weight: 100, Addr: f.addrs[id]})
+		if f.joined[id] >= 0 {
+			l.Members = append(l.Members, layout.Member{SDSID: id, Weight: 100, Addr: f.addrs[id], Joined: f.joined[id]})
+		}
 	}
 	return l
 }
@@ -205,9 +208,15 @@ type cluster struct {
 	sdss map[int64]*Service // by SDS id
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t *testing.T, n int) *cluster { t.Helper(); return newCluster(t, n, nil) }
+
+// newCluster is startCluster with the fake MDM set up by setup first.
+func newCluster(t *testing.T, n int, setup func(*fakeMDM)) *cluster {
 	t.Helper()
 	c := &cluster{mdm: newFakeMDM(t), sdss: map[int64]*Service{}}
+	if setup != nil {
+		setup(c.mdm)
+	}
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
 		cfg := validConfig()

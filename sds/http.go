@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"pflex/internal/agent"
@@ -70,9 +71,9 @@ func (s *Service) ChunkList(volumeID int64, checksum bool) (ChunkList, error) {
 			switch reps, pending := l.ReplicaSet(c.Chunk); {
 			case len(reps) > 0 && reps[0] == self:
 				cr.Role = "primary"
-			case len(reps) > 1 && reps[1] == self && pending:
+			case pending && reps[len(reps)-1] == self:
 				cr.Role = "rebuilding"
-			case len(reps) > 1 && reps[1] == self:
+			case len(reps) > 1 && slices.Contains(reps[1:], self):
 				cr.Role = "secondary"
 			}
 		}

@@ -112,7 +112,7 @@ func sourceChunks(l *layout.Layout, self int64) (rb layout.Rebuild, chunks []int
 		ids, pending := l.ReplicaSet(c)
 		if pending && ids[0] == self {
 			chunks = append(chunks, c)
-			targets = append(targets, ids[1])
+			targets = append(targets, ids[len(ids)-1])
 		}
 	}
 	return rb, chunks, targets
@@ -345,7 +345,7 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 func (d *DataServer) applyChunkCopy(req *wire.Request, t target) wire.Response {
 	self := d.cfg.SelfID()
 	ids, pending := t.l.ReplicaSet(t.key.Chunk)
-	if !pending || len(ids) != 2 || ids[1] != self {
+	if !pending || ids[len(ids)-1] != self {
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the rebuild target of chunk %d (replicas %v, pending %v)", self, t.key.Chunk, ids, pending))
 	}
 	var err error

@@ -2,6 +2,7 @@ package sds
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -340,6 +341,87 @@ func TestMaintenanceReturnCopiesOnlyTheDelta(t *testing.T) {
 		a, b := copies[ids[0]][ch], copies[ids[1]][ch]
 		if len(ids) != 2 || a.CRC32C == "" || a.CRC32C != b.CRC32C {
 			t.Fatalf("chunk %d after the re-sync: %v %+v / %+v", ch, ids, a, b)
+		}
+	}
+}
+
+// A move (rebalance) onto an SDS that joined the layout: moving chunks take writes on all three
+// copies, then the new SDS replaces the old one, which drops its copies; the copies are
+// identical.
+func TestMoveOntoAJoinedSDS(t *testing.T) {
+	c := newCluster(t, 4, func(f *fakeMDM) { f.joined[4] = -1 })
+	l := c.mdm.layout(1)
+	w := &writer{c: c, tok: c.token(1, token.ReadWrite, time.Minute), ack: map[int64][]byte{}}
+	n := l.Chunks()
+	for ch := range n {
+		if !w.write(t, ch, fill(4096, byte(ch))) {
+			t.Fatal("setup write failed")
+		}
+	}
+	from := l.Replicas(0)[0]
+	c.mdm.mu.Lock()
+	c.mdm.joined[4] = c.mdm.epoch + 1
+	c.mdm.mu.Unlock()
+	mv := c.mdm.order(0, 0, n)
+	c.mdm.mu.Lock()
+	c.mdm.rebuilds[len(c.mdm.rebuilds)-1].From, c.mdm.rebuilds[len(c.mdm.rebuilds)-1].To = from, 4
+	c.mdm.mu.Unlock()
+	moving := c.mdm.layout(1)
+	srcs := map[int64]bool{}
+	count := 0
+	for ch := range n {
+		if ids, pending := moving.ReplicaSet(ch); pending {
+			if len(ids) != 3 || ids[2] != 4 {
+				t.Fatalf("chunk %d moving: %v", ch, ids)
+			}
+			srcs[ids[0]] = true
+			count++
+			if !w.write(t, ch, fill(4096, byte(ch)^0x33)) { // a write during the move
+				t.Fatal("write during the move failed")
+			}
+		}
+	}
+	if count == 0 {
+		t.Fatal("nothing to move")
+	}
+	waitFor(t, "the move's sources reporting done", func() bool {
+		got := c.mdm.doneReports(mv, n)
+		for id := range srcs {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	})
+	c.mdm.order(mv, n, n)
+	final := c.mdm.layout(1)
+	waitFor(t, "the old SDS dropping the moved copies", func() bool {
+		for _, cr := range c.chunks(t, from, 1) {
+			if !slices.Contains(final.Replicas(cr.Chunk), from) {
+				return false
+			}
+		}
+		return true
+	})
+	copies := map[int64]map[int64]ChunkReplica{}
+	for id := range c.sdss {
+		copies[id] = c.chunks(t, id, 1)
+	}
+	for ch := range n {
+		ids := final.Replicas(ch)
+		if slices.Contains(ids, from) || len(ids) != 2 {
+			t.Fatalf("chunk %d still on %d: %v", ch, from, ids)
+		}
+		a, b := copies[ids[0]][ch], copies[ids[1]][ch]
+		if a.CRC32C == "" || a.CRC32C != b.CRC32C {
+			t.Fatalf("chunk %d copies differ: %+v %+v", ch, a, b)
+		}
+	}
+	for ch, data := range w.ack {
+		conn := c.dial(t, final.Replicas(ch)[0], &w.tok)
+		resp, st := do(conn, wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: ch * final.ChunkSize, Length: uint32(len(data)), Epoch: final.ChunkEpoch(ch)})
+		if st != wire.StatusOK || string(resp.Data) != string(data) {
+			t.Fatalf("chunk %d reads back %v / wrong data after the move", ch, st)
 		}
 	}
 }

@@ -23,6 +23,10 @@ type Member struct {
 	Weight   int64  `json:"weight"`              // capacity in GB: bigger SDSs get more chunks
 	FaultSet int64  `json:"fault_set,omitempty"` // 0: none
 	Addr     string `json:"addr"`                // data address, for clients
+	// Joined is the epoch an SDS joined the layout after it was made (a rebalance onto an added
+	// SDS): placement by rendezvous ignores it, so no chunk moves by itself; it receives chunks
+	// only from moves and rebuilds that begin at or after Joined.
+	Joined int64 `json:"joined,omitempty"`
 }
 
 // Layout is a volume's placement.
@@ -58,6 +62,11 @@ type Rebuild struct {
 	// its maintenance took from it (the target is that SDS, not the rendezvous choice), and
 	// sources copy only the chunks written meanwhile.
 	Returning int64 `json:"returning,omitempty"`
+	// From and To make it a move (rebalance): each chunk of [0, Ordered) with two full copies,
+	// one on From and none on To, gets To as a pending third copy; below Done, To has replaced
+	// From (in From's place, so a moved primary stays primary).
+	From int64 `json:"from,omitempty"`
+	To   int64 `json:"to,omitempty"`
 }
 
 // Exclusion is an SDS taken out of a layout's replica sets at Epoch.
@@ -111,7 +120,11 @@ func (l *Layout) Replicas(c int64) []int64 {
 //   - a rebuild gives a chunk left with one copy, on an SDS not excluded at the rebuild's epoch,
 //     a second replica: the target rule's choice. Below the rebuild's Done mark the copy is
 //     complete; in [Done, Ordered) it is being copied, and pending is true: writes already go
-//     to the target, reads do not, and the chunk still counts as degraded.
+//     to the target, reads do not, and the chunk still counts as degraded;
+//   - a move (rebalance) gives a chunk with two copies a pending third on its new SDS, then
+//     replaces the old one with it.
+//
+// A pending target is always the last id.
 //
 // A chunk with one full replica is degraded.
 func (l *Layout) ReplicaSet(c int64) (ids []int64, pending bool) {
@@ -131,8 +144,8 @@ func (l *Layout) MaintenanceCopy(c, id int64) bool {
 // (0: none).
 func (l *Layout) replay(c int64) (out []int64, pending bool, maint int64) {
 	placed := l.placed(c)
-	if len(l.Excluded) == 0 {
-		return placed, false, 0 // rebuilds only follow exclusions
+	if len(l.Excluded) == 0 && len(l.Rebuilds) == 0 {
+		return placed, false, 0
 	}
 	since := int64(0) // history at or before an override's epoch is already reflected in it
 	if _, ok := l.Overrides[c]; ok {
@@ -145,11 +158,15 @@ func (l *Layout) replay(c int64) (out []int64, pending bool, maint int64) {
 			x := xs[xi]
 			xi++
 			i := slices.Index(out, x.SDSID)
+			full := len(out)
+			if pending {
+				full--
+			}
 			switch {
 			case x.Epoch <= since || i < 0:
-			case pending && i == 1: // the rebuild target went away before its copy completed
-				out, pending = out[:1:1], false
-			case pending || len(out) <= 1: // the last full copy stays, unavailable while down
+			case pending && i == len(out)-1: // the pending target went away before its copy completed
+				out, pending = out[:i:i], false
+			case full <= 1: // the last full copy stays, unavailable while down
 			default:
 				out = slices.Delete(slices.Clone(out), i, i+1)
 				if x.Maintenance {
@@ -160,7 +177,20 @@ func (l *Layout) replay(c int64) (out []int64, pending bool, maint int64) {
 		}
 		rb := rs[ri]
 		ri++
-		if rb.Epoch <= since || c >= rb.Ordered || len(out) != 1 || l.excludedAt(out[0], rb.Epoch) {
+		if rb.Epoch <= since || c >= rb.Ordered || pending {
+			continue
+		}
+		if rb.To != 0 {
+			if moved, ok := l.move(out, rb); ok {
+				if c >= rb.Done {
+					out, pending = append(slices.Clone(out), rb.To), true
+				} else {
+					out = moved
+				}
+			}
+			continue
+		}
+		if len(out) != 1 || l.excludedAt(out[0], rb.Epoch) {
 			continue
 		}
 		var t int64
@@ -181,6 +211,26 @@ func (l *Layout) replay(c int64) (out []int64, pending bool, maint int64) {
 		out, pending, maint = []int64{out[0], t}, c >= rb.Done, 0
 	}
 	return out, pending, maint
+}
+
+// move returns out with rb.From replaced by rb.To, if the move applies to a chunk with those
+// replicas: two full copies, one on From, none on To, To usable at the move's epoch and not in
+// the fault set of the copy that stays.
+func (l *Layout) move(out []int64, rb Rebuild) ([]int64, bool) {
+	i := slices.Index(out, rb.From)
+	if len(out) != Copies || i < 0 || slices.Contains(out, rb.To) || l.excludedAt(rb.To, rb.Epoch) {
+		return nil, false
+	}
+	to, ok := l.Member(rb.To)
+	if !ok || to.Joined > rb.Epoch {
+		return nil, false
+	}
+	if stay, ok := l.Member(out[1-i]); ok && stay.FaultSet != 0 && stay.FaultSet == to.FaultSet {
+		return nil, false
+	}
+	moved := slices.Clone(out)
+	moved[i] = rb.To
+	return moved, true
 }
 
 // inMaintenanceAt reports whether SDS id was in maintenance at epoch e.
@@ -215,7 +265,7 @@ func (l *Layout) rebuildTarget(c, src, e int64) (int64, bool) {
 	best, bestOther := int64(0), int64(0)
 	var bestScore, bestOtherScore float64
 	for _, m := range l.Members {
-		if m.SDSID == src || l.excludedAt(m.SDSID, e) {
+		if m.SDSID == src || l.excludedAt(m.SDSID, e) || m.Joined > e {
 			continue
 		}
 		s := score(l.VolumeID, c, m)
@@ -269,10 +319,15 @@ func (l *Layout) IsExcluded(id int64) bool {
 	return false
 }
 
-// Degraded reports whether chunk c has fewer than Copies complete replicas.
+// Degraded reports whether chunk c has fewer than Copies complete replicas (a pending target,
+// always the last of ReplicaSet, is not complete).
 func (l *Layout) Degraded(c int64) bool {
 	ids, pending := l.ReplicaSet(c)
-	return pending || len(ids) < Copies
+	full := len(ids)
+	if pending {
+		full--
+	}
+	return full < Copies
 }
 
 // placed is where chunk c was put: its override, or weighted rendezvous hashing: each member
@@ -288,7 +343,9 @@ func (l *Layout) placed(c int64) []int64 {
 	}
 	s := make([]scored, 0, len(l.Members))
 	for _, m := range l.Members {
-		s = append(s, scored{m, score(l.VolumeID, c, m)})
+		if m.Joined == 0 {
+			s = append(s, scored{m, score(l.VolumeID, c, m)})
+		}
 	}
 	sort.Slice(s, func(i, j int) bool {
 		if s[i].score != s[j].score {

@@ -311,3 +311,54 @@ func TestMaintenanceKeepsCopiesAndReturnsThem(t *testing.T) {
 		}
 	}
 }
+
+func TestMoveToAJoinedSDS(t *testing.T) {
+	l := &Layout{VolumeID: 8, Epoch: 1, ChunkSize: 1 << 20, SizeBytes: 64 << 20, Members: members(3, 0)}
+	before := map[int64][]int64{}
+	for c := range l.Chunks() {
+		before[c] = l.Replicas(c)
+	}
+	// SDS 4 joins at epoch 2: placement does not change by itself.
+	l.Members = append(l.Members, Member{SDSID: 4, Weight: 100, Joined: 2})
+	l.Epoch = 2
+	for c := range l.Chunks() {
+		if !slices.Equal(l.Replicas(c), before[c]) {
+			t.Fatalf("chunk %d moved when SDS 4 joined", c)
+		}
+	}
+	// Move from SDS 1 to SDS 4, first batch [0, 32).
+	l.Rebuilds = []Rebuild{{Epoch: 2, Done: 0, Ordered: 32, From: 1, To: 4}}
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		want := slices.Contains(before[c], 1) && c < 32
+		if pending != want {
+			t.Fatalf("chunk %d pending=%v (%v)", c, pending, ids)
+		}
+		if pending && (len(ids) != 3 || ids[2] != 4 || !slices.Equal(ids[:2], before[c]) || l.Degraded(c)) {
+			t.Fatalf("chunk %d moving: %v", c, ids)
+		}
+	}
+	l.Rebuilds[0].Done, l.Rebuilds[0].Ordered = 32, 32
+	for c := range l.Chunks() {
+		ids, pending := l.ReplicaSet(c)
+		switch {
+		case pending:
+			t.Fatalf("chunk %d still pending", c)
+		case slices.Contains(before[c], 1) && c < 32:
+			i := slices.Index(before[c], 1)
+			if ids[i] != 4 || len(ids) != 2 {
+				t.Fatalf("chunk %d moved to %v, want 4 in place of 1 in %v", c, ids, before[c])
+			}
+		case !slices.Equal(ids, before[c]):
+			t.Fatalf("chunk %d changed: %v -> %v", c, before[c], ids)
+		}
+	}
+	// A move cut short by SDS 1 going down while [32, 64) is copying: the pending copies go.
+	l.Rebuilds[0].Ordered = 64
+	l.Excluded = []Exclusion{{SDSID: 4, Epoch: 3}}
+	for c := int64(32); c < 64; c++ {
+		if ids, pending := l.ReplicaSet(c); pending || slices.Contains(ids, 4) {
+			t.Fatalf("chunk %d keeps the pending copy of a down SDS: %v", c, ids)
+		}
+	}
+}
