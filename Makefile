@@ -37,6 +37,7 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkNBDAgainstQemuNBD' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_io|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkSDSKillNBDStall' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'run [0-9]+:|bench_sds_kill|ok'
+	$(GO) test -run '^$$' -bench 'BenchmarkRebuildThroughput' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_rebuild|ok'
 
 # make jepsen: the chaos matrix, every workload x every nemesis, RUNS runs of TIME each
 # (default 3 x 45s: about 40 minutes; the block workload runs with none, leader-kill, sds-kill), summary in jepsen-report/matrix-*/summary.md. See docs/CHAOS.md.
