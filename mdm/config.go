@@ -51,6 +51,9 @@ type Config struct {
 	// RebuildBatchChunks bounds a rebuild batch: chunks ordered at once per volume (default
 	// 1024). Targets take the writes of ordered chunks while they are copied.
 	RebuildBatchChunks int64 `hcl:"rebuild_batch_chunks,optional"`
+	// Rebalance moves chunks onto SDSs that hold fewer than their share (an added SDS, or one
+	// that came back) when a pool is fully protected (default true).
+	Rebalance *bool `hcl:"rebalance,optional"`
 
 	Gossip *GossipSettings `hcl:"gossip,block"`
 
@@ -327,6 +330,7 @@ func (c *Config) Liveness() (Liveness, error) {
 type RebuildSettings struct {
 	Interval    time.Duration
 	BatchChunks int64
+	Rebalance   bool
 }
 
 // Rebuild planner defaults.
@@ -337,7 +341,7 @@ const (
 
 // Rebuild parses rebuild_interval and rebuild_batch_chunks.
 func (c *Config) Rebuild() (RebuildSettings, error) {
-	s := RebuildSettings{BatchChunks: DefaultRebuildBatchChunks}
+	s := RebuildSettings{BatchChunks: DefaultRebuildBatchChunks, Rebalance: c.Rebalance == nil || *c.Rebalance}
 	var err error
 	if s.Interval, err = config.Duration("rebuild_interval", c.RebuildInterval, DefaultRebuildInterval); err != nil {
 		return s, err

@@ -165,8 +165,8 @@ func scanVolume(l *layout.Layout, up map[int64]bool, batch int64) volumeScan {
 	for c := range s.chunks {
 		ids, pending := l.ReplicaSet(c)
 		full := ids
-		if pending {
-			full = ids[:1]
+		if pending { // the pending target is the last id
+			full = ids[:len(ids)-1]
 		}
 		avail := 0
 		for _, id := range full {
@@ -304,7 +304,7 @@ func scanPools(store rebuildStore, ids []int64, batch int64) ([]poolScan, error)
 				continue
 			}
 			out[i].epochs[v.ID] = l.Epoch
-			if len(l.Excluded) > 0 { // rebuilds only follow exclusions
+			if _, active := l.ActiveRebuild(); len(l.Excluded) > 0 || active { // rebuilds follow exclusions; moves may be active without
 				items = append(items, item{i, l})
 			}
 		}
@@ -341,6 +341,15 @@ func (p *rebuildPlanner) round(ctx context.Context) error {
 					return err
 				}
 				p.log.Warn("rebuild step failed", "volume", v.volumeID, "error", err)
+			}
+		}
+		// Rebalance only a pool with every chunk fully protected and nothing being copied.
+		if p.cfg.Rebalance && ps.degraded() == 0 && ps.unavailable() == 0 && !ps.anyActive() {
+			if err := p.rebalance(ctx, ps.pool.ID); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				p.log.Warn("rebalance step failed", "pool", ps.pool.ID, "error", err)
 			}
 		}
 	}

@@ -28,7 +28,8 @@ import (
 // SDS failure with real processes and default failure-detection settings (MDM heartbeat_timeout,
 // sds_down_grace, sds_lease; SDS heartbeat_interval): an SDS killed with kill -9 during a
 // verifying NBD write workload costs a stall, never an error, and loses no acknowledged write;
-// the pool is DEGRADED; a restarted SDS and a paused-then-resumed SDS serve nothing stale.
+// the pool goes DEGRADED, REBUILDING, then OK; a restarted SDS and a paused-then-resumed SDS
+// serve nothing stale, and a returned SDS takes chunks again through the rebalance.
 
 // startFailureCluster is three MDMs with default liveness settings, three SDSs (file devices,
 // heartbeat every sdsHeartbeat; "" for the default) and one SDC, plus pool1.
@@ -323,8 +324,8 @@ func TestSDSKill9DuringNBDWritesStallsWithoutErrorOrLoss(t *testing.T) {
 	copies := ic.replicasIdentical(vol, victim.Name)
 	t.Logf("%d acknowledged blocks read back; pool health seen %v, then OK; %d chunks with two identical copies", n, seen, copies)
 
-	// The killed SDS comes back: it serves nothing stale and drops the copies it missed
-	// writes to (the rebuild put them elsewhere).
+	// The killed SDS comes back: it serves nothing stale, drops the copies it missed writes to
+	// (the rebuild put them elsewhere), and takes chunks again as the rebalance moves some onto it.
 	var stale []int64 // offsets of blocks on chunks the victim held
 	for off := range w.acked {
 		if slices.Contains(before.Replicas(int64(off)/before.ChunkSize), excluded) {
@@ -340,6 +341,21 @@ func TestSDSKill9DuringNBDWritesStallsWithoutErrorOrLoss(t *testing.T) {
 	if m, ok := before.Member(excluded); ok {
 		addr = m.Addr
 	}
+	superseded := func() int { // copies the SDS holds that its layout does not place there
+		var list struct {
+			Chunks []chunkReplica `json:"chunks"`
+		}
+		if getJSON("http://"+victim.api+fmt.Sprintf("/volumes/%d/chunks", vol), &list) != nil {
+			return -1
+		}
+		n := 0
+		for _, c := range list.Chunks {
+			if c.Role == "" {
+				n++
+			}
+		}
+		return n
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	served := map[wire.Status]int{}
 	for time.Now().Before(deadline) {
@@ -350,21 +366,32 @@ func TestSDSKill9DuringNBDWritesStallsWithoutErrorOrLoss(t *testing.T) {
 				t.Fatalf("the restarted SDS served a read at %d under the old epoch (%x...)", off, data[:8])
 			}
 		}
-		var list struct {
-			Chunks []chunkReplica `json:"chunks"`
-		}
-		if getJSON("http://"+victim.api+fmt.Sprintf("/volumes/%d/chunks", vol), &list) == nil && len(list.Chunks) == 0 && served[wire.StatusStaleEpoch]+served[wire.StatusNotPrimary] > 0 {
+		if superseded() == 0 && served[wire.StatusStaleEpoch]+served[wire.StatusNotPrimary] > 0 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var list struct {
-		Chunks []chunkReplica `json:"chunks"`
-	}
-	if err := getJSON("http://"+victim.api+fmt.Sprintf("/volumes/%d/chunks", vol), &list); err != nil || len(list.Chunks) != 0 {
-		t.Fatalf("restarted SDS still holds %d copies (%v)", len(list.Chunks), err)
+	if n := superseded(); n != 0 {
+		t.Fatalf("restarted SDS still holds %d superseded copies", n)
 	}
 	t.Logf("restarted SDS: answers to old-epoch reads %v; superseded copies dropped", served)
+	ic.waitFor("the rebalance moving chunks onto the returned SDS and settling", 120*time.Second, func() bool {
+		l := ic.volLayout(vol)
+		if _, active := l.ActiveRebuild(); active {
+			return false
+		}
+		for c := range l.Chunks() {
+			if slices.Contains(l.Replicas(c), excluded) {
+				time.Sleep(time.Second) // a next move may begin: look again
+				again := ic.volLayout(vol)
+				_, active := again.ActiveRebuild()
+				return !active
+			}
+		}
+		return false
+	})
+	copies = ic.replicasIdentical(vol)
+	t.Logf("after the rebalance: %d chunks with two identical copies, the returned SDS among them", copies)
 	w.verify(t, ic.nbd, "vol1")
 }
 
