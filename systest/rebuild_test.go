@@ -65,9 +65,10 @@ func writeChunks(t testing.TB, addr, export string, base, n int) {
 	}
 }
 
-// A rebuild throttled to last several seconds survives the MDM leader's kill -9: the new leader
-// resumes it from the committed batch and the sources' repeated reports.
-func TestRebuildSurvivesLeaderKill(t *testing.T) {
+// A rebuild throttled to last several seconds survives the MDM leader's kill -9 (the new leader
+// resumes it from the committed batch and the sources' repeated reports) and a source SDS's
+// restart (it copies its share again).
+func TestRebuildSurvivesLeaderKillAndSourceRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level test")
 	}
@@ -85,6 +86,18 @@ func TestRebuildSurvivesLeaderKill(t *testing.T) {
 	mid := ic.rebuildStatus()
 	ic.mdms.Kill9(leader)
 	t.Logf("killed MDM leader %d with the rebuild at %d/%d chunks", leader, mid.ChunksDone, mid.ChunksTotal)
+	// A source of the batch restarts at once (kill -9, start): whether or not the MDM saw it
+	// down, it copies its share again and the rebuild completes.
+	var source component
+	for _, s := range ic.sdss {
+		if s.Name != victim.Name {
+			source = s
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	source.Kill9()
+	source.Start()
 	seen := ic.waitHealthOK(120 * time.Second)
 	ic.mdms.Start(leader)
 	copies := ic.replicasIdentical(vol, victim.Name)
