@@ -285,7 +285,7 @@ func printGroupUsage(w io.Writer, words []string) {
 	}
 	tw.Flush()
 	if prefix == "" {
-		fmt.Fprint(w, "\nrun 'pflex help GROUP' (pd, faultset, pool, sds, sdc, vol, cluster) for what each verb does, 'pflex VERB -h' for its flags\n")
+		fmt.Fprint(w, "\nrun 'pflex help GROUP' (pd, faultset, pool, sds, sdc, vol, rebuild, cluster) for what each verb does, 'pflex VERB -h' for its flags\n")
 	}
 	fmt.Fprint(w, globalUsage)
 }

@@ -286,8 +286,8 @@ func TestStatusWithUnreachableReplica(t *testing.T) {
 	}
 	for _, f := range []*fakeMDM{a, b} {
 		for _, req := range f.requests {
-			if req != "GET /cluster/status?stale=1" {
-				t.Errorf("%s got %q, want only stale status reads", f.status.NodeID, req)
+			if req != "GET /cluster/status?stale=1" && req != "GET /pool/list?stale=1" {
+				t.Errorf("%s got %q, want only stale status and pool reads", f.status.NodeID, req)
 			}
 		}
 	}
@@ -403,6 +403,12 @@ func TestTopologyVerbs(t *testing.T) {
 	if b["protection_domain_id"] != float64(1) || b["fault_set_id"] != float64(2) ||
 		!reflect.DeepEqual(b["devices"], []any{"/dev/a", "/dev/b"}) {
 		t.Fatalf("sds add body %v", b)
+	}
+	if out := mustRun(t, f.addr(), "sds", "maintenance", "enter", "sds1"); out != "SDS sds1 (id 3) is now maintenance\n" {
+		t.Fatalf("sds maintenance enter: %q", out)
+	}
+	if out := mustRun(t, f.addr(), "sds", "maintenance", "exit", "sds1"); out != "SDS sds1 (id 3) is now up\n" {
+		t.Fatalf("sds maintenance exit: %q", out)
 	}
 	if out := mustRun(t, f.addr(), "sds", "fail", "sds1"); out != "SDS sds1 (id 3) is now failed\n" {
 		t.Fatalf("sds fail: %q", out)

@@ -33,24 +33,64 @@ type fakeMDM struct {
 	restored []byte
 	// transferBlank makes transfer-leadership answer before a new leader is known.
 	transferBlank bool
+	// rebuild is each pool's rebuild status by pool id; health overrides a pool's health answer.
+	rebuild map[string]api.RebuildStatus
+	health  map[string]string
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
 	f := &fakeMDM{t: t, objects: map[string][]map[string]any{}, labels: map[string]fsm.Label{},
-		bodies: map[string]json.RawMessage{}, index: 10, snapshot: []byte("SQLite format 3\x00fake")}
+		bodies: map[string]json.RawMessage{}, index: 10, rebuild: map[string]api.RebuildStatus{}, health: map[string]string{}, snapshot: []byte("SQLite format 3\x00fake")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{kind}/{action}", f.create)
 	mux.HandleFunc("GET /{kind}/list", f.list)
 	mux.HandleFunc("GET /{kind}/{id}", f.get)
 	mux.HandleFunc("DELETE /{kind}/{id}", f.delete)
 	mux.HandleFunc("POST /sds/{id}/{action}", f.sdsState)
+	mux.HandleFunc("POST /sds/{id}/maintenance/{action}", f.sdsState)
 	mux.HandleFunc("GET /pool/{id}/health", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := f.find("pool", r.PathValue("id")); !ok {
 			f.fail(w, 404, "not_found", "pool %s does not exist", r.PathValue("id"))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		f.mu.Lock()
+		h, ok := f.health[r.PathValue("id")]
+		f.mu.Unlock()
+		if ok {
+			io.WriteString(w, h)
+			return
+		}
 		io.WriteString(w, `{"pool_id":`+r.PathValue("id")+`,"health":"OK","chunks":128,"degraded_chunks":0}`)
+	})
+	mux.HandleFunc("GET /rebuild/status/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := f.find("pool", r.PathValue("id")); !ok {
+			f.fail(w, 404, "not_found", "storage pool %s not found", r.PathValue("id"))
+			return
+		}
+		f.mu.Lock()
+		st, ok := f.rebuild[r.PathValue("id")]
+		f.mu.Unlock()
+		if !ok {
+			id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+			st = api.RebuildStatus{PoolID: id, State: "idle", Health: "OK"}
+		}
+		f.reply(w, 200, st)
+	})
+	mux.HandleFunc("POST /rebuild/{action}/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := f.find("pool", r.PathValue("id")); !ok {
+			f.fail(w, 404, "not_found", "storage pool %s not found", r.PathValue("id"))
+			return
+		}
+		id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		switch r.PathValue("action") {
+		case "cancel":
+			f.reply(w, 200, map[string]any{"pool_id": id, "paused": true, "cut_short": 2})
+		case "start":
+			f.reply(w, 200, map[string]any{"pool_id": id, "paused": false})
+		default:
+			f.fail(w, 404, "not_found", "no route %s", r.URL.Path)
+		}
 	})
 	mux.HandleFunc("POST /vol/map", f.mapVol)
 	mux.HandleFunc("POST /vol/unmap", f.ok)
@@ -205,7 +245,7 @@ func (f *fakeMDM) sdsState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	o["state"] = map[string]string{"fail": "failed", "recover": "up"}[r.PathValue("action")]
+	o["state"] = map[string]string{"fail": "failed", "recover": "up", "enter": "maintenance", "exit": "up"}[r.PathValue("action")]
 	f.mu.Unlock()
 	f.reply(w, 200, o)
 }

@@ -41,17 +41,23 @@ type statusAnswer struct {
 }
 
 func statusVerb() verb {
-	return verb{path: "status", summary: "cluster health: quorum, every MDM replica's view, digests, object counts",
+	return verb{path: "status", summary: "cluster health: quorum, every MDM replica's view, digests, object counts, pool health and rebuild progress",
 		maxArgs: 0,
 		define: func(fs *flag.FlagSet) runFunc {
 			return func(ctx context.Context, s *session, _ []string) error {
 				reps := s.surveyReplicas(ctx)
+				var pools []poolHealth
+				var poolsErr error
+				if l := leaderOf(reps); l != nil {
+					pools, poolsErr = s.poolHealths(ctx, l)
+				}
 				if s.json {
-					if err := encodeJSON(s.stdout, map[string]any{"replicas": reps}); err != nil {
+					if err := encodeJSON(s.stdout, map[string]any{"replicas": reps, "pools": healthJSON(pools, poolsErr)}); err != nil {
 						return err
 					}
 				} else {
 					renderStatus(s, reps)
+					fmt.Fprintln(s.stdout, poolsLine(pools, poolsErr))
 				}
 				for _, r := range reps {
 					if r.Reachable {

@@ -9,6 +9,7 @@ func allVerbs() []verb {
 	vs = append(vs, topologyVerbs()...)
 	vs = append(vs, volumeVerbs()...)
 	vs = append(vs, ioVerbs()...)
+	vs = append(vs, rebuildVerbs()...)
 	vs = append(vs, clusterVerbs()...)
 	return vs
 }
