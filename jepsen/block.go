@@ -179,7 +179,7 @@ func (w *BlockWorkload) Final(ctx context.Context, e *Env) error {
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
 	}
-	snap.Replicas, snap.ReplicaErrors = replicaChecksums(ctx, e.Data, snap.VolumeID)
+	snap.Replicas, snap.ReplicaErrors, snap.Settled = settledReplicas(ctx, e, snap.VolumeID, 2*time.Minute)
 	buf, _ := json.MarshalIndent(snap, "", "  ")
 	return os.WriteFile(filepath.Join(e.Options.ReportDir, dataPathFile), append(buf, '\n'), 0o644)
 }
