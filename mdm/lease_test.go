@@ -36,7 +36,9 @@ func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
 		}
 		return r
 	}
+	var lastHB3 time.Time // when sds-3's registration (its last lease grant) was sent
 	for i := 1; i <= 3; i++ {
+		lastHB3 = time.Now()
 		reg := fsm.RegisterNode{ID: fmt.Sprintf("sds-%d", i), Capabilities: []string{"SDS"}, DataAddr: fmt.Sprintf("127.0.0.1:%d", 9700+i),
 			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}
 		var rr api.RegisterResponse
@@ -52,8 +54,9 @@ func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
 		t.Fatalf("heartbeat answer %+v", r)
 	}
 
-	// sds-3 goes silent; the others keep heartbeating.
-	stopped := time.Now()
+	// sds-3 goes silent; the others keep heartbeating. Its lease runs from its registration,
+	// which the MDM received after lastHB3.
+	stopped := lastHB3
 	var l2 layout.Layout
 	for {
 		hb("sds-1", 0)
