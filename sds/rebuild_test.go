@@ -55,7 +55,7 @@ type writer struct {
 }
 
 func (w *writer) write(t *testing.T, ch int64, data []byte) bool {
-	for range 50 {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
 		l := w.c.mdm.layout(1)
 		p := l.Replicas(ch)[0]
 		s := w.c.sdss[p]
