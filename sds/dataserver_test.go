@@ -57,11 +57,16 @@ type fakeMDM struct {
 	rebuilds  []layout.Rebuild
 	reports   []api.RebuildReport
 	joined    map[int64]int64 // SDS id -> epoch it joined the layouts (-1: not a member)
+	// expect SDSs make the cluster: layout epochs are announced (and so layouts fetched by the
+	// SDSs' rebuild executors) only once they all registered, since the fake's layouts list
+	// every registered SDS and a layout fetched earlier would miss some at the same epoch.
+	expect      int
+	epochsKnown map[string]bool // node ids that were sent layout epochs
 }
 
 func newFakeMDM(t *testing.T) *fakeMDM {
 	f := &fakeMDM{t: t, key: token.NewKey(), ids: map[string]int64{}, addrs: map[int64]string{},
-		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, joined: map[int64]int64{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
+		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, joined: map[int64]int64{}, epochsKnown: map[string]bool{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -69,9 +74,14 @@ func newFakeMDM(t *testing.T) *fakeMDM {
 
 func (f *fakeMDM) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
 
-func (f *fakeMDM) ioStateLocked() *api.IOState {
-	return &api.IOState{Version: f.ioVersion, Keys: []api.TokenKey{{ID: 1, Key: f.key}},
-		Generations: map[string]int64{"1": f.gen, "2": f.gen}, LayoutEpochs: map[string]int64{"1": f.epoch, "2": f.epoch}}
+func (f *fakeMDM) ioStateLocked(node string) *api.IOState {
+	st := &api.IOState{Version: f.ioVersion, Keys: []api.TokenKey{{ID: 1, Key: f.key}},
+		Generations: map[string]int64{"1": f.gen, "2": f.gen}}
+	if len(f.ids) >= f.expect {
+		st.LayoutEpochs = map[string]int64{"1": f.epoch, "2": f.epoch}
+		f.epochsKnown[node] = true
+	}
+	return st
 }
 
 func (f *fakeMDM) lease(node string) int64 {
@@ -133,13 +143,13 @@ func (f *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
 			f.ids[req.ID] = id
 		}
 		f.addrs[id] = req.DataAddr
-		reply(api.RegisterResponse{Registration: fsm.Registration{SDSID: id}, LeaderID: "mdm-1", LeaderAPI: self, IO: f.ioStateLocked(), LeaseMs: f.lease(req.ID)})
+		reply(api.RegisterResponse{Registration: fsm.Registration{SDSID: id}, LeaderID: "mdm-1", LeaderAPI: self, IO: f.ioStateLocked(req.ID), LeaseMs: f.lease(req.ID)})
 	case r.URL.Path == agent.PathHeartbeat:
 		var req api.HeartbeatRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		resp := api.HeartbeatResponse{LeaderID: "mdm-1", LeaderAPI: self, Term: 1, State: "up", LeaseMs: f.lease(req.ID)}
-		if req.IOVersion != f.ioVersion {
-			resp.IO = f.ioStateLocked()
+		if req.IOVersion != f.ioVersion || (!f.epochsKnown[req.ID] && len(f.ids) >= f.expect) {
+			resp.IO = f.ioStateLocked(req.ID)
 		}
 		reply(resp)
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/vol/") && strings.HasSuffix(r.URL.Path, "/layout"):
@@ -214,6 +224,7 @@ func startCluster(t *testing.T, n int) *cluster { t.Helper(); return newCluster(
 func newCluster(t *testing.T, n int, setup func(*fakeMDM)) *cluster {
 	t.Helper()
 	c := &cluster{mdm: newFakeMDM(t), sdss: map[int64]*Service{}}
+	c.mdm.expect = n
 	if setup != nil {
 		setup(c.mdm)
 	}

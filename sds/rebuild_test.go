@@ -55,6 +55,8 @@ type writer struct {
 }
 
 func (w *writer) write(t *testing.T, ch int64, data []byte) bool {
+	var last wire.Status
+	var detail string
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
 		l := w.c.mdm.layout(1)
 		p := l.Replicas(ch)[0]
@@ -67,7 +69,7 @@ func (w *writer) write(t *testing.T, ch int64, data []byte) bool {
 			return false
 		}
 		do(conn, wire.Request{Op: wire.OpAuth, VolumeID: 1, Data: w.tok.Bytes()})
-		_, st := do(conn, wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: ch * l.ChunkSize, Epoch: l.ChunkEpoch(ch), Data: data})
+		resp, st := do(conn, wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: ch * l.ChunkSize, Epoch: l.ChunkEpoch(ch), Data: data})
 		conn.Close()
 		if st == wire.StatusOK {
 			w.mu.Lock()
@@ -75,9 +77,10 @@ func (w *writer) write(t *testing.T, ch int64, data []byte) bool {
 			w.mu.Unlock()
 			return true
 		}
+		last, detail = st, string(resp.Data)
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Errorf("chunk %d: write never acknowledged", ch)
+	t.Errorf("chunk %d: write never acknowledged (last status %v: %s)", ch, last, detail)
 	return false
 }
 
