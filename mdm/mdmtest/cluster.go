@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"pflex/internal/ports"
@@ -188,8 +189,14 @@ func (c *Cluster) WaitConverged(timeout time.Duration) string {
 // a real client it retries a 503 (no leader yet, leadership moving) for up to ten seconds.
 func (c *Cluster) Do(i int, method, path string, body, out any) (int, http.Header, error) {
 	deadline := time.Now().Add(10 * time.Second)
+	// A write's retries carry one request id: a 503 may come after the write was applied
+	// (outcome unknown), and the MDM answers the retry with the first outcome.
+	var headers map[string]string
+	if method != http.MethodGet {
+		headers = map[string]string{api.HeaderRequestID: fmt.Sprintf("mdmtest-%d-%d", time.Now().UnixNano(), rand.Int64())}
+	}
 	for {
-		code, hdr, err := DoJSON(c.URL(i), c.Token, method, path, body, out)
+		code, hdr, err := DoJSONWithHeaders(c.URL(i), c.Token, method, path, body, out, headers)
 		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
 			return code, hdr, err
 		}
