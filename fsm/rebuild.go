@@ -237,6 +237,28 @@ func (t *applyTx) layoutAfter(volumeID int64) (any, error) {
 	return l, err
 }
 
+// PoolLayouts returns the layouts of a pool's volumes that have one, in volume order.
+func (r *Reader) PoolLayouts(poolID int64) ([]layout.Layout, error) {
+	vols, err := r.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	var out []layout.Layout
+	for _, v := range vols {
+		if v.PoolID != poolID {
+			continue
+		}
+		l, ok, err := r.Layout(v.ID)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
 // RebuildPaused reports whether an operator cancelled the rebuilds of a pool.
 func (r *Reader) RebuildPaused(poolID int64) (bool, error) {
 	var one int

@@ -6,24 +6,29 @@ import (
 	"pflex/internal/layout"
 )
 
-func TestRebuildOrdersAdvanceAndAreCutShort(t *testing.T) {
-	a := newApplier(t)
+// volumeOnSDSs registers SDSs by node name in pool 1 of pd1 and lays a 1 GiB volume over all
+// of them; it returns their ids, the volume and a reader of its layout.
+func volumeOnSDSs(a *applier, names ...string) (ids []int64, vol int64, layoutOf func() layout.Layout) {
 	a.ok(&CreatePD{Name: "pd1"})
 	a.ok(&CreatePool{Name: "p", PDID: 1, TotalCapacityGB: 100})
-	var ids []int64
-	for _, n := range []string{"sds-1", "sds-2", "sds-3", "sds-4"} {
+	for _, n := range names {
 		ids = append(ids, a.ok(sdsNode(n)).(Registration).SDSID)
 	}
-	v := a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
+	vol = a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
 	var members []layout.Member
 	for _, id := range ids {
 		members = append(members, layout.Member{SDSID: id, Weight: 1})
 	}
-	a.ok(&SetLayout{VolumeID: v, Members: members})
-	layoutOf := func() (l layout.Layout) {
-		a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
+	a.ok(&SetLayout{VolumeID: vol, Members: members})
+	return ids, vol, func() (l layout.Layout) {
+		a.read(func(r *Reader) (err error) { l, _, err = r.Layout(vol); return })
 		return l
 	}
+}
+
+func TestRebuildOrdersAdvanceAndAreCutShort(t *testing.T) {
+	a := newApplier(t)
+	_, v, layoutOf := volumeOnSDSs(a, "sds-1", "sds-2", "sds-3", "sds-4")
 	degraded := func(l layout.Layout) (n int) {
 		for c := range l.Chunks() {
 			if l.Degraded(c) {
@@ -93,22 +98,7 @@ func TestRebuildOrdersAdvanceAndAreCutShort(t *testing.T) {
 
 func TestMaintenanceEnterExitAndFailure(t *testing.T) {
 	a := newApplier(t)
-	a.ok(&CreatePD{Name: "pd1"})
-	a.ok(&CreatePool{Name: "p", PDID: 1, TotalCapacityGB: 100})
-	var ids []int64
-	for _, n := range []string{"sds-1", "sds-2", "sds-3"} {
-		ids = append(ids, a.ok(sdsNode(n)).(Registration).SDSID)
-	}
-	v := a.ok(&CreateVolume{Name: "v1", SizeGB: 1, PoolID: 1}).(Volume).ID
-	var members []layout.Member
-	for _, id := range ids {
-		members = append(members, layout.Member{SDSID: id, Weight: 1})
-	}
-	a.ok(&SetLayout{VolumeID: v, Members: members})
-	layoutOf := func() (l layout.Layout) {
-		a.read(func(r *Reader) (err error) { l, _, err = r.Layout(v); return })
-		return l
-	}
+	ids, v, layoutOf := volumeOnSDSs(a, "sds-1", "sds-2", "sds-3")
 	state := func(id int64) string {
 		var s SDS
 		a.read(func(r *Reader) (err error) { s, err = r.SDS(id); return })

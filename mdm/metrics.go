@@ -109,22 +109,16 @@ func healthOf(r *fsm.Reader, id int64) (PoolHealth, error) {
 // countChunks counts the degraded and unavailable chunks of the pool's volumes (scanVolume).
 // Only layouts with exclusions can have degraded chunks.
 func countChunks(r *fsm.Reader, poolID int64, up map[int64]bool, h *PoolHealth) error {
-	vols, err := r.Volumes()
+	layouts, err := r.PoolLayouts(poolID)
 	if err != nil {
 		return err
 	}
-	for _, v := range vols {
-		if v.PoolID != poolID {
-			continue
-		}
-		l, ok, err := r.Layout(v.ID)
-		if err != nil {
-			return err
-		}
-		if !ok || len(l.Excluded) == 0 {
+	for i := range layouts {
+		l := &layouts[i]
+		if len(l.Excluded) == 0 {
 			continue // every SDS that went down or failed is excluded: all chunks have two copies
 		}
-		s := scanVolume(&l, up, 0)
+		s := scanVolume(l, up, 0)
 		h.DegradedChunks += s.degraded
 		h.UnavailableChunks += s.unavailable
 		h.RebuildActive = h.RebuildActive || s.active

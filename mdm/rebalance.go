@@ -72,23 +72,8 @@ func planMove(store rebuildStore, poolID, batch int64) (move, bool, error) {
 				cands = append(cands, c)
 			}
 		}
-		vols, err := r.Volumes()
-		if err != nil {
-			return err
-		}
-		for _, v := range vols {
-			if v.PoolID != poolID {
-				continue
-			}
-			l, ok, err := r.Layout(v.ID)
-			if err != nil {
-				return err
-			}
-			if ok {
-				layouts = append(layouts, l)
-			}
-		}
-		return nil
+		layouts, err = r.PoolLayouts(poolID)
+		return err
 	})
 	if err != nil || len(cands) < 3 { // with two SDSs every chunk is on both
 		return move{}, false, err

@@ -56,9 +56,7 @@ func writeChunks(t testing.TB, addr, export string, base, n int) {
 	defer conn.Close()
 	buf := make([]byte, 1<<20)
 	for i := range n {
-		for j := range buf {
-			buf[j] = byte(i*7 + j*13 + j>>9)
-		}
+		mibPattern(buf, i)
 		if err := conn.Write(uint64(base+i)<<20, buf, time.Now().Add(30*time.Second)); err != nil {
 			t.Fatalf("write MiB %d: %v", i, err)
 		}
@@ -110,6 +108,13 @@ func TestRebuildSurvivesLeaderKillAndSourceRestart(t *testing.T) {
 	writeCheck(t, ic, "vol1", 0, 96)
 }
 
+// mibPattern fills buf with the content writeChunks gives MiB i.
+func mibPattern(buf []byte, i int) {
+	for j := range buf {
+		buf[j] = byte(i*7 + j*13 + j>>9)
+	}
+}
+
 // writeCheck reads n MiB from MiB base back through NBD and compares them with writeChunks' data.
 func writeCheck(t testing.TB, ic *ioCluster, export string, base, n int) {
 	t.Helper()
@@ -120,9 +125,7 @@ func writeCheck(t testing.TB, ic *ioCluster, export string, base, n int) {
 	defer conn.Close()
 	want := make([]byte, 1<<20)
 	for i := range n {
-		for j := range want {
-			want[j] = byte(i*7 + j*13 + j>>9)
-		}
+		mibPattern(want, i)
 		got, err := conn.Read(uint64(base+i)<<20, 1<<20, time.Now().Add(30*time.Second))
 		if err != nil {
 			t.Fatalf("read MiB %d: %v", i, err)
