@@ -20,7 +20,12 @@ import (
 // Run with `make bench` (figures go to docs/BENCHMARKS.md).
 
 func benchCluster(b *testing.B) (*mdmtest.ProcCluster, int) {
-	bin := mdmtest.BuildBinary(b)
+	// PFLEX_BENCH_BIN runs a prebuilt binary: two builds can then be compared back to back with
+	// the same load generator.
+	bin := os.Getenv("PFLEX_BENCH_BIN")
+	if bin == "" {
+		bin = mdmtest.BuildBinary(b)
+	}
 	p := mdmtest.StartProcesses(b, bin, 3, nil)
 	leader := p.WaitLeader(20 * time.Second)
 	for _, req := range []struct {
