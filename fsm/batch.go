@@ -76,15 +76,21 @@ func decodeEntry(e BatchEntry) (Command, error) {
 }
 
 // applyBatch applies every command of a batch in order; each has its own savepoint, request id
-// and result. The entry's Result carries the inner results as a []Result.
+// and result. The request ids of the whole batch are looked up and recorded together. The entry's Result carries the inner results as a []Result.
 func applyBatch(t *applyTx, b *Batch) Result {
 	results := make([]Result, len(b.Entries))
+	rids := make([]string, len(b.Entries))
+	for i, e := range b.Entries {
+		rids[i] = e.Header.RequestID
+	}
+	reqs := t.loadRequests(rids)
 	for i, e := range b.Entries {
 		c, err := decodeEntry(e)
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", t.index, err))
 		}
-		results[i] = applyOne(t, e.Header, c)
+		results[i] = applyOne(t, reqs, e.Header, c)
 	}
+	reqs.flush(t)
 	return Result{Value: results}
 }

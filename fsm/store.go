@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -176,7 +175,9 @@ func (s *Store) Apply(entries []Entry) []Result {
 		if b, ok := c.(*Batch); ok {
 			results[i] = applyBatch(t, b)
 		} else {
-			results[i] = applyOne(t, h, c)
+			reqs := t.loadRequests([]string{h.RequestID})
+			results[i] = applyOne(t, reqs, h, c)
+			reqs.flush(t)
 		}
 		// Forget old request ids whenever the index enters a new block of 1024: it depends only
 		// on the sequence of command indexes, so every replica prunes at the same entry.
@@ -206,25 +207,32 @@ const requestTTL = 15 * 60 * 1000
 const requestPruneEvery = 1024
 
 // applyOne applies one command inside a savepoint so that a rejected command leaves no trace,
-// and remembers the outcome under the request id so a retry returns the same answer.
-func applyOne(tx *applyTx, h Header, c Command) Result {
+// and remembers the outcome under the request id so a retry returns the same answer. A command
+// registered with rejectsBeforeWriting needs no savepoint: a rejection leaves nothing to undo.
+func applyOne(tx *applyTx, reqs *requestLog, h Header, c Command) Result {
 	if h.RequestID != "" {
-		if r, ok := tx.lookupRequest(h.RequestID); ok {
+		if r, ok := reqs.lookup(h.RequestID); ok {
 			return r
 		}
 	}
 	hd := registry[c.Type()]
-	tx.mustExec(`SAVEPOINT cmd`)
+	if !hd.noSavepoint {
+		tx.mustExec(`SAVEPOINT cmd`)
+	}
 	value, err := hd.apply(tx, h, c)
 	if err != nil {
 		if _, ok := AsError(err); !ok {
 			panic(fmt.Sprintf("fsm: entry %d (%s): %v", tx.index, hd.name, err))
 		}
-		tx.mustExec(`ROLLBACK TO cmd`)
+		if !hd.noSavepoint {
+			tx.mustExec(`ROLLBACK TO cmd`)
+		}
 	}
-	tx.mustExec(`RELEASE cmd`)
+	if !hd.noSavepoint {
+		tx.mustExec(`RELEASE cmd`)
+	}
 	if h.RequestID != "" {
-		tx.rememberRequest(h, value, err)
+		reqs.remember(tx, h, value, err)
 	}
 	return Result{Value: value, Err: err}
 }
@@ -258,39 +266,6 @@ func (t *applyTx) insert(query string, args ...any) (int64, error) {
 		return 0, err
 	}
 	return res.LastInsertId()
-}
-
-func (t *applyTx) lookupRequest(rid string) (Result, bool) {
-	var result, kind, msg sql.NullString
-	err := t.tx.QueryRow(`SELECT result, err_kind, err_msg FROM requests WHERE rid = ?`, rid).Scan(&result, &kind, &msg)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Result{}, false
-	}
-	if err != nil {
-		panic(fmt.Sprintf("fsm: entry %d: look up request %q: %v", t.index, rid, err))
-	}
-	if kind.Valid {
-		return Result{Err: &Error{Kind: Kind(kind.String), Message: msg.String}}, true
-	}
-	if result.Valid {
-		return Result{Value: json.RawMessage(result.String)}, true
-	}
-	return Result{}, true
-}
-
-func (t *applyTx) rememberRequest(h Header, value any, err error) {
-	var result, kind, msg any
-	if e, ok := AsError(err); ok {
-		kind, msg = string(e.Kind), e.Message
-	} else if value != nil {
-		b, jerr := json.Marshal(value)
-		if jerr != nil {
-			panic(fmt.Sprintf("fsm: entry %d: encode result: %v", t.index, jerr))
-		}
-		result = string(b)
-	}
-	t.mustExec(`INSERT OR REPLACE INTO requests(rid, ts, result, err_kind, err_msg) VALUES (?, ?, ?, ?, ?)`,
-		h.RequestID, h.Time, result, kind, msg)
 }
 
 // Read runs fn in one read transaction: it sees one consistent state.
