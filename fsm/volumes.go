@@ -3,8 +3,6 @@ package fsm
 // Commands on volumes: create, extend, delete, map, unmap and labels.
 
 import (
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -248,15 +246,20 @@ func applySetLabel(t *applyTx, h Header, c *SetLabel) (any, error) {
 			return nil, newErr(KindPrecondition, "label %q on volume %d is %q, not the expected %q", c.Key, c.VolumeID, cur.Value, *c.Expect)
 		}
 	}
-	l := Label{VolumeID: c.VolumeID, Key: c.Key}
-	err := t.tx.QueryRow(`INSERT INTO labels(volume_id, key, value, version, updated_at)
+	res, err := t.exec(`INSERT INTO labels(volume_id, key, value, version, updated_at)
 		SELECT id, ?, ?, 1, ? FROM volumes WHERE id = ?
-		ON CONFLICT(volume_id, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at
-		RETURNING value, version, updated_at`, c.Key, c.Value, h.Time, c.VolumeID).Scan(&l.Value, &l.Version, &l.UpdatedAt)
-	if errors.Is(err, sql.ErrNoRows) {
+		ON CONFLICT(volume_id, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at`,
+		c.Key, c.Value, h.Time, c.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("fsm: entry %d: set label: %w", t.index, err)
+	} else if n == 0 {
 		return nil, notFound("volume %d not found", c.VolumeID)
 	}
-	if err != nil {
+	l := Label{VolumeID: c.VolumeID, Key: c.Key, Value: c.Value, UpdatedAt: h.Time}
+	if err := t.tx.QueryRow(`SELECT version FROM labels WHERE volume_id = ? AND key = ?`, c.VolumeID, c.Key).Scan(&l.Version); err != nil {
 		return nil, fmt.Errorf("fsm: entry %d: set label: %w", t.index, err)
 	}
 	return l, nil
