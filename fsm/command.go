@@ -64,7 +64,8 @@ func Encode(h Header, c Command) ([]byte, error) {
 	return append([]byte{byte(c.Type())}, body...), nil
 }
 
-// Decode is the one place a log entry becomes a command.
+// Decode is the one place a log entry becomes a command. A Batch may also come in a binary
+// form (batch_binary.go), told apart by the byte after the type.
 func Decode(data []byte) (Header, Command, error) {
 	if len(data) < 2 {
 		return Header{}, nil, fmt.Errorf("%w: %d bytes", ErrUndecodable, len(data))
@@ -72,6 +73,9 @@ func Decode(data []byte) (Header, Command, error) {
 	h, ok := registry[CommandType(data[0])]
 	if !ok {
 		return Header{}, nil, fmt.Errorf("%w: unknown command type %d", ErrUndecodable, data[0])
+	}
+	if CommandType(data[0]) == TypeBatch && data[1] == batchFormatBinary {
+		return decodeBinaryBatch(data[2:])
 	}
 	var env envelope
 	if err := json.Unmarshal(data[1:], &env); err != nil {
