@@ -8,6 +8,8 @@ import (
 	"os"
 	"pflex/internal/api"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +47,31 @@ func benchCluster(b *testing.B) (*mdmtest.ProcCluster, int) {
 
 var benchRequestSeq atomic.Int64
 
+// cpuTime is the CPU time (user + system) a process has used so far: pid 0 is this one.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatalf("cpu time: %v", err)
+	}
+	// Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * (time.Second / 100) // USER_HZ
+}
+
+// clusterCPU is the CPU time used so far by the MDM processes and by this load generator.
+func clusterCPU(b *testing.B, p *mdmtest.ProcCluster) (mdms, client time.Duration) {
+	for i := range p.Cfgs {
+		mdms += cpuTime(b, p.Pid(i))
+	}
+	return mdms, cpuTime(b, 0)
+}
+
 // putLabel writes one label the way the CLI does: with a request id, so a retry would be
 // deduplicated (the MDM remembers each outcome).
 func putLabel(client *http.Client, url, key, value string) (int, error) {
@@ -79,6 +106,7 @@ func BenchmarkCommit(b *testing.B) {
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			start := time.Now()
+			mdmCPU0, clientCPU0 := clusterCPU(b, p)
 			for c := 0; c < clients; c++ {
 				wg.Add(1)
 				go func(c int) {
@@ -100,6 +128,7 @@ func BenchmarkCommit(b *testing.B) {
 			}
 			wg.Wait()
 			elapsed := time.Since(start)
+			mdmCPU, clientCPU := clusterCPU(b, p)
 			b.StopTimer()
 			var all []time.Duration
 			for _, l := range lat {
@@ -119,6 +148,9 @@ func BenchmarkCommit(b *testing.B) {
 			b.ReportMetric(pct(0.50), "p50-ms")
 			b.ReportMetric(pct(0.99), "p99-ms")
 			b.ReportMetric(pct(1.0), "max-ms")
+			// CPU per write: steadier than throughput on a machine shared with other work.
+			b.ReportMetric(float64((mdmCPU-mdmCPU0).Microseconds())/float64(len(all)), "mdm-cpu-us/write")
+			b.ReportMetric(float64((clientCPU-clientCPU0).Microseconds())/float64(len(all)), "client-cpu-us/write")
 		})
 	}
 }
