@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -23,8 +24,9 @@ type Store struct {
 	// mu is held for reading by every user of the handles below and for writing only while
 	// Restore swaps the database file underneath them.
 	mu sync.RWMutex
-	w  *sql.DB // the writer (one transaction at a time; a second connection only prepares)
-	r  *sql.DB // readers (WAL lets them run beside the writer)
+	w  *sql.DB   // the writer pool: wc, and a second connection for snapshots and schema work
+	wc *sql.Conn // the writer connection Apply holds (see cachedConn)
+	r  *sql.DB   // readers (WAL lets them run beside the writer)
 	ws *stmtCache
 	rs *stmtCache
 
@@ -74,8 +76,8 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", s.path, err)
 	}
-	// Apply is the only writer; the second connection lets the statement cache prepare while
-	// the first one is inside the apply transaction.
+	// Apply is the only writer, on a connection it holds (holdWriter); the second connection
+	// serves snapshots.
 	w.SetMaxOpenConns(2)
 	if _, err := w.Exec(schema); err != nil {
 		w.Close()
@@ -108,7 +110,12 @@ func (s *Store) open() error {
 	}
 	r.SetMaxOpenConns(8)
 	s.w, s.r = w, r
-	s.ws, s.rs = newStmtCache(w), newStmtCache(r)
+	if err := s.holdWriter(); err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	s.rs = newStmtCache(r)
 	s.applied.Store(uint64(applied))
 	return nil
 }
@@ -144,7 +151,17 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeHandles() error {
-	return errors.Join(s.ws.close(), s.rs.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.ws.close(), s.wc.Close(), s.rs.close(), s.r.Close(), s.w.Close())
+}
+
+// holdWriter takes the connection Apply runs on out of the writer pool, with its statement cache.
+func (s *Store) holdWriter() error {
+	wc, err := s.w.Conn(context.Background())
+	if err != nil {
+		return fmt.Errorf("fsm: writer connection to %s: %w", s.path, err)
+	}
+	s.wc, s.ws = wc, newConnStmtCache(wc)
+	return nil
 }
 
 // Apply applies a batch of committed entries in one SQLite transaction, which also records the
@@ -158,10 +175,16 @@ func (s *Store) Apply(entries []Entry) []Result {
 	last := s.applied.Load()
 	var lastTerm uint64
 	appliedAny := false
-	tx, err := s.w.Begin()
-	if err != nil {
+	tx := cachedConn{conn: s.wc, cache: s.ws}
+	if _, err := tx.Exec(`BEGIN IMMEDIATE`); err != nil {
 		panic(fmt.Sprintf("fsm: begin apply transaction: %v", err))
 	}
+	committed := false
+	defer func() {
+		if !committed { // a panic below: leave nothing of the batch behind
+			s.wc.ExecContext(context.Background(), `ROLLBACK`)
+		}
+	}()
 	for i, e := range entries {
 		if e.Index <= last {
 			results[i] = Result{Skipped: true}
@@ -171,7 +194,7 @@ func (s *Store) Apply(entries []Entry) []Result {
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", e.Index, err))
 		}
-		t := &applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}
+		t := &applyTx{tx: tx, index: e.Index}
 		if b, ok := c.(*Batch); ok {
 			results[i] = applyBatch(t, b)
 		} else {
@@ -192,9 +215,10 @@ func (s *Store) Apply(entries []Entry) []Result {
 			panic(fmt.Sprintf("fsm: record applied index %d: %v", last, err))
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := tx.Exec(`COMMIT`); err != nil {
 		panic(fmt.Sprintf("fsm: commit entries up to %d: %v", last, err))
 	}
+	committed = true
 	s.applied.Store(last)
 	return results
 }
@@ -239,7 +263,7 @@ func applyOne(tx *applyTx, reqs *requestLog, h Header, c Command) Result {
 
 // applyTx is the transaction an entry is applied in.
 type applyTx struct {
-	tx    cachedTx
+	tx    stmtRunner
 	index uint64
 }
 
