@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -189,6 +190,16 @@ func (c *leanClient) roundTrip() (int, error) {
 	if length < 0 {
 		return 0, fmt.Errorf("response without Content-Length")
 	}
+	if code != http.StatusOK {
+		body := make([]byte, length)
+		if _, err := io.ReadFull(c.r, body); err != nil {
+			return 0, err
+		}
+		if closeAfter {
+			c.close()
+		}
+		return code, fmt.Errorf("%s", bytes.TrimSpace(body))
+	}
 	if _, err := c.r.Discard(length); err != nil {
 		return 0, err
 	}
@@ -210,11 +221,13 @@ func BenchmarkCommit(b *testing.B) {
 			var next atomic.Int64
 			lat := make([][]time.Duration, clients)
 			var failed atomic.Int64
+			var firstFailure atomic.Value
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			start := time.Now()
 			mdmCPU0, clientCPU0 := clusterCPU(b, p)
-			index0 := p.Status(leader).CommitIndex
+			st0 := p.Status(leader)
+			index0 := st0.CommitIndex
 			for c := 0; c < clients; c++ {
 				wg.Add(1)
 				go func(c int) {
@@ -236,7 +249,9 @@ func BenchmarkCommit(b *testing.B) {
 							code, err = lean.putLabel(key, "v")
 						}
 						if err != nil || code != 200 {
-							failed.Add(1)
+							if failed.Add(1) == 1 {
+								firstFailure.Store(fmt.Sprintf("status %d, error %v", code, err))
+							}
 							continue
 						}
 						lat[c] = append(lat[c], time.Since(t0))
@@ -247,13 +262,14 @@ func BenchmarkCommit(b *testing.B) {
 			elapsed := time.Since(start)
 			mdmCPU, clientCPU := clusterCPU(b, p)
 			b.StopTimer()
-			entries := p.Status(leader).CommitIndex - index0
+			st := p.Status(leader)
+			entries := st.CommitIndex - index0
 			var all []time.Duration
 			for _, l := range lat {
 				all = append(all, l...)
 			}
 			if failed.Load() > 0 {
-				b.Fatalf("%d writes failed", failed.Load())
+				b.Fatalf("%d writes failed (raft term %d -> %d); the first: %v", failed.Load(), st0.Term, st.Term, firstFailure.Load())
 			}
 			sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 			pct := func(q float64) float64 {
