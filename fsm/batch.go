@@ -75,8 +75,9 @@ func decodeEntry(e BatchEntry) (Command, error) {
 	return c, nil
 }
 
-// applyBatch applies every command of a batch in order; each has its own savepoint, request id
-// and result. The request ids of the whole batch are looked up and recorded together. The entry's Result carries the inner results as a []Result.
+// applyBatch applies every command of a batch in order; each has its own savepoint (unless it
+// rejects before writing), request id and result. The request ids of the whole batch are looked
+// up and recorded together. The entry's Result carries the inner results as a []Result.
 func applyBatch(t *applyTx, b *Batch) Result {
 	results := make([]Result, len(b.Entries))
 	rids := make([]string, len(b.Entries))
