@@ -18,6 +18,8 @@ type BatchEntry struct {
 	Type    CommandType     `json:"t"`
 	Header  Header          `json:"h"`
 	Payload json.RawMessage `json:"c"`
+
+	cmd Command // already decoded (the binary batch form decodes every entry up front)
 }
 
 const TypeBatch CommandType = 21
@@ -38,32 +40,30 @@ func init() {
 	})
 }
 
-// EncodeBatch builds one log entry holding every proposal, in order.
+// EncodeBatch builds one log entry holding every proposal, in order, in the binary batch form
+// (batch_binary.go). Batches written as JSON by earlier versions still decode.
 func EncodeBatch(ps []Proposal) ([]byte, error) {
-	b := Batch{Entries: make([]BatchEntry, len(ps))}
-	for i, p := range ps {
+	for _, p := range ps {
 		if p.Command.Type() == TypeBatch {
 			return nil, fmt.Errorf("fsm: encode: a batch cannot hold a batch")
 		}
 		if _, ok := registry[p.Command.Type()]; !ok {
 			return nil, fmt.Errorf("fsm: encode: unregistered command type %d", p.Command.Type())
 		}
-		payload, err := json.Marshal(p.Command)
-		if err != nil {
-			return nil, fmt.Errorf("fsm: encode %T: %w", p.Command, err)
-		}
-		b.Entries[i] = BatchEntry{Type: p.Command.Type(), Header: p.Header, Payload: payload}
 	}
 	// The batch's own time is its newest command's: Store.Apply prunes request ids by it.
 	var h Header
 	for _, p := range ps {
 		h.Time = max(h.Time, p.Header.Time)
 	}
-	return Encode(h, &b)
+	return encodeBinaryBatch(h, ps)
 }
 
 // decodeEntry decodes one command of a batch.
 func decodeEntry(e BatchEntry) (Command, error) {
+	if e.cmd != nil {
+		return e.cmd, nil
+	}
 	h, ok := registry[e.Type]
 	if !ok || e.Type == TypeBatch {
 		return nil, fmt.Errorf("%w: batch holds command type %d", ErrUndecodable, e.Type)
@@ -75,16 +75,23 @@ func decodeEntry(e BatchEntry) (Command, error) {
 	return c, nil
 }
 
-// applyBatch applies every command of a batch in order; each has its own savepoint, request id
-// and result. The entry's Result carries the inner results as a []Result.
+// applyBatch applies every command of a batch in order; each has its own savepoint (unless it
+// rejects before writing), request id and result. The request ids of the whole batch are looked
+// up and recorded together. The entry's Result carries the inner results as a []Result.
 func applyBatch(t *applyTx, b *Batch) Result {
 	results := make([]Result, len(b.Entries))
+	rids := make([]string, len(b.Entries))
+	for i, e := range b.Entries {
+		rids[i] = e.Header.RequestID
+	}
+	reqs := t.loadRequests(rids)
 	for i, e := range b.Entries {
 		c, err := decodeEntry(e)
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", t.index, err))
 		}
-		results[i] = applyOne(t, e.Header, c)
+		results[i] = applyOne(t, reqs, e.Header, c)
 	}
+	reqs.flush(t)
 	return Result{Value: results}
 }

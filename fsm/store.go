@@ -1,8 +1,8 @@
 package fsm
 
 import (
+	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,8 +24,9 @@ type Store struct {
 	// mu is held for reading by every user of the handles below and for writing only while
 	// Restore swaps the database file underneath them.
 	mu sync.RWMutex
-	w  *sql.DB // the writer (one transaction at a time; a second connection only prepares)
-	r  *sql.DB // readers (WAL lets them run beside the writer)
+	w  *sql.DB   // the writer pool: wc, and a second connection for snapshots and schema work
+	wc *sql.Conn // the writer connection Apply holds (see cachedConn)
+	r  *sql.DB   // readers (WAL lets them run beside the writer)
 	ws *stmtCache
 	rs *stmtCache
 
@@ -75,8 +76,8 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", s.path, err)
 	}
-	// Apply is the only writer; the second connection lets the statement cache prepare while
-	// the first one is inside the apply transaction.
+	// Apply is the only writer, on a connection it holds (holdWriter); the second connection
+	// serves snapshots.
 	w.SetMaxOpenConns(2)
 	if _, err := w.Exec(schema); err != nil {
 		w.Close()
@@ -114,7 +115,12 @@ func (s *Store) open() error {
 	}
 	r.SetMaxOpenConns(8)
 	s.w, s.r = w, r
-	s.ws, s.rs = newStmtCache(w), newStmtCache(r)
+	if err := s.holdWriter(); err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	s.rs = newStmtCache(r)
 	s.applied.Store(uint64(applied))
 	return nil
 }
@@ -150,7 +156,17 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeHandles() error {
-	return errors.Join(s.ws.close(), s.rs.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.ws.close(), s.wc.Close(), s.rs.close(), s.r.Close(), s.w.Close())
+}
+
+// holdWriter takes the connection Apply runs on out of the writer pool, with its statement cache.
+func (s *Store) holdWriter() error {
+	wc, err := s.w.Conn(context.Background())
+	if err != nil {
+		return fmt.Errorf("fsm: writer connection to %s: %w", s.path, err)
+	}
+	s.wc, s.ws = wc, newConnStmtCache(wc)
+	return nil
 }
 
 // Apply applies a batch of committed entries in one SQLite transaction, which also records the
@@ -164,10 +180,16 @@ func (s *Store) Apply(entries []Entry) []Result {
 	last := s.applied.Load()
 	var lastTerm uint64
 	appliedAny := false
-	tx, err := s.w.Begin()
-	if err != nil {
+	tx := cachedConn{conn: s.wc, cache: s.ws}
+	if _, err := tx.Exec(`BEGIN IMMEDIATE`); err != nil {
 		panic(fmt.Sprintf("fsm: begin apply transaction: %v", err))
 	}
+	committed := false
+	defer func() {
+		if !committed { // a panic below: leave nothing of the batch behind
+			s.wc.ExecContext(context.Background(), `ROLLBACK`)
+		}
+	}()
 	for i, e := range entries {
 		if e.Index <= last {
 			results[i] = Result{Skipped: true}
@@ -177,11 +199,13 @@ func (s *Store) Apply(entries []Entry) []Result {
 		if err != nil {
 			panic(fmt.Sprintf("fsm: entry %d: %v", e.Index, err))
 		}
-		t := &applyTx{tx: cachedTx{tx: tx, cache: s.ws}, index: e.Index}
+		t := &applyTx{tx: tx, index: e.Index}
 		if b, ok := c.(*Batch); ok {
 			results[i] = applyBatch(t, b)
 		} else {
-			results[i] = applyOne(t, h, c)
+			reqs := t.loadRequests([]string{h.RequestID})
+			results[i] = applyOne(t, reqs, h, c)
+			reqs.flush(t)
 		}
 		// Forget old request ids whenever the index enters a new block of 1024: it depends only
 		// on the sequence of command indexes, so every replica prunes at the same entry.
@@ -196,9 +220,10 @@ func (s *Store) Apply(entries []Entry) []Result {
 			panic(fmt.Sprintf("fsm: record applied index %d: %v", last, err))
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := tx.Exec(`COMMIT`); err != nil {
 		panic(fmt.Sprintf("fsm: commit entries up to %d: %v", last, err))
 	}
+	committed = true
 	s.applied.Store(last)
 	return results
 }
@@ -211,32 +236,39 @@ const requestTTL = 15 * 60 * 1000
 const requestPruneEvery = 1024
 
 // applyOne applies one command inside a savepoint so that a rejected command leaves no trace,
-// and remembers the outcome under the request id so a retry returns the same answer.
-func applyOne(tx *applyTx, h Header, c Command) Result {
+// and remembers the outcome under the request id so a retry returns the same answer. A command
+// registered with rejectsBeforeWriting needs no savepoint: a rejection leaves nothing to undo.
+func applyOne(tx *applyTx, reqs *requestLog, h Header, c Command) Result {
 	if h.RequestID != "" {
-		if r, ok := tx.lookupRequest(h.RequestID); ok {
+		if r, ok := reqs.lookup(h.RequestID); ok {
 			return r
 		}
 	}
 	hd := registry[c.Type()]
-	tx.mustExec(`SAVEPOINT cmd`)
+	if !hd.noSavepoint {
+		tx.mustExec(`SAVEPOINT cmd`)
+	}
 	value, err := hd.apply(tx, h, c)
 	if err != nil {
 		if _, ok := AsError(err); !ok {
 			panic(fmt.Sprintf("fsm: entry %d (%s): %v", tx.index, hd.name, err))
 		}
-		tx.mustExec(`ROLLBACK TO cmd`)
+		if !hd.noSavepoint {
+			tx.mustExec(`ROLLBACK TO cmd`)
+		}
 	}
-	tx.mustExec(`RELEASE cmd`)
+	if !hd.noSavepoint {
+		tx.mustExec(`RELEASE cmd`)
+	}
 	if h.RequestID != "" {
-		tx.rememberRequest(h, value, err)
+		reqs.remember(tx, h, value, err)
 	}
 	return Result{Value: value, Err: err}
 }
 
 // applyTx is the transaction an entry is applied in.
 type applyTx struct {
-	tx    cachedTx
+	tx    stmtRunner
 	index uint64
 }
 
@@ -263,39 +295,6 @@ func (t *applyTx) insert(query string, args ...any) (int64, error) {
 		return 0, err
 	}
 	return res.LastInsertId()
-}
-
-func (t *applyTx) lookupRequest(rid string) (Result, bool) {
-	var result, kind, msg sql.NullString
-	err := t.tx.QueryRow(`SELECT result, err_kind, err_msg FROM requests WHERE rid = ?`, rid).Scan(&result, &kind, &msg)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Result{}, false
-	}
-	if err != nil {
-		panic(fmt.Sprintf("fsm: entry %d: look up request %q: %v", t.index, rid, err))
-	}
-	if kind.Valid {
-		return Result{Err: &Error{Kind: Kind(kind.String), Message: msg.String}}, true
-	}
-	if result.Valid {
-		return Result{Value: json.RawMessage(result.String)}, true
-	}
-	return Result{}, true
-}
-
-func (t *applyTx) rememberRequest(h Header, value any, err error) {
-	var result, kind, msg any
-	if e, ok := AsError(err); ok {
-		kind, msg = string(e.Kind), e.Message
-	} else if value != nil {
-		b, jerr := json.Marshal(value)
-		if jerr != nil {
-			panic(fmt.Sprintf("fsm: entry %d: encode result: %v", t.index, jerr))
-		}
-		result = string(b)
-	}
-	t.mustExec(`INSERT OR REPLACE INTO requests(rid, ts, result, err_kind, err_msg) VALUES (?, ?, ?, ?, ?)`,
-		h.RequestID, h.Time, result, kind, msg)
 }
 
 // Read runs fn in one read transaction: it sees one consistent state.

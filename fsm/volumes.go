@@ -58,7 +58,7 @@ func init() {
 	register("extend_volume", applyExtendVolume)
 	register("map_volume", applyMapVolume)
 	register("unmap_volume", applyUnmapVolume)
-	register("set_label", applySetLabel)
+	register("set_label", applySetLabel, rejectsBeforeWriting)
 }
 
 // checkThick refuses a thick reservation that would promise more than the pool has.
@@ -230,15 +230,17 @@ func applySetLabel(t *applyTx, h Header, c *SetLabel) (any, error) {
 	if len(c.Value) > MaxLabelValLen {
 		return nil, invalid("label value is longer than %d bytes", MaxLabelValLen)
 	}
-	r := t.reader()
-	// Labels are the hot path of compare-and-set workloads: one existence check, one read of
-	// the current value, one upsert that returns the new row.
-	if n, err := r.count(`SELECT COUNT(*) FROM volumes WHERE id = ?`, c.VolumeID); err != nil {
-		return nil, err
-	} else if n == 0 {
-		return nil, notFound("volume %d not found", c.VolumeID)
-	}
+	// Labels are the hot path: a plain write is one statement, an upsert that inserts nothing
+	// (and so returns no row) when the volume does not exist. A compare-and-set first checks
+	// the volume, then reads the current value. Nothing is written before a rejection, so the
+	// command runs without a savepoint (rejectsBeforeWriting).
 	if c.Expect != nil {
+		r := t.reader()
+		if n, err := r.count(`SELECT COUNT(*) FROM volumes WHERE id = ?`, c.VolumeID); err != nil {
+			return nil, err
+		} else if n == 0 {
+			return nil, notFound("volume %d not found", c.VolumeID)
+		}
 		cur, err := r.Label(c.VolumeID, c.Key)
 		if e, ok := AsError(err); err != nil && (!ok || e.Kind != KindNotFound) {
 			return nil, err
@@ -247,11 +249,20 @@ func applySetLabel(t *applyTx, h Header, c *SetLabel) (any, error) {
 			return nil, newErr(KindPrecondition, "label %q on volume %d is %q, not the expected %q", c.Key, c.VolumeID, cur.Value, *c.Expect)
 		}
 	}
-	l := Label{VolumeID: c.VolumeID, Key: c.Key}
-	err := t.tx.QueryRow(`INSERT INTO labels(volume_id, key, value, version, updated_at) VALUES (?, ?, ?, 1, ?)
-		ON CONFLICT(volume_id, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at
-		RETURNING value, version, updated_at`, c.VolumeID, c.Key, c.Value, h.Time).Scan(&l.Value, &l.Version, &l.UpdatedAt)
+	res, err := t.exec(`INSERT INTO labels(volume_id, key, value, version, updated_at)
+		SELECT id, ?, ?, 1, ? FROM volumes WHERE id = ?
+		ON CONFLICT(volume_id, key) DO UPDATE SET value = excluded.value, version = version + 1, updated_at = excluded.updated_at`,
+		c.Key, c.Value, h.Time, c.VolumeID)
 	if err != nil {
+		return nil, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("fsm: entry %d: set label: %w", t.index, err)
+	} else if n == 0 {
+		return nil, notFound("volume %d not found", c.VolumeID)
+	}
+	l := Label{VolumeID: c.VolumeID, Key: c.Key, Value: c.Value, UpdatedAt: h.Time}
+	if err := t.tx.QueryRow(`SELECT version FROM labels WHERE volume_id = ? AND key = ?`, c.VolumeID, c.Key).Scan(&l.Version); err != nil {
 		return nil, fmt.Errorf("fsm: entry %d: set label: %w", t.index, err)
 	}
 	return l, nil

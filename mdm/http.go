@@ -1,6 +1,7 @@
 package mdm
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -296,10 +297,10 @@ func bind(c *gin.Context, dst any) error {
 	if err != nil {
 		return &fsm.Error{Kind: fsm.KindInvalid, Message: "request body: " + err.Error()}
 	}
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return &fsm.Error{Kind: fsm.KindInvalid, Message: "request body is not valid JSON for this route: " + strings.TrimPrefix(err.Error(), "json: ")}

@@ -237,6 +237,14 @@ func (p *ProcCluster) Close() {
 // Running reports whether process i is started.
 func (p *ProcCluster) Running(i int) bool { return p.procs[i] != nil }
 
+// Pid is process i's id (0 when it is not running).
+func (p *ProcCluster) Pid(i int) int {
+	if p.procs[i] == nil {
+		return 0
+	}
+	return p.procs[i].Process.Pid
+}
+
 // URL is process i's API base URL.
 func (p *ProcCluster) URL(i int) string { return "http://" + p.Cfgs[i].APIAddr }
 
