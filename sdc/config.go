@@ -28,6 +28,8 @@ type Config struct {
 	IOTimeout string `hcl:"io_timeout,optional"`
 	// VolumePollInterval is how often the SDC asks the MDM which volumes are mapped to it.
 	VolumePollInterval string `hcl:"volume_poll_interval,optional"`
+	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
+	DebugPprof bool `hcl:"debug_pprof,optional"`
 
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }

@@ -151,6 +151,9 @@ func (s *Service) mgmtHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.FullStatus())
 	})
+	if s.cfg.DebugPprof {
+		agent.HandlePprof(mux)
+	}
 	return mux
 }
 

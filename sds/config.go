@@ -36,6 +36,9 @@ type Config struct {
 	RebuildMBps     int `hcl:"rebuild_mbps,optional"`
 	RebuildParallel int `hcl:"rebuild_parallel,optional"`
 
+	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
+	DebugPprof bool `hcl:"debug_pprof,optional"`
+
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }
 

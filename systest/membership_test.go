@@ -17,7 +17,8 @@ import (
 // component is an SDS or SDC process with its control address.
 type component struct {
 	*mdmtest.Proc
-	api string
+	api  string
+	mgmt string // mgmt listener (SDS, SDC)
 }
 
 type status struct {
@@ -99,7 +100,10 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), device, capacityGB, ports[3], c.join, key)
-	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api}
+	if benchPprofDir != "" {
+		hcl += "debug_pprof = true\n"
+	}
+	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 }
 
 func (c *cluster) sdc(id string) component {
@@ -125,7 +129,10 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
-	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api}, fmt.Sprintf("127.0.0.1:%d", ports[2])
+	if benchPprofDir != "" {
+		hcl += "debug_pprof = true\n"
+	}
+	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}, fmt.Sprintf("127.0.0.1:%d", ports[2])
 }
 
 // members reads /cluster/members from any answering MDM.
