@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -159,6 +160,9 @@ func (s *Service) mgmtHandler() http.Handler {
 
 // Run starts an SDC and serves until ctx is cancelled.
 func Run(ctx context.Context, cfg *Config) error {
+	if cfg.GoMaxProcs > 0 {
+		runtime.GOMAXPROCS(cfg.GoMaxProcs)
+	}
 	s, err := Start(cfg, NewLogger(cfg))
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -199,6 +200,9 @@ func (s *Service) httpHandler() *http.ServeMux {
 
 // Run starts an SDS and serves until ctx is cancelled.
 func Run(ctx context.Context, cfg *Config) error {
+	if cfg.GoMaxProcs > 0 {
+		runtime.GOMAXPROCS(cfg.GoMaxProcs)
+	}
 	s, err := Start(cfg, NewLogger(cfg))
 	if err != nil {
 		return err

@@ -76,6 +76,16 @@ func (c *cluster) mdmList() string {
 	return strings.Join(l, ", ")
 }
 
+// oneHostTuning is added to every SDS and SDC config: all processes of a test share the host's
+// few CPUs (sds/DESIGN.md, "CPU"); with PFLEX_BENCH_PPROF they also serve /debug/pprof.
+var oneHostTuning = func() string {
+	s := "gomaxprocs = 1\n"
+	if benchPprofDir != "" {
+		s += "debug_pprof = true\n"
+	}
+	return s
+}()
+
 // sds adds an SDS process (not started) whose device is /dev/null (membership tests).
 func (c *cluster) sds(id, key string) component { return c.sdsDevice(id, key, "/dev/null", 10) }
 
@@ -100,9 +110,7 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), device, capacityGB, ports[3], c.join, key)
-	if benchPprofDir != "" {
-		hcl += "debug_pprof = true\n"
-	}
+	hcl += oneHostTuning
 	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 }
 
@@ -129,9 +137,7 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
-	if benchPprofDir != "" {
-		hcl += "debug_pprof = true\n"
-	}
+	hcl += oneHostTuning
 	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}, fmt.Sprintf("127.0.0.1:%d", ports[2])
 }
 
