@@ -28,6 +28,13 @@ type Config struct {
 	IOTimeout string `hcl:"io_timeout,optional"`
 	// VolumePollInterval is how often the SDC asks the MDM which volumes are mapped to it.
 	VolumePollInterval string `hcl:"volume_poll_interval,optional"`
+	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
+	DebugPprof bool `hcl:"debug_pprof,optional"`
+	// GoMaxProcs sets the Go runtime's GOMAXPROCS for the process (0: Go's default, one per
+	// CPU). On a host where several pflex processes share few CPUs (the one-host layout),
+	// 1 halves the CPU an IO costs: the runtime stops waking a second thread for every
+	// goroutine made runnable. Applied by Run, not by Start (tests run several in one process).
+	GoMaxProcs int `hcl:"gomaxprocs,optional"`
 
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }
@@ -78,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := config.Duration("volume_poll_interval", c.VolumePollInterval, DefaultVolumePollInterval); err != nil {
 		return err
+	}
+	if c.GoMaxProcs < 0 {
+		return fmt.Errorf("gomaxprocs: %d must be 0 (Go's default) or positive", c.GoMaxProcs)
 	}
 	if err := c.Gossip.Validate(); err != nil {
 		return err

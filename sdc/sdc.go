@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -151,11 +152,17 @@ func (s *Service) mgmtHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.FullStatus())
 	})
+	if s.cfg.DebugPprof {
+		agent.HandlePprof(mux)
+	}
 	return mux
 }
 
 // Run starts an SDC and serves until ctx is cancelled.
 func Run(ctx context.Context, cfg *Config) error {
+	if cfg.GoMaxProcs > 0 {
+		runtime.GOMAXPROCS(cfg.GoMaxProcs)
+	}
 	s, err := Start(cfg, NewLogger(cfg))
 	if err != nil {
 		return err

@@ -36,6 +36,14 @@ type Config struct {
 	RebuildMBps     int `hcl:"rebuild_mbps,optional"`
 	RebuildParallel int `hcl:"rebuild_parallel,optional"`
 
+	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
+	DebugPprof bool `hcl:"debug_pprof,optional"`
+	// GoMaxProcs sets the Go runtime's GOMAXPROCS for the process (0: Go's default, one per
+	// CPU). On a host where several pflex processes share few CPUs (the one-host layout),
+	// 1 halves the CPU an IO costs: the runtime stops waking a second thread for every
+	// goroutine made runnable. Applied by Run, not by Start (tests run several in one process).
+	GoMaxProcs int `hcl:"gomaxprocs,optional"`
+
 	Gossip *agent.GossipConfig `hcl:"gossip,block"`
 }
 
@@ -102,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RebuildParallel < 0 || c.RebuildParallel > 64 {
 		return fmt.Errorf("rebuild_parallel: %d must be from 1 to 64 (0: the default)", c.RebuildParallel)
+	}
+	if c.GoMaxProcs < 0 {
+		return fmt.Errorf("gomaxprocs: %d must be 0 (Go's default) or positive", c.GoMaxProcs)
 	}
 	if err := c.Gossip.Validate(); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -148,7 +149,11 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	}
 	go func() { s.dataDone <- s.data.Serve(s.dataLn) }()
 	s.control = agent.Serve(controlLn, s.httpHandler())
-	s.mgmt = agent.Serve(mgmtLn, s.httpHandler())
+	mgmt := s.httpHandler()
+	if cfg.DebugPprof {
+		agent.HandlePprof(mgmt)
+	}
+	s.mgmt = agent.Serve(mgmtLn, mgmt)
 	st := s.store.Stats()
 	logger.Info("SDS started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "data", s.dataLn.Addr().String(),
 		"gossip", s.agent.Pool().Addr(), "protection_domain", cfg.ProtectionDomain, "devices", len(devices),
@@ -187,7 +192,7 @@ func (s *Service) postAcks(ctx context.Context, requestID string, req api.AckReq
 }
 
 // httpHandler serves the control and mgmt APIs: /healthz, /status, /volumes/{id}/chunks.
-func (s *Service) httpHandler() http.Handler {
+func (s *Service) httpHandler() *http.ServeMux {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	return mux
@@ -195,6 +200,9 @@ func (s *Service) httpHandler() http.Handler {
 
 // Run starts an SDS and serves until ctx is cancelled.
 func Run(ctx context.Context, cfg *Config) error {
+	if cfg.GoMaxProcs > 0 {
+		runtime.GOMAXPROCS(cfg.GoMaxProcs)
+	}
 	s, err := Start(cfg, NewLogger(cfg))
 	if err != nil {
 		return err

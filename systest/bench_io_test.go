@@ -3,14 +3,82 @@ package systest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
+
+// benchPprofDir (PFLEX_BENCH_PPROF): when set, the SDS and SDC processes serve /debug/pprof on
+// their mgmt listener and BenchmarkNBDAgainstQemuNBD saves a CPU profile of each during every
+// pflex job there.
+var benchPprofDir = os.Getenv("PFLEX_BENCH_PPROF")
+
+// cpuTicks is the user+system CPU time a process has used, in clock ticks (1/100 s on Linux).
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// cpuMeter measures the CPU time of a set of processes over a job.
+type cpuMeter struct {
+	pids  []int
+	start int64
+	at    time.Time
+}
+
+func startCPU(pids ...int) *cpuMeter {
+	m := &cpuMeter{pids: pids, at: time.Now()}
+	for _, p := range pids {
+		m.start += cpuTicks(p)
+	}
+	return m
+}
+
+// perOp returns the CPU microseconds used per IO at iops since startCPU.
+func (m *cpuMeter) perOp(iops float64) float64 {
+	var end int64
+	for _, p := range m.pids {
+		end += cpuTicks(p)
+	}
+	cpuSec := float64(end-m.start) / 100
+	return 1e6 * cpuSec / time.Since(m.at).Seconds() / iops
+}
+
+// profile saves a CPU profile of the process serving pprof on mgmt into path.
+func profile(b *testing.B, mgmt, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", mgmt, int(d.Seconds())))
+	if err != nil {
+		b.Logf("profile %s: %v", mgmt, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("profile %s: %v", path, err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
+}
 
 // fioJob is one fio measurement.
 type fioJob struct {
@@ -95,11 +163,30 @@ func BenchmarkNBDAgainstQemuNBD(b *testing.B) {
 	}
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
-		b.Logf("%-20s %12s %12s %10s   %12s %12s", "job", "pflex IOPS", "qemu IOPS", "ratio", "pflex MB/s", "qemu MB/s")
+		b.Logf("%-20s %12s %12s %10s   %12s %12s   %14s %14s", "job", "pflex IOPS", "qemu IOPS", "ratio", "pflex MB/s", "qemu MB/s", "pflex CPU/op", "qemu CPU/op")
+		pflexPids := []int{ic.sdc.Pid()}
+		for _, s := range ic.sdss {
+			pflexPids = append(pflexPids, s.Pid())
+		}
 		for _, j := range fioJobs {
+			var wg sync.WaitGroup
+			if benchPprofDir != "" {
+				name := strings.ReplaceAll(j.name, " ", "_")
+				for _, c := range append([]component{ic.sdc}, ic.sdss...) {
+					wg.Go(func() {
+						time.Sleep(2 * time.Second)
+						profile(b, c.mgmt, filepath.Join(benchPprofDir, name+"-"+c.Name+".pprof"), 5*time.Second)
+					})
+				}
+			}
+			pm := startCPU(pflexPids...)
 			p := runFio(b, pflexURI, j, size, 8*time.Second)
+			pCPU := pm.perOp(p.iops)
+			wg.Wait()
+			qm := startCPU(qemu.Process.Pid)
 			q := runFio(b, qemuURI, j, size, 8*time.Second)
-			b.Logf("%-20s %12.0f %12.0f %9.0f%%   %12.1f %12.1f", j.name, p.iops, q.iops, 100*p.iops/q.iops, p.mbps, q.mbps)
+			qCPU := qm.perOp(q.iops)
+			b.Logf("%-20s %12.0f %12.0f %9.0f%%   %12.1f %12.1f   %11.1f µs %11.1f µs", j.name, p.iops, q.iops, 100*p.iops/q.iops, p.mbps, q.mbps, pCPU, qCPU)
 			b.ReportMetric(p.iops, strings.ReplaceAll(j.name, " ", "_")+"-pflex-iops")
 			b.ReportMetric(q.iops, strings.ReplaceAll(j.name, " ", "_")+"-qemu-iops")
 		}

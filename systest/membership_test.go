@@ -17,7 +17,8 @@ import (
 // component is an SDS or SDC process with its control address.
 type component struct {
 	*mdmtest.Proc
-	api string
+	api  string
+	mgmt string // mgmt listener (SDS, SDC)
 }
 
 type status struct {
@@ -75,6 +76,16 @@ func (c *cluster) mdmList() string {
 	return strings.Join(l, ", ")
 }
 
+// oneHostTuning is added to every SDS and SDC config: all processes of a test share the host's
+// few CPUs (sds/DESIGN.md, "CPU"); with PFLEX_BENCH_PPROF they also serve /debug/pprof.
+var oneHostTuning = func() string {
+	s := "gomaxprocs = 1\n"
+	if benchPprofDir != "" {
+		s += "debug_pprof = true\n"
+	}
+	return s
+}()
+
 // sds adds an SDS process (not started) whose device is /dev/null (membership tests).
 func (c *cluster) sds(id, key string) component { return c.sdsDevice(id, key, "/dev/null", 10) }
 
@@ -99,7 +110,8 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), device, capacityGB, ports[3], c.join, key)
-	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api}
+	hcl += oneHostTuning
+	return component{Proc: c.mdms.AddProc(id, "sds", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 }
 
 func (c *cluster) sdc(id string) component {
@@ -125,7 +137,8 @@ gossip {
   key = %q
 }
 `, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
-	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api}, fmt.Sprintf("127.0.0.1:%d", ports[2])
+	hcl += oneHostTuning
+	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}, fmt.Sprintf("127.0.0.1:%d", ports[2])
 }
 
 // members reads /cluster/members from any answering MDM.

@@ -8,6 +8,8 @@ nbd_addr    = "127.0.0.1:10809" # NBD exports: one per volume mapped to this SDC
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"
 heartbeat_interval = "500ms"
+# All seven processes share this host's CPUs: one Go thread each costs less CPU per IO.
+gomaxprocs = 1
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"slices"
 	"sort"
@@ -337,47 +336,64 @@ func (l *Layout) placed(c int64) []int64 {
 	if r, ok := l.Overrides[c]; ok {
 		return r
 	}
-	type scored struct {
-		m     Member
-		score float64
-	}
-	s := make([]scored, 0, len(l.Members))
+	// Every IO computes this (SDC and SDS): no sort.Slice or hash.Hash allocations. An
+	// insertion sort of the (few) members gives the same order as any sort: the order is total.
+	var arr [16]scored
+	s := arr[:0]
 	for _, m := range l.Members {
 		if m.Joined == 0 {
-			s = append(s, scored{m, score(l.VolumeID, c, m)})
+			x := scored{m.SDSID, m.FaultSet, score(l.VolumeID, c, m)}
+			i := len(s)
+			s = append(s, x)
+			for ; i > 0 && x.before(s[i-1]); i-- {
+				s[i] = s[i-1]
+			}
+			s[i] = x
 		}
 	}
-	sort.Slice(s, func(i, j int) bool {
-		if s[i].score != s[j].score {
-			return s[i].score > s[j].score
-		}
-		return s[i].m.SDSID < s[j].m.SDSID
-	})
 	if len(s) == 0 {
 		return nil
 	}
-	out := []int64{s[0].m.SDSID}
+	out := make([]int64, 1, Copies)
+	out[0] = s[0].id
 	for _, x := range s[1:] {
-		if x.m.FaultSet != 0 && x.m.FaultSet == s[0].m.FaultSet {
+		if x.faultSet != 0 && x.faultSet == s[0].faultSet {
 			continue
 		}
-		out = append(out, x.m.SDSID)
+		out = append(out, x.id)
 		break
 	}
 	if len(out) < Copies && len(s) > 1 { // every other SDS shares the fault set: still two SDSs
-		out = append(out, s[1].m.SDSID)
+		out = append(out, s[1].id)
 	}
 	return out
 }
 
+// scored is a member's rendezvous score for one chunk.
+type scored struct {
+	id, faultSet int64
+	score        float64
+}
+
+// before orders by score, highest first, then by SDS id.
+func (a scored) before(b scored) bool {
+	if a.score != b.score {
+		return a.score > b.score
+	}
+	return a.id < b.id
+}
+
 func score(volume, chunk int64, m Member) float64 {
-	h := fnv.New64a()
+	// FNV-1a (hash/fnv's New64a) over the big-endian (volume, chunk, sds), inline.
 	var b [24]byte
 	binary.BigEndian.PutUint64(b[0:], uint64(volume))
 	binary.BigEndian.PutUint64(b[8:], uint64(chunk))
 	binary.BigEndian.PutUint64(b[16:], uint64(m.SDSID))
-	h.Write(b[:])
-	x := h.Sum64()
+	x := uint64(14695981039346656037)
+	for _, c := range b {
+		x ^= uint64(c)
+		x *= 1099511628211
+	}
 	// Mix (fnv's high bits are weak for short inputs) and map to (0,1).
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd

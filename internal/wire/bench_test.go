@@ -5,8 +5,17 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // benchHandler acknowledges writes and serves reads from a pooled buffer, doing no IO, so the
 // benchmark measures the protocol and loopback TCP.
@@ -23,6 +32,7 @@ func runConcurrent(b *testing.B, callers int, do func(buf []byte) error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for range callers {
 		wg.Go(func() {
 			buf := make([]byte, 4096)
@@ -36,6 +46,8 @@ func runConcurrent(b *testing.B, callers int, do func(buf []byte) error) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	// CPU per op (client and server together) is steadier than ops/s on a shared machine.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // BenchmarkWrite4K: 4 KiB WRITE and its reply over loopback TCP, one connection. Allocations

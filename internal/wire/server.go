@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -82,6 +83,7 @@ func Serve[S any](conn net.Conn, h Handler[S], opts ServerOptions) error {
 		bw:      bufio.NewWriterSize(conn, ioBufferSize),
 		slots:   make(chan struct{}, opts.MaxInflight),
 		replies: make(chan *serverRequest, opts.MaxInflight),
+		work:    make(chan *serverRequest),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.state = h.Open(conn)
@@ -99,6 +101,7 @@ func Serve[S any](conn net.Conn, h Handler[S], opts ServerOptions) error {
 		err = nil // the peer closed between requests: still deliver the replies in flight
 	}
 	s.inflight.Wait()
+	close(s.work)
 	close(s.replies)
 	<-writerDone
 	s.cancel()
@@ -131,6 +134,7 @@ type server[S any] struct {
 	writeErr error               // set by writeLoop; read after it exits
 	slots    chan struct{}       // one per request in flight
 	replies  chan *serverRequest // handled requests, for writeLoop
+	work     chan *serverRequest // requests for idle workers (unbuffered)
 	inflight sync.WaitGroup
 }
 
@@ -153,7 +157,25 @@ func (s *server[S]) readLoop() error {
 			return err // io.EOF: clean close between requests
 		}
 		s.inflight.Add(1)
-		go s.serve(sr)
+		select {
+		case s.work <- sr: // an idle worker takes it
+		default:
+			go s.worker(sr)
+		}
+	}
+}
+
+// worker serves sr, then further requests handed to it while it is idle, until Serve ends.
+// Workers are reused rather than started per request: a fresh goroutine's stack grows (copied)
+// on every request through the SDS's data path, a reused one keeps its grown stack. There are
+// never more workers than MaxInflight (one per slot at most).
+func (s *server[S]) worker(sr *serverRequest) {
+	for {
+		s.serve(sr)
+		var ok bool
+		if sr, ok = <-s.work; !ok {
+			return
+		}
 	}
 }
 
@@ -183,7 +205,12 @@ func (s *server[S]) writeLoop() {
 				_, err = bw.Write(sr.resp)
 			}
 			if err == nil && len(s.replies) == 0 {
-				err = bw.Flush()
+				// Yield once before flushing: handlers already runnable (requests that
+				// arrived in the same read) add their replies to this syscall.
+				runtime.Gosched()
+				if len(s.replies) == 0 {
+					err = bw.Flush()
+				}
 			}
 			if err != nil {
 				s.writeErr = err

@@ -150,6 +150,14 @@ func (x *Proc) Start() {
 	x.cmd, x.done = cmd, done
 }
 
+// Pid is the running process's id (0 when it is not running).
+func (x *Proc) Pid() int {
+	if x.cmd == nil || x.cmd.Process == nil {
+		return 0
+	}
+	return x.cmd.Process.Pid
+}
+
 // Kill9 kills the process with SIGKILL.
 func (x *Proc) Kill9() {
 	if x.cmd != nil {

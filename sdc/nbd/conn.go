@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -43,11 +44,22 @@ type conn struct {
 	size     uint64
 	readOnly bool
 
-	wmu  sync.Mutex // serialises replies
-	werr error      // first reply write error; later replies are dropped
+	wmu      sync.Mutex    // serialises replies
+	bw       *bufio.Writer // replies, flushed in batches (see reply)
+	wpending bool          // a reply's writer will flush bw
+	werr     error         // first reply write error; later replies are dropped
+
+	work chan job // requests for idle workers (unbuffered)
 
 	lim      limiter
 	inflight sync.WaitGroup
+}
+
+// job is a validated request with its payload (WRITE) and the limiter credit it holds.
+type job struct {
+	req  request
+	buf  []byte
+	held int64
 }
 
 type request struct {
@@ -60,10 +72,12 @@ type request struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
-		srv: s,
-		nc:  nc,
-		br:  bufio.NewReaderSize(nc, 64<<10),
-		log: s.log.With("remote", nc.RemoteAddr().String()),
+		srv:  s,
+		nc:   nc,
+		br:   bufio.NewReaderSize(nc, 64<<10),
+		bw:   bufio.NewWriterSize(nc, 64<<10),
+		work: make(chan job),
+		log:  s.log.With("remote", nc.RemoteAddr().String()),
 	}
 	c.lim.init(s.cfg.MaxInflight, s.cfg.MaxInflightBytes)
 	return c
@@ -96,6 +110,7 @@ func (c *conn) serve() {
 	c.log.Debug("transmission started", "export", c.exportName(), "size", c.size, "read_only", c.readOnly)
 	reason := c.readRequests()
 	c.inflight.Wait()
+	close(c.work)
 	c.log.Debug("connection closed", "reason", reason)
 }
 
@@ -225,8 +240,21 @@ func (c *conn) dispatch(req request) error {
 		held = c.lim.acquire(0)
 	}
 	c.inflight.Add(1)
-	go c.execute(req, buf, held)
+	select {
+	case c.work <- job{req, buf, held}: // an idle worker takes it
+	default:
+		go c.worker(job{req, buf, held})
+	}
 	return nil
+}
+
+// worker executes j, then further requests handed to it while it is idle, until the
+// connection ends. Reusing workers (at most one per request in flight) spares a goroutine start
+// and its stack growth per request.
+func (c *conn) worker(j job) {
+	for ok := true; ok; j, ok = <-c.work {
+		c.execute(j.req, j.buf, j.held)
+	}
 }
 
 // check returns the error value for a request that must not reach the
@@ -323,25 +351,51 @@ func (c *conn) execute(req request, buf []byte, held int64) {
 }
 
 // reply sends a simple reply; data follows only for a successful READ.
-// Replies go out in completion order under wmu. A failed write drops the
-// connection, which also ends the request reader.
+// Replies go out in completion order under wmu, into a buffered writer. The
+// first reply to find no flush pending flushes, after yielding the processor
+// once (runtime.Gosched) so that the requests completed in the same burst —
+// their goroutines are already runnable — add their replies to the same
+// syscall; the others only buffer theirs. data is copied (or written) before
+// reply returns. A failed write drops the connection, which also ends the
+// request reader.
 func (c *conn) reply(handle uint64, errno uint32, data []byte) {
 	var hdr [replyHeaderSize]byte
 	binary.BigEndian.PutUint32(hdr[0:], magicSimpleReply)
 	binary.BigEndian.PutUint32(hdr[4:], errno)
 	binary.BigEndian.PutUint64(hdr[8:], handle)
-	bufs := net.Buffers{hdr[:]}
-	if len(data) > 0 {
-		bufs = append(bufs, data)
-	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.werr != nil {
+		c.wmu.Unlock()
 		return
 	}
-	if _, err := bufs.WriteTo(c.nc); err != nil {
-		c.werr = err
-		c.log.Debug("reply failed; dropping connection", "error", err)
-		c.nc.Close()
+	_, err := c.bw.Write(hdr[:])
+	if err == nil && len(data) > 0 {
+		_, err = c.bw.Write(data)
 	}
+	if err != nil || c.wpending {
+		c.replyFailed(err)
+		c.wmu.Unlock()
+		return
+	}
+	c.wpending = true
+	c.wmu.Unlock()
+
+	runtime.Gosched()
+
+	c.wmu.Lock()
+	c.wpending = false
+	if c.werr == nil {
+		c.replyFailed(c.bw.Flush())
+	}
+	c.wmu.Unlock()
+}
+
+// replyFailed records a reply write error (nil: none) and drops the connection. Under wmu.
+func (c *conn) replyFailed(err error) {
+	if err == nil || c.werr != nil {
+		return
+	}
+	c.werr = err
+	c.log.Debug("reply failed; dropping connection", "error", err)
+	c.nc.Close()
 }
