@@ -20,6 +20,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	workload := fs.String("workload", d.Workload, "workload: "+strings.Join(Workloads(), ", "))
 	nemesis := fs.String("nemesis", strings.Join(d.Nemeses, ","), "comma-separated faults ("+strings.Join(Nemeses(), ", ")+"), or none")
 	o := Options{}
+	fs.StringVar(&o.Backend, "backend", "local", "cluster: local (processes on loopback), netns (a network namespace per process; root)")
 	fs.DurationVar(&o.Time, "time", d.Time, "how long clients run while faults are injected")
 	fs.DurationVar(&o.Recovery, "recovery", d.Recovery, "clients keep running this long after every fault is healed")
 	fs.IntVar(&o.Clients, "clients", d.Clients, "concurrent clients")
