@@ -204,3 +204,47 @@ func TestSmokeLabelsPartitionLeaderNetns(t *testing.T) {
 		t.Fatalf("namespaces left after the run:\n%s", out)
 	}
 }
+
+// TestSmokeLabelsPartitionDocker: three MDM containers of an image built FROM scratch from this
+// tree's binary, on a private network; a bridge partition every few seconds. Valid, and every
+// container and the network are gone afterwards.
+func TestSmokeLabelsPartitionDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three MDM containers for about 30 s")
+	}
+	if err := DockerAvailable(); err != nil {
+		t.Skip(err)
+	}
+	report, err := os.MkdirTemp("", "pflex-jepsen-docker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{
+		Binary: buildPflex(t), Backend: "docker", Image: "pflex:jepsen-test", RebuildImage: true,
+		ReportDir: report, Workload: "labels", Nemeses: []string{"partition-bridge", "partition-leader"},
+		Time: 15 * time.Second, Recovery: 4 * time.Second, Clients: 6, Keys: 4,
+		NemesisMin: 2 * time.Second, NemesisMax: 3 * time.Second, Log: testWriter{t},
+	}
+	t.Cleanup(func() { docker("rmi", o.Image) })
+	v, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("\n%s", v.Summary())
+	if !v.Valid {
+		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
+	}
+	defer os.RemoveAll(report)
+	if n := v.FaultCount(); n < 2 {
+		t.Fatalf("only %d partitions injected", n)
+	}
+	if v.Ops.OK < 200 {
+		t.Fatalf("only %d operations acknowledged", v.Ops.OK)
+	}
+	mine := fmt.Sprintf("name=%s%d-", netnsPrefix, os.Getpid())
+	for _, args := range [][]string{{"ps", "-aq", "--filter", mine}, {"network", "ls", "-q", "--filter", mine}} {
+		if out, err := docker(args...); err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("docker %v after the run: %q %v", args, out, err)
+		}
+	}
+}

@@ -20,17 +20,21 @@ import (
 
 // Options configure one run. Zero fields take the defaults of DefaultOptions.
 type Options struct {
-	Binary     string        // pflex binary the MDMs run
-	Backend    string        // local (processes on loopback), netns, docker; local unless set
-	ReportDir  string        // where the history, logs and verdict go (created)
-	Workload   string        // labels, topology
-	Nemeses    []string      // leader-kill, kill, pause, rolling-restart; empty: no faults
-	Time       time.Duration // how long clients run while faults are injected
-	Recovery   time.Duration // clients keep running this long after every fault is healed
-	Clients    int           // concurrent client processes
-	Keys       int           // labels: keys (registers); topology: PD names
-	OpTimeout  time.Duration // per-request timeout; a timed-out write is an unknown outcome
-	OpInterval time.Duration // a client waits up to this between operations
+	Binary  string // pflex binary the MDMs run
+	Backend string // local (processes on loopback), netns, docker; local unless set
+	// Image is the docker backend's image (DefaultImage unless set); it is built from Binary
+	// when missing, or always with RebuildImage.
+	Image        string
+	RebuildImage bool
+	ReportDir    string        // where the history, logs and verdict go (created)
+	Workload     string        // labels, topology
+	Nemeses      []string      // leader-kill, kill, pause, rolling-restart; empty: no faults
+	Time         time.Duration // how long clients run while faults are injected
+	Recovery     time.Duration // clients keep running this long after every fault is healed
+	Clients      int           // concurrent client processes
+	Keys         int           // labels: keys (registers); topology: PD names
+	OpTimeout    time.Duration // per-request timeout; a timed-out write is an unknown outcome
+	OpInterval   time.Duration // a client waits up to this between operations
 	// NemesisMin, NemesisMax bound the quiet time between faults.
 	NemesisMin, NemesisMax time.Duration
 	CheckTimeout           time.Duration // porcupine gives up after this (inconclusive)
@@ -105,7 +109,7 @@ func (o *Options) Validate() error {
 			return err
 		}
 		if strings.HasPrefix(n, "partition") && o.Backend == "local" {
-			return fmt.Errorf("jepsen: nemesis %s needs a backend that can partition (netns); local processes share one loopback", n)
+			return fmt.Errorf("jepsen: nemesis %s needs a backend that can partition (netns, docker); local processes share one loopback", n)
 		}
 	}
 	if o.NemesisMax < o.NemesisMin {
@@ -241,7 +245,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	var exitsMu sync.Mutex
 	var exits []string
 	nodesDir := filepath.Join(o.ReportDir, "nodes")
-	c, err := newCluster(o.Backend, LocalConfig{Binary: o.Binary, Dir: nodesDir, DataPath: needsDataPath(w), IOTimeout: o.IOTimeout,
+	c, err := newCluster(o, LocalConfig{Binary: o.Binary, Dir: nodesDir, DataPath: needsDataPath(w), IOTimeout: o.IOTimeout,
 		HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout, LeaderLeaseTimeout: o.LeaderLeaseTimeout,
 		OnExit: func(node string, err error) {
 			exitsMu.Lock()
@@ -388,17 +392,19 @@ type runCluster interface {
 }
 
 // Backends lists the cluster backends.
-func Backends() []string { return []string{"local", "netns"} }
+func Backends() []string { return []string{"local", "netns", "docker"} }
 
-// newCluster makes a cluster of the named backend.
-func newCluster(backend string, cfg LocalConfig) (runCluster, error) {
-	switch backend {
+// newCluster makes a cluster of o.Backend.
+func newCluster(o Options, cfg LocalConfig) (runCluster, error) {
+	switch o.Backend {
 	case "local", "":
 		return NewLocalCluster(cfg)
 	case "netns":
 		return NewNetnsCluster(cfg)
+	case "docker":
+		return NewDockerCluster(DockerConfig{LocalConfig: cfg, Image: o.Image, RebuildImage: o.RebuildImage})
 	}
-	return nil, fmt.Errorf("jepsen: unknown backend %q (%s)", backend, strings.Join(Backends(), ", "))
+	return nil, fmt.Errorf("jepsen: unknown backend %q (%s)", o.Backend, strings.Join(Backends(), ", "))
 }
 
 func writeVerdict(v Verdict) error {
