@@ -316,24 +316,17 @@ func (c *DockerCluster) Describe() string {
 
 // Partition implements Partitioner (groups of MDM indexes, as NetnsCluster.Partition).
 func (c *DockerCluster) Partition(groups [][]int) error {
-	drops, err := partitionDrops(len(c.nodes), groups)
-	if err != nil {
-		return err
-	}
 	fw, err := c.host.firewall(c.nodes[0].ID)
 	if err != nil {
 		return err
 	}
-	for i, d := range drops {
-		var src []string
-		for _, j := range d {
-			src = append(src, c.host.addrs[c.nodes[j].ID])
-		}
-		if err := fw.cut(c.nodes[i].ID, src); err != nil {
-			return err
-		}
+	var ids, addrs []string
+	c.host.mu.Lock()
+	for _, n := range c.nodes {
+		ids, addrs = append(ids, n.ID), append(addrs, c.host.addrs[n.ID])
 	}
-	return nil
+	c.host.mu.Unlock()
+	return partition(*fw, ids, addrs, groups)
 }
 
 // healPartition removes the partition rules of every running MDM container (a stopped one
@@ -345,16 +338,15 @@ func (c *DockerCluster) healPartition() error {
 	if fw == nil {
 		return nil
 	}
-	var errs []error
-	for i, n := range c.nodes {
-		if c.State(i) == NodeStopped {
-			continue
-		}
-		if err := fw.clear(n.ID); err != nil && !errors.Is(err, ErrNodeDown) {
-			errs = append(errs, err)
-		}
+	var ids []string
+	for _, n := range c.nodes {
+		ids = append(ids, n.ID)
 	}
-	return errors.Join(errs...)
+	err := healAll(*fw, ids, func(i int) bool { return c.State(i) == NodeStopped })
+	if errors.Is(err, ErrNodeDown) { // it died meanwhile: a new container has no rules
+		return nil
+	}
+	return err
 }
 
 // Heal implements Cluster: partitions first, then paused and stopped containers.

@@ -308,31 +308,23 @@ func (c *NetnsCluster) Describe() string {
 // Partition implements Partitioner: groups of MDM indexes; MDMs that share no group cannot
 // reach each other (SDSs and the SDC reach everyone).
 func (c *NetnsCluster) Partition(groups [][]int) error {
-	drops, err := partitionDrops(len(c.nodes), groups)
-	if err != nil {
-		return err
+	ids, addrs := c.mdmAddrs()
+	return partition(c.net.fw, ids, addrs, groups)
+}
+
+func (c *NetnsCluster) mdmAddrs() (ids, addrs []string) {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	for _, n := range c.nodes {
+		ids, addrs = append(ids, n.ID), append(addrs, c.net.addrs[n.ID])
 	}
-	for i, d := range drops {
-		var src []string
-		for _, j := range d {
-			src = append(src, c.net.addrs[c.nodes[j].ID])
-		}
-		if err := c.net.fw.cut(c.nodes[i].ID, src); err != nil {
-			return err
-		}
-	}
-	return nil
+	return ids, addrs
 }
 
 // healPartition removes every partition rule from every MDM's namespace.
 func (c *NetnsCluster) healPartition() error {
-	var errs []error
-	for _, n := range c.nodes {
-		if err := c.net.fw.clear(n.ID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	ids, _ := c.mdmAddrs()
+	return healAll(c.net.fw, ids, nil)
 }
 
 // Heal implements Cluster: partitions first, then paused and stopped processes.
