@@ -248,3 +248,29 @@ func TestSmokeLabelsPartitionDocker(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerCleanup: the network of a run whose harness is gone is removed by the next run, and
+// removing a run twice is fine.
+func TestDockerCleanup(t *testing.T) {
+	if err := DockerAvailable(); err != nil {
+		t.Skip(err)
+	}
+	dead := 4000000
+	for pidAlive(dead) {
+		dead++
+	}
+	stale := fmt.Sprintf("%s%d-beef", netnsPrefix, dead)
+	if _, err := docker("network", "create", "--label", "pflex.jepsen=test", stale); err != nil {
+		t.Fatal(err)
+	}
+	defer removeDockerRun(stale)
+	gone := CleanStaleDocker()
+	if _, err := docker("network", "inspect", stale); err == nil || !slices.Contains(gone, stale) {
+		t.Fatalf("stale network %s not removed (removed %v)", stale, gone)
+	}
+	for k := 0; k < 2; k++ {
+		if err := removeDockerRun(stale); err != nil {
+			t.Fatalf("remove #%d: %v", k, err)
+		}
+	}
+}
