@@ -485,12 +485,8 @@ func (d *drill) rep(ctx context.Context) DrillRep {
 				alive = append(alive, a)
 			}
 		}
-		n := 0
-		if pollUntilEvery(ctx, d.o.Timeout, 0, func() bool {
-			n++
-			return d.probeWrite(ctx, alive[n%len(alive)], n)
-		}) == nil {
-			r.FirstWrite = time.Since(killedAt)
+		if at, ok := d.firstWrite(ctx, alive); ok {
+			r.FirstWrite = at.Sub(killedAt)
 		}
 	}()
 	sleep(ctx, d.o.Down)
@@ -508,6 +504,43 @@ func (d *drill) rep(ctx context.Context) DrillRep {
 		r.NBDStall = nbd.stall(killedAt, time.Now())
 	}
 	return r
+}
+
+// firstWrite starts a write probe every 20 ms, round robin over addrs, each its own request
+// with its own 1 s timeout, until one is acknowledged (or Timeout passes), and returns when
+// the first acknowledgement came. Overlapping probes keep the measurement exact when a
+// request hangs (a follower forwarding to a leader cut off by a partition) instead of
+// being refused: a later request can succeed while an earlier one waits out its timeout.
+func (d *drill) firstWrite(ctx context.Context, addrs []string) (time.Time, bool) {
+	var probes sync.WaitGroup
+	defer probes.Wait() // after cancel: the probes still in flight give up at once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	acked := make(chan time.Time, 1)
+	deadline := time.After(d.o.Timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			if d.probeWrite(ctx, addrs[n%len(addrs)], n) {
+				select {
+				case acked <- time.Now():
+				default:
+				}
+			}
+		}()
+		select {
+		case at := <-acked:
+			return at, true
+		case <-deadline:
+			return time.Time{}, false
+		case <-ctx.Done():
+			return time.Time{}, false
+		case <-tick.C:
+		}
+	}
 }
 
 // probeWrite PUTs label pflex-drill through one MDM (which forwards to the leader).
