@@ -20,8 +20,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	workload := fs.String("workload", d.Workload, "workload: "+strings.Join(Workloads(), ", "))
 	nemesis := fs.String("nemesis", strings.Join(d.Nemeses, ","), "comma-separated faults ("+strings.Join(Nemeses(), ", ")+"), or none")
 	o := Options{}
+	fs.StringVar(&o.Backend, "backend", "local", "cluster: local (processes on loopback), netns (a network namespace per process; root), docker (containers of "+DefaultImage+"; root)")
 	fs.DurationVar(&o.Time, "time", d.Time, "how long clients run while faults are injected")
 	fs.DurationVar(&o.Recovery, "recovery", d.Recovery, "clients keep running this long after every fault is healed")
+	fs.StringVar(&o.Image, "image", DefaultImage, "docker backend: the image (built FROM scratch from -bin when missing; `make image`)")
+	fs.BoolVar(&o.RebuildImage, "rebuild-image", false, "docker backend: build -image from -bin even if it exists")
 	fs.IntVar(&o.Clients, "clients", d.Clients, "concurrent clients")
 	fs.IntVar(&o.Keys, "keys", d.Keys, "labels: label keys (registers); topology: PD names; block: 4 KiB blocks")
 	fs.DurationVar(&o.OpTimeout, "op-timeout", d.OpTimeout, "per-request timeout (a timed-out write is an unknown outcome)")

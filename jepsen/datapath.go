@@ -36,10 +36,6 @@ func (c *LocalCluster) prepareDataPath(gossipJoin []string) error {
 	if n == 0 {
 		n = 3
 	}
-	ports, err := freePorts(4*n + 4)
-	if err != nil {
-		return err
-	}
 	var mdms, join []string
 	for _, node := range c.nodes {
 		mdms = append(mdms, fmt.Sprintf("%q", node.API))
@@ -47,10 +43,10 @@ func (c *LocalCluster) prepareDataPath(gossipJoin []string) error {
 	for _, j := range gossipJoin {
 		join = append(join, fmt.Sprintf("%q", j))
 	}
-	common := func(id, dir, api string, mgmt, gossip int) string {
-		return fmt.Sprintf("id = %q\ndata_dir = %q\napi_addr = %q\nmgmt_addr = \"127.0.0.1:%d\"\ncluster_key = %q\n"+
+	common := func(id, dir, api, mgmt, gossip string) string {
+		return fmt.Sprintf("id = %q\ndata_dir = %q\napi_addr = %q\nmgmt_addr = %q\ncluster_key = %q\n"+
 			"log_level = %q\nheartbeat_interval = \"200ms\"\nmdm = [%s]\n"+
-			"gossip {\n  bind_addr = \"127.0.0.1:%d\"\n  join = [%s]\n  key = %q\n}\n",
+			"gossip {\n  bind_addr = %q\n  join = [%s]\n  key = %q\n}\n",
 			id, filepath.Join(dir, "data"), api, mgmt, c.cfg.ClusterKey, c.cfg.LogLevel, strings.Join(mdms, ", "),
 			gossip, strings.Join(join, ", "), c.cfg.GossipKey)
 	}
@@ -58,19 +54,26 @@ func (c *LocalCluster) prepareDataPath(gossipJoin []string) error {
 	for j := 0; j < n; j++ {
 		id := fmt.Sprintf("sds-%d", j+1)
 		dir := filepath.Join(c.cfg.Dir, id)
-		api := fmt.Sprintf("127.0.0.1:%d", ports[4*j])
-		hcl := common(id, dir, api, ports[4*j+1], ports[4*j+3]) +
-			fmt.Sprintf("data_addr = \"127.0.0.1:%d\"\nprotection_domain = %q\ndevices = [%q]\ntotal_capacity_gb = 4\n",
-				ports[4*j+2], dataPathPD, filepath.Join(dir, "data", "dev0.img"))
+		a, err := c.cfg.host.listen(id, "sds", 4)
+		if err != nil {
+			return err
+		}
+		api := a[0]
+		hcl := common(id, dir, api, a[1], a[3]) +
+			fmt.Sprintf("data_addr = %q\nprotection_domain = %q\ndevices = [%q]\ntotal_capacity_gb = 4\n",
+				a[2], dataPathPD, filepath.Join(dir, "data", "dev0.img"))
 		if err := c.addSpec(id, "sds", dir, api, hcl); err != nil {
 			return err
 		}
 		d.sds = append(d.sds, len(c.specs)-1)
 	}
-	p := ports[4*n:]
+	p, err := c.cfg.host.listen("sdc-1", "sdc", 4)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Join(c.cfg.Dir, "sdc-1")
-	api := fmt.Sprintf("127.0.0.1:%d", p[0])
-	d.nbd = fmt.Sprintf("127.0.0.1:%d", p[2])
+	api := p[0]
+	d.nbd = p[2]
 	hcl := common("sdc-1", dir, api, p[1], p[3]) + fmt.Sprintf("nbd_addr = %q\n", d.nbd)
 	if c.cfg.IOTimeout != "" {
 		hcl += fmt.Sprintf("io_timeout = %q\n", c.cfg.IOTimeout)

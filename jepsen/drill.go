@@ -46,6 +46,9 @@ type DrillOptions struct {
 	StartCmd   string        // sh -c template; empty: restart the local process as it was
 	Log        io.Writer
 	HTTPClient *http.Client
+	// Cluster is a cluster the drill started itself (-backend); the fault is done through it
+	// (Kill/Start, Partition/Heal, KillSDS/StartSDS) instead of commands or /proc.
+	Cluster runCluster
 }
 
 // DrillRep is one repetition's measurements (negative: not measured or never happened).
@@ -87,10 +90,24 @@ func DrillMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "give up on a repetition's recovery after this")
 	fs.StringVar(&o.KillCmd, "kill-cmd", "", "shell command that kills (or, for partition, isolates) the target; {id} {addr} {pid} are replaced (default: SIGKILL the local process found in /proc)")
 	fs.StringVar(&o.StartCmd, "start-cmd", "", "shell command that starts (or reconnects) the target; {id} {addr} {pid} are replaced (default: start the local process again as it was)")
+	backend := fs.String("backend", "", "start a cluster for the drill and stop it after: local, netns, docker (default: the running cluster at -mdm; partition without -kill-cmd: netns)")
+	bin := fs.String("bin", "", "with -backend: the pflex binary (default: this executable)")
+	dir := fs.String("dir", "", "with -backend: where the cluster's configs and logs go (default: a temporary directory, removed after)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	o.MDMs = strings.Split(*mdmFlag, ",")
+	if *backend == "" && o.Fault == "partition" && o.KillCmd == "" && o.StartCmd == "" {
+		*backend = "netns"
+	}
+	if *backend != "" {
+		stop, err := startDrillCluster(ctx, &o, *backend, *bin, *dir)
+		if err != nil {
+			fmt.Fprintln(stderr, "pflex drill:", err)
+			return 2
+		}
+		defer stop()
+	}
 	reps, err := RunDrill(ctx, o, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "pflex drill:", err)
@@ -110,7 +127,7 @@ func RunDrill(ctx context.Context, o DrillOptions, out io.Writer) ([]DrillRep, e
 	switch o.Fault {
 	case "leader-kill", "sds-kill":
 	case "partition":
-		if o.KillCmd == "" || o.StartCmd == "" {
+		if o.Cluster == nil && (o.KillCmd == "" || o.StartCmd == "") {
 			return nil, errors.New("partition needs -kill-cmd and -start-cmd that isolate and reconnect {id} (e.g. docker network disconnect/connect); local processes share one loopback")
 		}
 	default:
@@ -280,6 +297,9 @@ func (d *drill) target(ctx context.Context) (*drillTarget, uint64, error) {
 		role = "sds"
 		match = func(cfg string) bool { return hclString(cfg, "id") == m.ID }
 	}
+	if c := d.o.Cluster; c != nil {
+		return d.clusterTarget(c, &t, role), term, nil
+	}
 	if d.o.KillCmd != "" && d.o.StartCmd != "" {
 		run := func(tmpl string) func() error {
 			return func() error {
@@ -300,6 +320,117 @@ func (d *drill) target(ctx context.Context) (*drillTarget, uint64, error) {
 	}
 	t.kill, t.start = p.Kill, p.Restart
 	return &t, term, nil
+}
+
+// clusterTarget does the fault through the drill's own cluster.
+func (d *drill) clusterTarget(c runCluster, t *drillTarget, role string) *drillTarget {
+	if role == "sds" {
+		for i := 0; i < c.SDSCount(); i++ {
+			if c.SDSID(i) == t.id {
+				t.kill = func() error { return c.KillSDS(i) }
+				t.start = func() error { return c.StartSDS(i) }
+			}
+		}
+		return t
+	}
+	node := -1
+	var rest []int
+	for i, n := range c.Nodes() {
+		if n.ID == t.id {
+			node = i
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	if node < 0 {
+		t.kill = func() error { return fmt.Errorf("%s is not a node of the cluster", t.id) }
+		t.start = func() error { return nil }
+		return t
+	}
+	if d.o.Fault == "partition" {
+		p, ok := c.(Partitioner)
+		if !ok {
+			t.kill = func() error { return fmt.Errorf("%s cannot partition", c.Describe()) }
+			t.start = func() error { return nil }
+			return t
+		}
+		t.kill = func() error { return p.Partition([][]int{{node}, rest}) }
+		t.start = func() error { return c.Heal(context.Background()) }
+		return t
+	}
+	t.kill = func() error { return c.Kill(node) }
+	t.start = func() error { return c.Start(context.Background(), node) }
+	return t
+}
+
+// startDrillCluster starts a cluster of the backend for the drill and points o at it (MDMs,
+// token, and for sds-kill the NBD export); stop closes it.
+func startDrillCluster(ctx context.Context, o *DrillOptions, backend, bin, dir string) (stop func(), err error) {
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	keep := dir != ""
+	if !keep {
+		if dir, err = os.MkdirTemp("", "pflex-drill-"); err != nil {
+			return nil, err
+		}
+	}
+	dataPath := o.Fault == "sds-kill"
+	c, err := newCluster(Options{Backend: backend}, LocalConfig{Binary: bin, Dir: dir, DataPath: dataPath})
+	if err != nil {
+		return nil, err
+	}
+	stop = func() {
+		c.Close()
+		if !keep {
+			os.RemoveAll(dir)
+		}
+	}
+	fail := func(err error) (func(), error) {
+		stop()
+		return nil, fmt.Errorf("%w (cluster logs were in %s; -dir keeps them)", err, dir)
+	}
+	fmt.Fprintf(o.Log, "pflex drill: starting 3 MDMs on %s\n", c.Describe())
+	if err := c.StartAll(ctx); err != nil {
+		return fail(err)
+	}
+	if _, ok := waitLeader(ctx, c, 60*time.Second); !ok {
+		return fail(errors.New("no MDM leader within 60s"))
+	}
+	o.MDMs, o.Token, o.Cluster = nil, c.AdminToken(), c
+	for _, n := range c.Nodes() {
+		o.MDMs = append(o.MDMs, n.API)
+	}
+	admin, err := api.NewClient(o.MDMs, api.WithToken(o.Token), api.WithRetryDeadline(60*time.Second))
+	if err != nil {
+		return fail(err)
+	}
+	if dataPath {
+		if err := c.StartDataPath(ctx, admin); err != nil {
+			return fail(err)
+		}
+		if o.NBD == "" {
+			addr, export := c.NBD()
+			o.NBD = "nbd://" + addr + "/" + export
+		}
+		return stop, nil
+	}
+	var pd fsm.ProtectionDomain
+	var pool fsm.Pool
+	if err := admin.Post(ctx, "/pd/create", map[string]any{"name": "drill-pd"}, &pd); err != nil {
+		return fail(fmt.Errorf("create pd: %w", err))
+	}
+	if err := admin.Post(ctx, "/pool/create", map[string]any{"name": "drill-pool", "pd_id": pd.ID,
+		"protection_policy": "two_copies", "total_capacity_gb": 1024}, &pool); err != nil {
+		return fail(fmt.Errorf("create pool: %w", err))
+	}
+	if err := admin.Post(ctx, "/vol/create", map[string]any{"name": "drill-vol", "size_gb": 8,
+		"provisioning": "thin", "pool_id": pool.ID}, nil); err != nil {
+		return fail(fmt.Errorf("create volume: %w", err))
+	}
+	return stop, nil
 }
 
 // rep runs one repetition.
@@ -354,12 +485,8 @@ func (d *drill) rep(ctx context.Context) DrillRep {
 				alive = append(alive, a)
 			}
 		}
-		n := 0
-		if pollUntilEvery(ctx, d.o.Timeout, 0, func() bool {
-			n++
-			return d.probeWrite(ctx, alive[n%len(alive)], n)
-		}) == nil {
-			r.FirstWrite = time.Since(killedAt)
+		if at, ok := d.firstWrite(ctx, alive); ok {
+			r.FirstWrite = at.Sub(killedAt)
 		}
 	}()
 	sleep(ctx, d.o.Down)
@@ -377,6 +504,43 @@ func (d *drill) rep(ctx context.Context) DrillRep {
 		r.NBDStall = nbd.stall(killedAt, time.Now())
 	}
 	return r
+}
+
+// firstWrite starts a write probe every 20 ms, round robin over addrs, each its own request
+// with its own 1 s timeout, until one is acknowledged (or Timeout passes), and returns when
+// the first acknowledgement came. Overlapping probes keep the measurement exact when a
+// request hangs (a follower forwarding to a leader cut off by a partition) instead of
+// being refused: a later request can succeed while an earlier one waits out its timeout.
+func (d *drill) firstWrite(ctx context.Context, addrs []string) (time.Time, bool) {
+	var probes sync.WaitGroup
+	defer probes.Wait() // after cancel: the probes still in flight give up at once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	acked := make(chan time.Time, 1)
+	deadline := time.After(d.o.Timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			if d.probeWrite(ctx, addrs[n%len(addrs)], n) {
+				select {
+				case acked <- time.Now():
+				default:
+				}
+			}
+		}()
+		select {
+		case at := <-acked:
+			return at, true
+		case <-deadline:
+			return time.Time{}, false
+		case <-ctx.Done():
+			return time.Time{}, false
+		case <-tick.C:
+		}
+	}
 }
 
 // probeWrite PUTs label pflex-drill through one MDM (which forwards to the leader).

@@ -9,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"pflex/internal/ports"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"pflex/internal/api"
+	"pflex/internal/ports"
 )
 
 // LocalConfig describes a cluster of `pflex mdm` processes on loopback.
@@ -37,6 +37,9 @@ type LocalConfig struct {
 	DataPath  bool
 	SDSs      int    // number of SDSs with DataPath; 3 unless set
 	IOTimeout string // SDC io_timeout; the SDC's default (30 s) unless set
+	// host places the processes (addresses, how each runs); loopback processes unless set.
+	// The netns and docker backends set it.
+	host procHost
 }
 
 // LocalCluster runs the MDMs as local processes: SIGKILL, SIGSTOP and SIGCONT are real
@@ -50,6 +53,53 @@ type LocalCluster struct {
 
 	mu    sync.Mutex
 	procs []*localProc
+}
+
+// procHost is where a cluster's processes run: the addresses they listen on, the command that
+// runs one in the foreground (its exit is the process's exit) and how a signal reaches it.
+type procHost interface {
+	// listen returns the n addresses process id listens on (MDM: API, raft, gossip; SDS: API,
+	// mgmt, data, gossip; SDC: API, mgmt, NBD, gossip).
+	listen(id, role string, n int) ([]string, error)
+	// command runs argv as process id.
+	command(id string, argv []string) *exec.Cmd
+	// signal delivers sig (SIGKILL, SIGTERM, SIGSTOP, SIGCONT) to process id, run by cmd.
+	signal(id string, cmd *exec.Cmd, sig syscall.Signal) error
+}
+
+// loopbackHost runs processes on this host's loopback, on ports below the ephemeral range
+// (internal/ports), never handing out a port twice.
+type loopbackHost struct{ used map[int]bool }
+
+func (h *loopbackHost) listen(id, role string, n int) ([]string, error) {
+	if h.used == nil {
+		h.used = map[int]bool{}
+	}
+	var out []string
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100 {
+			return nil, fmt.Errorf("jepsen: no %d distinct free ports for %s", n, id)
+		}
+		ps, err := ports.Pick(n - len(out))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			if !h.used[p] {
+				h.used[p] = true
+				out = append(out, fmt.Sprintf("127.0.0.1:%d", p))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (*loopbackHost) command(id string, argv []string) *exec.Cmd {
+	return exec.Command(argv[0], argv[1:]...)
+}
+
+func (*loopbackHost) signal(id string, cmd *exec.Cmd, sig syscall.Signal) error {
+	return cmd.Process.Signal(sig)
 }
 
 // procSpec is how to run one process of the cluster.
@@ -94,25 +144,34 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
-	ports, err := freePorts(3 * cfg.Size)
+	if cfg.host == nil {
+		cfg.host = &loopbackHost{}
+	}
+	// Absolute, so that a container can bind-mount it at the same path.
+	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Dir = dir
 	c := &LocalCluster{cfg: cfg, http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	var join []string
+	addrs := make([][]string, cfg.Size)
 	for i := 0; i < cfg.Size; i++ {
-		join = append(join, fmt.Sprintf("127.0.0.1:%d", ports[3*i+2]))
+		if addrs[i], err = cfg.host.listen(fmt.Sprintf("mdm-%d", i+1), "mdm", 3); err != nil {
+			return nil, err
+		}
+		join = append(join, addrs[i][2])
 	}
 	for i := 0; i < cfg.Size; i++ {
 		id := fmt.Sprintf("mdm-%d", i+1)
-		n := Node{ID: id, API: fmt.Sprintf("127.0.0.1:%d", ports[3*i])}
+		n := Node{ID: id, API: addrs[i][0]}
 		dir := filepath.Join(cfg.Dir, id)
 		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 			return nil, err
 		}
 		hcl := renderMDMConfig(mdmConfig{
 			ID: id, DataDir: filepath.Join(dir, "data"), API: n.API,
-			Raft: fmt.Sprintf("127.0.0.1:%d", ports[3*i+1]), Gossip: join[i], Join: join,
+			Raft: addrs[i][1], Gossip: join[i], Join: join,
 			GossipKey: cfg.GossipKey, ClusterKey: cfg.ClusterKey, AdminToken: cfg.AdminToken, LogLevel: cfg.LogLevel,
 			BootstrapExpect: cfg.Size, HeartbeatTimeout: cfg.HeartbeatTimeout,
 			ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
@@ -133,8 +192,8 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 	return c, nil
 }
 
-// freePorts picks n loopback ports (below the ephemeral range: see internal/ports).
-func freePorts(n int) ([]int, error) { return ports.Pick(n) }
+// Describe says where the cluster runs.
+func (c *LocalCluster) Describe() string { return "local processes on loopback" }
 
 // Nodes implements Cluster.
 func (c *LocalCluster) Nodes() []Node { return append([]Node(nil), c.nodes...) }
@@ -173,7 +232,7 @@ func (c *LocalCluster) startProc(k int) error {
 		return err
 	}
 	fmt.Fprintf(logf, "=== jepsen: starting %s at %s\n", spec.ID, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.cfg.Binary, spec.Role, "-config", spec.HCL)
+	cmd := c.cfg.host.command(spec.ID, []string{c.cfg.Binary, spec.Role, "-config", spec.HCL})
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a Ctrl-C of the harness does not reach it before Close.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -217,15 +276,16 @@ func (c *LocalCluster) stop(k int, sig syscall.Signal, grace time.Duration) erro
 	p.stopping = true
 	paused := p.paused
 	c.mu.Unlock()
-	p.cmd.Process.Signal(sig)
-	if paused && sig != syscall.SIGKILL {
-		p.cmd.Process.Signal(syscall.SIGCONT)
+	id := c.specs[k].ID
+	c.cfg.host.signal(id, p.cmd, sig)
+	if paused {
+		c.cfg.host.signal(id, p.cmd, syscall.SIGCONT)
 	}
 	if grace > 0 {
 		select {
 		case <-p.done:
 		case <-time.After(grace):
-			p.cmd.Process.Signal(syscall.SIGKILL)
+			c.cfg.host.signal(id, p.cmd, syscall.SIGKILL)
 		}
 	}
 	<-p.done
@@ -249,7 +309,7 @@ func (c *LocalCluster) setPaused(i int, paused bool) error {
 	if paused {
 		sig = syscall.SIGSTOP
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := c.cfg.host.signal(c.specs[i].ID, p.cmd, sig); err != nil {
 		return fmt.Errorf("jepsen: signal %s: %w", c.nodes[i].ID, err)
 	}
 	p.paused = paused

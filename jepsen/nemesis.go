@@ -175,13 +175,16 @@ func NewNemesis(name string) (Nemesis, error) {
 		return rollingRestartNemesis{}, nil
 	case sdsKillName:
 		return sdsKillNemesis{}, nil
+	case "partition-leader", "partition-majority", "partition-bridge":
+		return partitionNemesis{kind: strings.TrimPrefix(name, "partition-")}, nil
 	}
 	return nil, fmt.Errorf("jepsen: unknown nemesis %q (%s, none)", name, strings.Join(Nemeses(), ", "))
 }
 
 // Nemeses lists the nemesis names.
 func Nemeses() []string {
-	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName}
+	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName,
+		"partition-leader", "partition-majority", "partition-bridge"}
 }
 
 // sdsKillName names the SDS-kill nemesis.
@@ -205,6 +208,64 @@ func (n sdsKillNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, r
 	rec.Fault(n.Name())
 	sleep(ctx, between(rng, 5*time.Second, 10*time.Second))
 	return rec.DoNamed(n.Name(), "start", d.SDSID(i), func() error { return d.StartSDS(i) })
+}
+
+// partitionNemesis cuts the network between MDMs for 3-6 s, then heals it. Kinds:
+//   - leader: the current leader alone on one side, every other MDM on the other;
+//   - majority: a random minority (n/2 MDMs) against the majority;
+//   - bridge: two halves that share one MDM, which alone talks to both sides.
+//
+// It needs a backend that implements Partitioner (netns, docker).
+type partitionNemesis struct{ kind string }
+
+func (n partitionNemesis) Name() string { return "partition-" + n.kind }
+
+func (n partitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	p, ok := c.(Partitioner)
+	if !ok {
+		return fmt.Errorf("%s: the backend cannot partition (use netns or docker)", n.Name())
+	}
+	groups, err := partitionGroups(n.kind, len(c.Nodes()), rng, func() (int, bool) { return waitLeader(ctx, c, 10*time.Second) })
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.Name(), err)
+	}
+	if err := rec.DoNamed(n.Name(), "partition", describeGroups(c.Nodes(), groups), func() error { return p.Partition(groups) }); err != nil {
+		// A half-made partition is still healed.
+		rec.DoNamed(n.Name(), "heal", "network", func() error { return c.Heal(context.Background()) })
+		return err
+	}
+	rec.Fault(n.Name())
+	sleep(ctx, between(rng, 3*time.Second, 6*time.Second))
+	return rec.DoNamed(n.Name(), "heal", "network", func() error { return c.Heal(context.Background()) })
+}
+
+// partitionGroups picks the groups of a partition of n nodes (kinds as partitionNemesis);
+// leader finds the leader for kind "leader".
+func partitionGroups(kind string, n int, rng *rand.Rand, leader func() (int, bool)) ([][]int, error) {
+	perm := rng.Perm(n)
+	switch kind {
+	case "leader":
+		l, ok := leader()
+		if !ok {
+			return nil, fmt.Errorf("no leader to isolate")
+		}
+		var rest []int
+		for i := 0; i < n; i++ {
+			if i != l {
+				rest = append(rest, i)
+			}
+		}
+		return [][]int{{l}, rest}, nil
+	case "majority":
+		return [][]int{perm[:n/2], perm[n/2:]}, nil
+	case "bridge":
+		if n < 3 {
+			return nil, fmt.Errorf("a bridge needs 3 nodes, have %d", n)
+		}
+		mid := n / 2
+		return [][]int{perm[:mid+1], perm[mid:]}, nil
+	}
+	return nil, fmt.Errorf("unknown partition kind %q", kind)
 }
 
 // runNemeses injects a random fault from list every interval (uniform in [lo, hi]) until ctx

@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,16 +20,21 @@ import (
 
 // Options configure one run. Zero fields take the defaults of DefaultOptions.
 type Options struct {
-	Binary     string        // pflex binary the MDMs run
-	ReportDir  string        // where the history, logs and verdict go (created)
-	Workload   string        // labels, topology
-	Nemeses    []string      // leader-kill, kill, pause, rolling-restart; empty: no faults
-	Time       time.Duration // how long clients run while faults are injected
-	Recovery   time.Duration // clients keep running this long after every fault is healed
-	Clients    int           // concurrent client processes
-	Keys       int           // labels: keys (registers); topology: PD names
-	OpTimeout  time.Duration // per-request timeout; a timed-out write is an unknown outcome
-	OpInterval time.Duration // a client waits up to this between operations
+	Binary  string // pflex binary the MDMs run
+	Backend string // local (processes on loopback), netns, docker; local unless set
+	// Image is the docker backend's image (DefaultImage unless set); it is built from Binary
+	// when missing, or always with RebuildImage.
+	Image        string
+	RebuildImage bool
+	ReportDir    string        // where the history, logs and verdict go (created)
+	Workload     string        // labels, topology
+	Nemeses      []string      // leader-kill, kill, pause, rolling-restart; empty: no faults
+	Time         time.Duration // how long clients run while faults are injected
+	Recovery     time.Duration // clients keep running this long after every fault is healed
+	Clients      int           // concurrent client processes
+	Keys         int           // labels: keys (registers); topology: PD names
+	OpTimeout    time.Duration // per-request timeout; a timed-out write is an unknown outcome
+	OpInterval   time.Duration // a client waits up to this between operations
 	// NemesisMin, NemesisMax bound the quiet time between faults.
 	NemesisMin, NemesisMax time.Duration
 	CheckTimeout           time.Duration // porcupine gives up after this (inconclusive)
@@ -57,6 +63,9 @@ func (o *Options) fill() {
 	d := DefaultOptions()
 	if o.Workload == "" {
 		o.Workload = d.Workload
+	}
+	if o.Backend == "" {
+		o.Backend = "local"
 	}
 	orDefault := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {
@@ -92,9 +101,15 @@ func (o *Options) Validate() error {
 	if _, err := NewWorkload(o.Workload); err != nil {
 		return err
 	}
+	if !slices.Contains(Backends(), o.Backend) {
+		return fmt.Errorf("jepsen: unknown backend %q (%s)", o.Backend, strings.Join(Backends(), ", "))
+	}
 	for _, n := range o.Nemeses {
 		if _, err := NewNemesis(n); err != nil {
 			return err
+		}
+		if strings.HasPrefix(n, "partition") && o.Backend == "local" {
+			return fmt.Errorf("jepsen: nemesis %s needs a backend that can partition (netns, docker); local processes share one loopback", n)
 		}
 	}
 	if o.NemesisMax < o.NemesisMin {
@@ -117,6 +132,7 @@ type OpCounts struct {
 type Verdict struct {
 	Valid     bool           `json:"valid"`
 	Workload  string         `json:"workload"`
+	Backend   string         `json:"backend"`
 	Nemeses   []string       `json:"nemeses"`
 	Seed      int64          `json:"seed"`
 	ReportDir string         `json:"report_dir"`
@@ -146,7 +162,7 @@ func (v Verdict) Summary() string {
 	if v.Duration == "" { // a re-check of a stored history
 		fmt.Fprintf(&b, "jepsen %s re-check: %s\n", v.Workload, status)
 	} else {
-		fmt.Fprintf(&b, "jepsen %s / %s: %s (seed %d, %s)\n", v.Workload, strings.Join(v.Nemeses, ","), status, v.Seed, v.Duration)
+		fmt.Fprintf(&b, "jepsen %s / %s on %s: %s (seed %d, %s)\n", v.Workload, strings.Join(v.Nemeses, ","), v.Backend, status, v.Seed, v.Duration)
 	}
 	if v.Duration == "" {
 		v.ByF, v.Faults = nil, nil
@@ -203,7 +219,7 @@ func (v Verdict) summarizeChecks(b *strings.Builder) {
 // (no binary, no leader at start, setup failed); violations are in the Verdict.
 func Run(ctx context.Context, o Options) (Verdict, error) {
 	o.fill()
-	v := Verdict{Workload: o.Workload, Nemeses: o.Nemeses, Seed: o.Seed, ReportDir: o.ReportDir}
+	v := Verdict{Workload: o.Workload, Backend: o.Backend, Nemeses: o.Nemeses, Seed: o.Seed, ReportDir: o.ReportDir}
 	if err := o.Validate(); err != nil {
 		return v, err
 	}
@@ -229,7 +245,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 	var exitsMu sync.Mutex
 	var exits []string
 	nodesDir := filepath.Join(o.ReportDir, "nodes")
-	c, err := NewLocalCluster(LocalConfig{Binary: o.Binary, Dir: nodesDir, DataPath: needsDataPath(w), IOTimeout: o.IOTimeout,
+	c, err := newCluster(o, LocalConfig{Binary: o.Binary, Dir: nodesDir, DataPath: needsDataPath(w), IOTimeout: o.IOTimeout,
 		HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout, LeaderLeaseTimeout: o.LeaderLeaseTimeout,
 		OnExit: func(node string, err error) {
 			exitsMu.Lock()
@@ -240,7 +256,7 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		return v, err
 	}
 	defer c.Close()
-	logf("starting %d MDMs (logs in %s)", len(c.Nodes()), nodesDir)
+	logf("starting %d MDMs on %s (logs in %s)", len(c.Nodes()), c.Describe(), nodesDir)
 	if err := c.StartAll(ctx); err != nil {
 		return v, err
 	}
@@ -365,6 +381,30 @@ func Run(ctx context.Context, o Options) (Verdict, error) {
 		}
 	}
 	return v, writeVerdict(v)
+}
+
+// runCluster is what Run needs of a backend.
+type runCluster interface {
+	DataPathCluster
+	StartAll(ctx context.Context) error
+	StartDataPath(ctx context.Context, admin *api.Client) error
+	Describe() string
+}
+
+// Backends lists the cluster backends.
+func Backends() []string { return []string{"local", "netns", "docker"} }
+
+// newCluster makes a cluster of o.Backend.
+func newCluster(o Options, cfg LocalConfig) (runCluster, error) {
+	switch o.Backend {
+	case "local", "":
+		return NewLocalCluster(cfg)
+	case "netns":
+		return NewNetnsCluster(cfg)
+	case "docker":
+		return NewDockerCluster(DockerConfig{LocalConfig: cfg, Image: o.Image, RebuildImage: o.RebuildImage})
+	}
+	return nil, fmt.Errorf("jepsen: unknown backend %q (%s)", o.Backend, strings.Join(Backends(), ", "))
 }
 
 func writeVerdict(v Verdict) error {

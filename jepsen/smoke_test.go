@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// buildPflex builds ./cmd/pflex (without the race detector: the MDMs are the system under
-// test, the harness is what this package's tests race-check).
+// buildPflex builds ./cmd/pflex as `make build` does, static (CGO_ENABLED=0, so the docker
+// backend can put it in a FROM-scratch image), without the race detector: the MDMs are the
+// system under test, the harness is what this package's tests race-check.
 func buildPflex(t *testing.T) string {
 	t.Helper()
 	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
@@ -21,6 +22,7 @@ func buildPflex(t *testing.T) string {
 	bin := filepath.Join(t.TempDir(), "pflex")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pflex")
 	cmd.Dir = strings.TrimSpace(string(root))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build pflex: %v\n%s", err, out)
 	}
