@@ -46,6 +46,12 @@ func NetnsAvailable() error {
 			return fmt.Errorf("jepsen: the netns backend needs %s: %w", bin, err)
 		}
 	}
+	// Root without CAP_SYS_ADMIN (an unprivileged container) cannot make namespaces.
+	probe := fmt.Sprintf("%sprobe-%d", netnsPrefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		return fmt.Errorf("jepsen: cannot create a network namespace here: %v: %s", err, out)
+	}
+	exec.Command("ip", "netns", "del", probe).Run()
 	return nil
 }
 
