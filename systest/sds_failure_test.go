@@ -317,8 +317,9 @@ func TestSDSKill9DuringNBDWritesStallsWithoutErrorOrLoss(t *testing.T) {
 	}
 	excluded := after.Excluded[0].SDSID
 	seen := ic.waitHealthOK(90 * time.Second)
-	if !seen[mdm.HealthDegraded] && !seen[mdm.HealthRebuilding] {
-		t.Fatalf("pool health went %v, never DEGRADED or REBUILDING", seen)
+	if st := ic.rebuildStatus(); !seen[mdm.HealthDegraded] && !seen[mdm.HealthRebuilding] && st.ChunksDone == 0 {
+		// The rebuild may finish between two polls; the leader's run figures say it happened.
+		t.Fatalf("pool health went %v, never DEGRADED or REBUILDING, and no chunk was rebuilt: %+v", seen, st)
 	}
 	n := w.verify(t, ic.nbd, "vol1")
 	copies := ic.replicasIdentical(vol, victim.Name)
