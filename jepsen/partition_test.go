@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"context"
 	"fmt"
 	"math/rand"
 	"os"
@@ -175,24 +174,12 @@ func TestSmokeLabelsPartitionLeaderNetns(t *testing.T) {
 	if err := NetnsAvailable(); err != nil {
 		t.Skip(err)
 	}
-	report, err := os.MkdirTemp("", "pflex-jepsen-netns-")
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := Options{
-		Binary: buildPflex(t), Backend: "netns", ReportDir: report, Workload: "labels",
+		Binary: buildPflex(t), Backend: "netns", Workload: "labels",
 		Nemeses: []string{"partition-leader"}, Time: 20 * time.Second, Recovery: 5 * time.Second,
-		Clients: 6, Keys: 4, NemesisMin: 2 * time.Second, NemesisMax: 3 * time.Second, Log: testWriter{t},
+		Clients: 6, Keys: 4, NemesisMin: 2 * time.Second, NemesisMax: 3 * time.Second,
 	}
-	v, err := Run(context.Background(), o)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	t.Logf("\n%s", v.Summary())
-	if !v.Valid {
-		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
-	}
-	defer os.RemoveAll(report)
+	v := smokeRun(t, "pflex-jepsen-netns-", o)
 	if n := v.Faults["partition-leader"]; n < 2 {
 		t.Fatalf("only %d partitions injected", n)
 	}
@@ -215,26 +202,14 @@ func TestSmokeLabelsPartitionDocker(t *testing.T) {
 	if err := DockerAvailable(); err != nil {
 		t.Skip(err)
 	}
-	report, err := os.MkdirTemp("", "pflex-jepsen-docker-")
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := Options{
 		Binary: buildPflex(t), Backend: "docker", Image: "pflex:jepsen-test", RebuildImage: true,
-		ReportDir: report, Workload: "labels", Nemeses: []string{"partition-bridge", "partition-leader"},
+		Workload: "labels", Nemeses: []string{"partition-bridge", "partition-leader"},
 		Time: 15 * time.Second, Recovery: 4 * time.Second, Clients: 6, Keys: 4,
-		NemesisMin: 2 * time.Second, NemesisMax: 3 * time.Second, Log: testWriter{t},
+		NemesisMin: 2 * time.Second, NemesisMax: 3 * time.Second,
 	}
 	t.Cleanup(func() { docker("rmi", o.Image) })
-	v, err := Run(context.Background(), o)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	t.Logf("\n%s", v.Summary())
-	if !v.Valid {
-		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
-	}
-	defer os.RemoveAll(report)
+	v := smokeRun(t, "pflex-jepsen-docker-", o)
 	if n := v.FaultCount(); n < 2 {
 		t.Fatalf("only %d partitions injected", n)
 	}

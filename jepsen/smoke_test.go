@@ -36,16 +36,30 @@ func TestSmokeLabelsLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three MDM processes for about a minute")
 	}
-	// The report survives a failing run (t.TempDir would not).
-	report, err := os.MkdirTemp("", "pflex-jepsen-smoke-")
+	o := Options{
+		Binary: buildPflex(t), Workload: "labels", Nemeses: []string{"leader-kill"},
+		Time: 30 * time.Second, Recovery: 5 * time.Second, Clients: 6, Keys: 4,
+		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second,
+	}
+	v := smokeRun(t, "pflex-jepsen-smoke-", o)
+	if n := v.FaultCount(); n < 2 {
+		t.Fatalf("only %d faults injected", n)
+	}
+	if v.Ops.OK < 200 {
+		t.Fatalf("only %d operations acknowledged", v.Ops.OK)
+	}
+}
+
+// smokeRun runs o, with a report directory that survives a failing run (t.TempDir would not)
+// and a log into the test's; it fails the test on an error or an invalid verdict, and removes
+// the report after a valid run.
+func smokeRun(t *testing.T, prefix string, o Options) Verdict {
+	t.Helper()
+	report, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{
-		Binary: buildPflex(t), ReportDir: report, Workload: "labels", Nemeses: []string{"leader-kill"},
-		Time: 30 * time.Second, Recovery: 5 * time.Second, Clients: 6, Keys: 4,
-		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second, Log: testWriter{t},
-	}
+	o.ReportDir, o.Log = report, testWriter{t}
 	v, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -54,13 +68,8 @@ func TestSmokeLabelsLeaderKill(t *testing.T) {
 	if !v.Valid {
 		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
 	}
-	defer os.RemoveAll(report)
-	if n := v.FaultCount(); n < 2 {
-		t.Fatalf("only %d faults injected", n)
-	}
-	if v.Ops.OK < 200 {
-		t.Fatalf("only %d operations acknowledged", v.Ops.OK)
-	}
+	t.Cleanup(func() { os.RemoveAll(report) })
+	return v
 }
 
 type testWriter struct{ t *testing.T }
@@ -96,24 +105,12 @@ func TestSmokeBlockLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts seven processes for about 30 s")
 	}
-	report, err := os.MkdirTemp("", "pflex-jepsen-block-")
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := Options{
-		Binary: buildPflex(t), ReportDir: report, Workload: "block", Nemeses: []string{"leader-kill"},
+		Binary: buildPflex(t), Workload: "block", Nemeses: []string{"leader-kill"},
 		Time: 15 * time.Second, Recovery: 3 * time.Second, Clients: 4, Keys: 6,
-		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second, Log: testWriter{t},
+		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second,
 	}
-	v, err := Run(context.Background(), o)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	t.Logf("\n%s", v.Summary())
-	if !v.Valid {
-		t.Fatalf("invalid verdict (report kept in %s)", v.ReportDir)
-	}
-	defer os.RemoveAll(report)
+	v := smokeRun(t, "pflex-jepsen-block-", o)
 	if v.FaultCount() < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
 		t.Fatalf("too little happened: %d faults, %v", v.FaultCount(), v.ByF)
 	}
