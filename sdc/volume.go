@@ -260,6 +260,9 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 	err = parallel(len(spans), func(i int) error {
 		sp := spans[i]
 		req := wire.Request{Op: op, Flags: flags, VolumeID: v.id, Offset: sp.Offset, Length: uint32(sp.Length)}
+		if op != wire.OpRead {
+			req.Tag = nextTag() // the same on every attempt below: see "Retries" in DESIGN.md
+		}
 		var buf []byte
 		if data != nil {
 			buf = data[sp.Offset-off : sp.Offset-off+sp.Length]
@@ -290,6 +293,14 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 	}
 	return nil
 }
+
+// tags numbers this process's writes. Seeded from the clock so that a restarted SDC (same SDC
+// id) does not reuse the tags its previous run sent, which the SDSs still remember for a while.
+var tags atomic.Uint64
+
+func init() { tags.Store(uint64(time.Now().UnixNano())) }
+
+func nextTag() uint64 { return tags.Add(1) }
 
 // cutSpans cuts spans longer than n.
 func cutSpans(spans []layout.Span, n int64) []layout.Span {

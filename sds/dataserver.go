@@ -86,11 +86,12 @@ type DataServer struct {
 	rebuild  rebuildState
 	throttle *throttle
 	dirty    dirtyChunks
+	writeIDs *writeIDs // tagged writes applied here recently (writeids.go)
 }
 
 type dataCounters struct {
 	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
-	degradedWrites, noLease, dropped                                   atomic.Int64
+	degradedWrites, noLease, dropped, replays                          atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -107,6 +108,11 @@ type DataStats struct {
 	DegradedWrites  int64        `json:"degraded_writes"` // acknowledged with this SDS's copy alone
 	NoLease         int64        `json:"no_lease"`        // requests refused: no valid lease
 	DroppedCopies   int64        `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
+	// Retried writes (writeids.go): re-sent writes this SDS already held and did not apply
+	// again, the writes remembered, and those forgotten early because of the cap.
+	ReplayedWrites  int64        `json:"replayed_writes"`
+	WriteIDs        int          `json:"write_ids"`
+	WriteIDsEvicted int64        `json:"write_ids_evicted"`
 	Rebuild         RebuildStats `json:"rebuild"`
 	AckBatchesSent  int64        `json:"ack_batches_sent"`
 	AckFailures     int64        `json:"ack_failures"`
@@ -130,6 +136,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{},
 		recPending: map[int64]int64{}, reconciled: map[int64]int64{}, recWake: make(chan struct{}, 1)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.writeIDs = newWriteIDs(DefaultWriteIDRetention, DefaultWriteIDMax, cfg.Now)
 	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
 	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout)
 	if cfg.Acks != nil {
@@ -214,6 +221,7 @@ func (d *DataServer) Stats() DataStats {
 		Trims: d.stats.trims.Load(), Flushes: d.stats.flushes.Load(), Refused: d.stats.refused.Load(),
 		Retries: d.stats.retries.Load(), DegradedWrites: d.stats.degradedWrites.Load(), NoLease: d.stats.noLease.Load(),
 		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
+		ReplayedWrites: d.stats.replays.Load(), WriteIDs: d.writeIDs.size(), WriteIDsEvicted: d.writeIDs.evicted.Load(),
 	}
 	if d.acks != nil {
 		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
@@ -491,7 +499,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		}
 		secs = append(secs, m)
 	}
-	fwd := wire.Request{Op: req.Op, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Data: req.Data}
+	fwd := wire.Request{Op: req.Op, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Tag: req.Tag, Data: req.Data}
 	if req.Op == wire.OpWrite {
 		fwd.Op = wire.OpReplWrite
 	} else {
@@ -505,11 +513,19 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	results := make([]result, len(secs))
 	mu := d.lock(t.key)
 	mu.Lock()
+	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
+		resp := d.replay(ctx, claims, tok, req, t, secs)
+		mu.Unlock()
+		return resp
+	}
 	var wg sync.WaitGroup
 	for i, sec := range secs {
 		wg.Go(func() { results[i].resp, results[i].err = d.replicas.forward(ctx, sec.Addr, tok, fwd) })
 	}
 	lerr := d.apply(req, t)
+	if lerr == nil {
+		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+	}
 	wg.Wait()
 	mu.Unlock()
 
@@ -536,7 +552,15 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t target) wire.Response {
 	mu := d.lock(t.key)
 	mu.Lock()
+	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
+		mu.Unlock()
+		d.stats.replays.Add(1)
+		return wire.Response{Epoch: t.epoch} // this copy, the only one, has it
+	}
 	err := d.apply(req, t)
+	if err == nil {
+		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+	}
 	mu.Unlock()
 	if err != nil {
 		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
@@ -547,6 +571,40 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 	}
 	d.stats.degradedWrites.Add(1)
 	d.dirty.mark(t.key)
+	d.count(claims, req, t)
+	return wire.Response{Epoch: t.epoch}
+}
+
+// replay answers a write that this SDS's copy already holds (an earlier attempt was applied here
+// and then refused, abandoned or lost on the way back): it is not applied again, since newer
+// writes to the same blocks may have been acknowledged since. The other replicas may lack it,
+// so the range's current bytes, which include it, are sent to them as a REPL_WRITE; then the
+// write is acknowledged like any other. Called under the chunk's write lock.
+func (d *DataServer) replay(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target, secs []layout.Member) wire.Response {
+	d.stats.replays.Add(1)
+	buf := make([]byte, t.length)
+	if err := d.cfg.Store.ReadAt(t.key, t.l.ChunkSize, buf, t.inChunk); err != nil {
+		d.log.Error("replay: reading the local copy failed", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
+		return statusResp(storeStatus(err), t.epoch, err.Error())
+	}
+	fwd := wire.Request{Op: wire.OpReplWrite, Flags: req.Flags &^ wire.FlagReplica, VolumeID: req.VolumeID,
+		Offset: req.Offset, Epoch: req.Epoch, Tag: req.Tag, Data: buf}
+	resps := make([]wire.Response, len(secs))
+	errs := make([]error, len(secs))
+	var wg sync.WaitGroup
+	for i, sec := range secs {
+		wg.Go(func() { resps[i], errs[i] = d.replicas.forward(ctx, sec.Addr, tok, fwd) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			d.dirty.mark(t.key)
+			return d.secondaryFailed(t, secs[i], resps[i], err)
+		}
+	}
+	if !d.leaseValid() {
+		return d.noLease()
+	}
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
@@ -579,6 +637,9 @@ func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req 
 		d.log.Error("replica write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 		return statusResp(storeStatus(err), t.epoch, err.Error())
 	}
+	// Always applied, even when already recorded: the primary orders the writes of a chunk, and a
+	// replay (below) carries the primary's current bytes.
+	d.writeIDs.add(claims.SDCID, req.Tag, t.key)
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }

@@ -348,6 +348,9 @@ func (d *DataServer) applyChunkCopy(req *wire.Request, t target) wire.Response {
 	if !pending || ids[len(ids)-1] != self {
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the rebuild target of chunk %d (replicas %v, pending %v)", self, t.key.Chunk, ids, pending))
 	}
+	// The copy replaces whatever this SDS held: the writes it remembers applying to it no longer
+	// count (a retry of one is applied again; the source's copy may not have it).
+	d.writeIDs.replaced(t.key)
 	var err error
 	switch {
 	case req.Flags&wire.FlagChunkAbsent == 0:

@@ -24,6 +24,7 @@ import (
 //	 24   8 offset
 //	 32   4 length
 //	 36   8 epoch (the client's layout epoch)
+//	 44   8 tag (the write's id, the same on every attempt of it; 0: none)
 //
 // Reply header, ReplyHeaderSize bytes, followed by length payload bytes:
 //
@@ -38,8 +39,8 @@ import (
 //	 24   8 epoch (the server's current epoch; meaningful with StatusStaleEpoch)
 const (
 	Magic             = "PFLX"
-	Version           = 1
-	RequestHeaderSize = 44
+	Version           = 2
+	RequestHeaderSize = 52
 	ReplyHeaderSize   = 32
 	// DefaultMaxPayload bounds a request or reply payload (and the length of a READ).
 	DefaultMaxPayload = 8 << 20
@@ -119,7 +120,11 @@ type Request struct {
 	// byte count of the range for the others (READ, TRIM, WRITE_ZEROES, ...).
 	Length uint32
 	Epoch  int64
-	Data   []byte // payload, for opcodes that carry data
+	// Tag identifies a write (WRITE, TRIM, WRITE_ZEROES and their replica forms) across the
+	// attempts of it: an SDC sends every attempt with the same tag, so that an SDS that has
+	// already applied the write does not apply it a second time after newer writes (0: none).
+	Tag  uint64
+	Data []byte // payload, for opcodes that carry data
 
 	// ReadInto (client only) receives the reply payload when it is large enough: Response.Data
 	// is then ReadInto[:n] and nothing is allocated. For OpRead with Length 0, Do sets Length to
@@ -159,6 +164,7 @@ func putRequestHeader(b *[RequestHeaderSize]byte, r *Request) {
 	binary.BigEndian.PutUint64(b[24:], uint64(r.Offset))
 	binary.BigEndian.PutUint32(b[32:], r.Length)
 	binary.BigEndian.PutUint64(b[36:], uint64(r.Epoch))
+	binary.BigEndian.PutUint64(b[44:], r.Tag)
 }
 
 func putReplyHeader(b *[ReplyHeaderSize]byte, op Opcode, id uint64, resp *Response) {
@@ -196,6 +202,7 @@ func decodeRequestHeader(b *[RequestHeaderSize]byte, r *Request, maxPayload int)
 		Offset:   int64(binary.BigEndian.Uint64(b[24:])),
 		Length:   binary.BigEndian.Uint32(b[32:]),
 		Epoch:    int64(binary.BigEndian.Uint64(b[36:])),
+		Tag:      binary.BigEndian.Uint64(b[44:]),
 	}
 	if !r.Op.Valid() {
 		return fmt.Errorf("request %d: unknown opcode %d: %w", r.ID, b[5], ErrProtocol)

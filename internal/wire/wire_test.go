@@ -47,7 +47,7 @@ func TestRoundTripEveryOpcode(t *testing.T) {
 	ctx := testCtx(t)
 
 	for op := OpAuth; op <= opMax; op++ {
-		req := Request{Op: op, Flags: FlagFUA, VolumeID: -7, Offset: 1 << 40, Length: 100, Epoch: 12}
+		req := Request{Op: op, Flags: FlagFUA, VolumeID: -7, Offset: 1 << 40, Length: 100, Epoch: 12, Tag: 1<<63 | 5}
 		if op.HasPayload() {
 			req.Data = []byte(strings.Repeat(op.String(), 50))
 		}
@@ -87,7 +87,7 @@ func TestRoundTripEveryOpcode(t *testing.T) {
 
 func reqEqual(a, b Request) bool {
 	return a.Op == b.Op && a.Flags == b.Flags && a.ID == b.ID && a.VolumeID == b.VolumeID &&
-		a.Offset == b.Offset && a.Length == b.Length && a.Epoch == b.Epoch && bytes.Equal(a.Data, b.Data)
+		a.Offset == b.Offset && a.Length == b.Length && a.Epoch == b.Epoch && a.Tag == b.Tag && bytes.Equal(a.Data, b.Data)
 }
 
 func TestStatusReply(t *testing.T) {
