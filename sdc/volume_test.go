@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -200,9 +201,17 @@ func TestRetryStatusThenSuccess(t *testing.T) {
 	v := exportedVolume(t, e, "vol1")
 	var left atomic.Int32
 	left.Store(3)
+	var mu sync.Mutex
+	var tags []uint64 // of every WRITE attempt
 	for _, s := range c.sds {
 		s.setInject(func(req *wire.Request) (wire.Status, bool) {
-			if req.Op == wire.OpWrite && left.Add(-1) >= 0 {
+			if req.Op != wire.OpWrite {
+				return 0, false
+			}
+			mu.Lock()
+			tags = append(tags, req.Tag)
+			mu.Unlock()
+			if left.Add(-1) >= 0 {
 				return wire.StatusRetry, true
 			}
 			return 0, false
@@ -214,8 +223,17 @@ func TestRetryStatusThenSuccess(t *testing.T) {
 	if st := v.Status(); st.Retries != 3 || st.Errors != 0 {
 		t.Fatalf("status %+v", st)
 	}
+	// Every attempt is the same write to the SDS (sds/DESIGN.md, "Retried writes").
+	if err := v.WriteAt(context.Background(), []byte("again"), 10, false); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(tags) != 5 || tags[0] == 0 || tags[1] != tags[0] || tags[2] != tags[0] || tags[3] != tags[0] || tags[4] == tags[0] {
+		t.Fatalf("tags of the attempts %v: want 4 equal non-zero, then a new one", tags)
+	}
+	mu.Unlock()
 	got := make([]byte, 5)
-	if err := v.ReadAt(context.Background(), got, 10); err != nil || string(got) != "hello" {
+	if err := v.ReadAt(context.Background(), got, 10); err != nil || string(got) != "again" {
 		t.Fatalf("read %q %v", got, err)
 	}
 }
