@@ -86,6 +86,23 @@ func TestRetriedWriteIsNotAppliedTwice(t *testing.T) {
 	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C != b.CRC32C || a.CRC32C == "" {
 		t.Fatalf("replicas differ after a replay: %+v %+v", a, b)
 	}
+	// A write the primary applied and the secondary missed (as when the forward failed): its
+	// retry brings the secondary to the primary's bytes.
+	d := c.sdss[p].data
+	k := chunkstore.Key{VolumeID: 1, Chunk: 0}
+	if err := d.cfg.Store.WriteAt(k, l.ChunkSize, 1, []byte("xxxx"), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	d.writeIDs.add(5, 9, k)
+	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C == b.CRC32C {
+		t.Fatal("the copies should differ before the retry")
+	}
+	if st := write(9, 1, 0, "xxxx"); st != wire.StatusOK {
+		t.Fatalf("retry of the write the secondary missed: %v", st)
+	}
+	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C != b.CRC32C {
+		t.Fatalf("replicas differ after the replay: %+v %+v", a, b)
+	}
 
 	// The secondary dies: the write is applied on the primary and refused; the MDM excludes the
 	// secondary, another write is acknowledged, then the refused one is re-sent.
@@ -104,8 +121,8 @@ func TestRetriedWriteIsNotAppliedTwice(t *testing.T) {
 	if got := read(l2.Epoch, 0); got != "dddd" {
 		t.Fatalf("after the retry: %q, want \"dddd\"", got)
 	}
-	if n := c.sdss[p].data.Stats().ReplayedWrites; n != 2 {
-		t.Fatalf("replayed writes %d, want 2", n)
+	if n := c.sdss[p].data.Stats().ReplayedWrites; n != 3 {
+		t.Fatalf("replayed writes %d, want 3", n)
 	}
 	// A new tag is a new write.
 	if st := write(5, l2.Epoch, 0, "eeee"); st != wire.StatusOK || read(l2.Epoch, 0) != "eeee" {
