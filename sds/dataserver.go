@@ -96,18 +96,18 @@ type dataCounters struct {
 
 // DataStats is what /status reports about the data path.
 type DataStats struct {
-	Connections     int          `json:"connections"`
-	Layouts         int          `json:"layouts"`
-	Reads           int64        `json:"reads"`
-	Writes          int64        `json:"writes"`
-	ReplicaWrites   int64        `json:"replica_writes"`
-	Trims           int64        `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
-	Flushes         int64        `json:"flushes"`
-	Refused         int64        `json:"refused"`         // auth, epoch, role or range refusals
-	Retries         int64        `json:"retries"`         // StatusRetry answers (secondary unreachable, ...)
-	DegradedWrites  int64        `json:"degraded_writes"` // acknowledged with this SDS's copy alone
-	NoLease         int64        `json:"no_lease"`        // requests refused: no valid lease
-	DroppedCopies   int64        `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
+	Connections    int   `json:"connections"`
+	Layouts        int   `json:"layouts"`
+	Reads          int64 `json:"reads"`
+	Writes         int64 `json:"writes"`
+	ReplicaWrites  int64 `json:"replica_writes"`
+	Trims          int64 `json:"trims"` // TRIM and WRITE_ZEROES, primary and replica
+	Flushes        int64 `json:"flushes"`
+	Refused        int64 `json:"refused"`         // auth, epoch, role or range refusals
+	Retries        int64 `json:"retries"`         // StatusRetry answers (secondary unreachable, ...)
+	DegradedWrites int64 `json:"degraded_writes"` // acknowledged with this SDS's copy alone
+	NoLease        int64 `json:"no_lease"`        // requests refused: no valid lease
+	DroppedCopies  int64 `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
 	// Retried writes (writeids.go): re-sent writes this SDS already held and did not apply
 	// again, the writes remembered, and those forgotten early because of the cap.
 	ReplayedWrites  int64        `json:"replayed_writes"`
