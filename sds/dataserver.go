@@ -86,7 +86,8 @@ type DataServer struct {
 	rebuild  rebuildState
 	throttle *throttle
 	dirty    dirtyChunks
-	writeIDs *writeIDs // tagged writes applied here recently (writeids.go)
+	writeIDs *writeIDs    // tagged writes applied here recently (writeids.go)
+	unrepl   unreplicated // chunks with writes not on all their replicas (unreplicated.go)
 }
 
 type dataCounters struct {
@@ -457,6 +458,13 @@ func (d *DataServer) read(claims token.Claims, req *wire.Request, t target) wire
 	// Under the chunk's read lock: a read never returns data of a write the secondary does not
 	// have yet (and that might still fail).
 	mu.RLock()
+	if d.unrepl.has(t.key) {
+		mu.RUnlock()
+		if resp, ok := d.readUnreplicated(t); !ok {
+			return resp
+		}
+		mu.RLock()
+	}
 	err := d.cfg.Store.ReadAt(t.key, t.l.ChunkSize, buf, t.inChunk)
 	mu.RUnlock()
 	if err != nil {
@@ -513,6 +521,12 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	results := make([]result, len(secs))
 	mu := d.lock(t.key)
 	mu.Lock()
+	if d.unrepl.has(t.key) { // an earlier write first, or this one is not applied either
+		if resp, ok := d.settle(ctx, t, secs, tok); !ok {
+			mu.Unlock()
+			return resp
+		}
+	}
 	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
 		resp := d.replay(ctx, claims, tok, req, t, secs)
 		mu.Unlock()
@@ -527,17 +541,21 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
 	}
 	wg.Wait()
+	failed := slices.IndexFunc(results, func(r result) bool { return r.err != nil })
+	if lerr == nil && failed >= 0 {
+		// Applied here, maybe not there: not read here until it is (unreplicated.go), and a
+		// maintenance re-sync must copy it.
+		d.unrepl.add(t.key, t.inChunk, t.length, tok)
+		d.dirty.mark(t.key)
+	}
 	mu.Unlock()
 
 	if lerr != nil {
 		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", lerr)
 		return statusResp(storeStatus(lerr), t.epoch, lerr.Error())
 	}
-	for i, r := range results {
-		if r.err != nil {
-			d.dirty.mark(t.key) // applied here, maybe not there: a maintenance re-sync must copy it
-			return d.secondaryFailed(t, secs[i], r.resp, r.err)
-		}
+	if failed >= 0 {
+		return d.secondaryFailed(t, secs[failed], results[failed].resp, results[failed].err)
 	}
 	if !d.leaseValid() {
 		return d.noLease()
@@ -552,6 +570,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t target) wire.Response {
 	mu := d.lock(t.key)
 	mu.Lock()
+	d.unrepl.clear(t.key) // no other replica left to send it to
 	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
 		mu.Unlock()
 		d.stats.replays.Add(1)
@@ -589,18 +608,8 @@ func (d *DataServer) replay(ctx context.Context, claims token.Claims, tok token.
 	}
 	fwd := wire.Request{Op: wire.OpReplWrite, Flags: req.Flags &^ wire.FlagReplica, VolumeID: req.VolumeID,
 		Offset: req.Offset, Epoch: req.Epoch, Tag: req.Tag, Data: buf}
-	resps := make([]wire.Response, len(secs))
-	errs := make([]error, len(secs))
-	var wg sync.WaitGroup
-	for i, sec := range secs {
-		wg.Go(func() { resps[i], errs[i] = d.replicas.forward(ctx, sec.Addr, tok, fwd) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			d.dirty.mark(t.key)
-			return d.secondaryFailed(t, secs[i], resps[i], err)
-		}
+	if resp, ok := d.forwardAll(ctx, t, secs, tok, fwd); !ok {
+		return resp
 	}
 	if !d.leaseValid() {
 		return d.noLease()
@@ -640,6 +649,9 @@ func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req 
 	// Always applied, even when already recorded: the primary orders the writes of a chunk, and a
 	// replay (below) carries the primary's current bytes.
 	d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+	if d.unrepl.has(t.key) {
+		d.unrepl.clear(t.key) // left from when this SDS was primary: the primary decides now
+	}
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }

@@ -351,6 +351,7 @@ func (d *DataServer) applyChunkCopy(req *wire.Request, t target) wire.Response {
 	// The copy replaces whatever this SDS held: the writes it remembers applying to it no longer
 	// count (a retry of one is applied again; the source's copy may not have it).
 	d.writeIDs.replaced(t.key)
+	d.unrepl.clear(t.key)
 	var err error
 	switch {
 	case req.Flags&wire.FlagChunkAbsent == 0:

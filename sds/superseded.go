@@ -132,6 +132,7 @@ func (d *DataServer) dropSuperseded(l *layout.Layout) {
 		mu.Lock()
 		err := d.cfg.Store.Drop(k)
 		d.writeIDs.replaced(k)
+		d.unrepl.clear(k)
 		mu.Unlock()
 		if err != nil {
 			d.log.Error("dropping a superseded copy failed", "volume", l.VolumeID, "chunk", c.Chunk, "error", err)
