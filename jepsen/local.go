@@ -68,37 +68,26 @@ type procHost interface {
 }
 
 // loopbackHost runs processes on this host's loopback, on ports below the ephemeral range
-// (internal/ports), never handing out a port twice.
-type loopbackHost struct{ used map[int]bool }
+// (internal/ports, which never hands out a port twice).
+type loopbackHost struct{}
 
-func (h *loopbackHost) listen(id, role string, n int) ([]string, error) {
-	if h.used == nil {
-		h.used = map[int]bool{}
+func (loopbackHost) listen(id, role string, n int) ([]string, error) {
+	ps, err := ports.Pick(n)
+	if err != nil {
+		return nil, fmt.Errorf("jepsen: ports for %s: %w", id, err)
 	}
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 100 {
-			return nil, fmt.Errorf("jepsen: no %d distinct free ports for %s", n, id)
-		}
-		ps, err := ports.Pick(n - len(out))
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range ps {
-			if !h.used[p] {
-				h.used[p] = true
-				out = append(out, fmt.Sprintf("127.0.0.1:%d", p))
-			}
-		}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
 	return out, nil
 }
 
-func (*loopbackHost) command(id string, argv []string) *exec.Cmd {
+func (loopbackHost) command(id string, argv []string) *exec.Cmd {
 	return exec.Command(argv[0], argv[1:]...)
 }
 
-func (*loopbackHost) signal(id string, cmd *exec.Cmd, sig syscall.Signal) error {
+func (loopbackHost) signal(id string, cmd *exec.Cmd, sig syscall.Signal) error {
 	return cmd.Process.Signal(sig)
 }
 
@@ -145,7 +134,7 @@ func NewLocalCluster(cfg LocalConfig) (*LocalCluster, error) {
 		cfg.LogLevel = "info"
 	}
 	if cfg.host == nil {
-		cfg.host = &loopbackHost{}
+		cfg.host = loopbackHost{}
 	}
 	// Absolute, so that a container can bind-mount it at the same path.
 	dir, err := filepath.Abs(cfg.Dir)

@@ -65,14 +65,21 @@ func startFailureClusterWith(t testing.TB, sdsHeartbeat, sdsExtra string) *ioClu
 	}
 	ic.sdc, ic.nbd = c.sdcNBD("sdc-1")
 	ic.sdc.Start()
+	var missing []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("not registered and up: %v", missing)
+		}
+	}()
 	c.waitFor("three SDSs and the SDC registered and up", 30*time.Second, func() bool {
 		m := c.members()
+		missing = missing[:0]
 		for _, id := range []string{"sds-1", "sds-2", "sds-3", "sdc-1"} {
 			if !m[id].Registered || m[id].State != "up" {
-				return false
+				missing = append(missing, fmt.Sprintf("%s(registered=%v state=%q gossip=%q)", id, m[id].Registered, m[id].State, m[id].GossipState))
 			}
 		}
-		return true
+		return len(missing) == 0
 	})
 	ic.post("/pool/create", map[string]any{"name": "pool1", "pd_id": 1, "total_capacity_gb": 10})
 	return ic

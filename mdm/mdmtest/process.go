@@ -122,7 +122,12 @@ type Proc struct {
 // AddProc prepares `pflex <role> -config <name>.hcl` with the given HCL; call Start.
 func (p *ProcCluster) AddProc(name, role, hcl string) *Proc {
 	x := &Proc{t: p.t, Name: name, Role: role, Config: hcl, bin: p.Bin, dir: p.Dir}
-	p.t.Cleanup(x.Kill9)
+	p.t.Cleanup(func() {
+		x.Kill9()
+		if p.t.Failed() {
+			p.t.Logf("log of %s %s (tail):\n%s", role, name, tail(x.Log(), logTail))
+		}
+	})
 	return x
 }
 
@@ -240,7 +245,15 @@ func (p *ProcCluster) Close() {
 	for i := range p.procs {
 		p.Kill9(i)
 	}
+	if p.t.Failed() {
+		for i, cfg := range p.Cfgs {
+			p.t.Logf("log of mdm %s (tail):\n%s", cfg.NodeID, tail(p.Log(i), logTail))
+		}
+	}
 }
+
+// logTail is how much of each process's log (bytes) a failed test prints.
+const logTail = 4000
 
 // Running reports whether process i is started.
 func (p *ProcCluster) Running(i int) bool { return p.procs[i] != nil }
