@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -313,6 +314,26 @@ func TestStatusWithUnreachableReplica(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, []string{"mdm-1", "mdm-2", "mdm-3"}) || doc.Replicas[2].Reachable {
 		t.Fatalf("replicas %v / %+v", got, doc.Replicas)
+	}
+}
+
+// Behind docker the replicas advertise container names the CLI's host cannot resolve: status
+// still reaches them through the endpoints it was given, pool health included.
+func TestStatusThroughPublishedPortsOfUnresolvableReplicas(t *testing.T) {
+	a, b, _ := replicaSet(t)
+	for _, f := range []*fakeMDM{a, b} {
+		for i := range f.status.Peers {
+			f.status.Peers[i].APIAddr = fmt.Sprintf("mdm-%d.invalid:8001", i+1)
+		}
+		f.status.LeaderAPI = "mdm-1.invalid:8001"
+	}
+	a.objects["pool"] = []map[string]any{{"id": int64(1), "name": "pool1"}}
+	a.health["1"] = `{"pool_id":1,"name":"pool1","health":"OK","degraded_chunks":0}`
+	out := mustRun(t, a.addr()+","+b.addr(), "status")
+	for _, want := range []string{"leader mdm-1", "pools: pool1 OK"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -160,11 +160,16 @@ type poolHealth struct {
 	} `json:"rebuild,omitempty"`
 }
 
-// poolHealths asks the leader (directly, its own view) for every pool's health.
+// poolHealths asks the leader (directly, its own view) for every pool's health, through the
+// endpoint that answered its status (behind docker or NAT its advertised address may not
+// resolve from the CLI's host).
 func (s *session) poolHealths(ctx context.Context, leader *replicaReport) ([]poolHealth, error) {
-	ep, err := api.NormalizeEndpoint(leader.APIAddr)
-	if err != nil {
-		return nil, err
+	ep := leader.via
+	if ep == "" {
+		var err error
+		if ep, err = api.NormalizeEndpoint(leader.APIAddr); err != nil {
+			return nil, err
+		}
 	}
 	c, err := api.NewClient([]string{ep}, api.WithToken(s.g.token), api.WithRetryDeadline(0),
 		api.WithoutLeaderFollowing(), api.WithRequestTimeout(min(s.g.timeout, statusTimeout)))

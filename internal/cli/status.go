@@ -31,13 +31,15 @@ type replicaReport struct {
 	Status    json.RawMessage `json:"status,omitempty"`
 	Error     string          `json:"error,omitempty"`
 
-	st *api.ClusterStatus
+	st  *api.ClusterStatus
+	via string // the endpoint that answered: the advertised APIAddr may not resolve from here
 }
 
 type statusAnswer struct {
 	st  *api.ClusterStatus
 	raw json.RawMessage
 	err error
+	ep  string // the endpoint asked
 }
 
 func statusVerb() verb {
@@ -163,7 +165,7 @@ func (s *session) surveyReplicas(ctx context.Context) []*replicaReport {
 func (r *replicaReport) fill(a statusAnswer) {
 	switch {
 	case a.st != nil:
-		r.Reachable, r.Status, r.st = true, a.raw, a.st
+		r.Reachable, r.Status, r.st, r.via = true, a.raw, a.st, a.ep
 	case a.err != nil:
 		r.Error = reason(a.err)
 	default:
@@ -212,7 +214,7 @@ func (s *session) fetchStatus(ctx context.Context, endpoint string) statusAnswer
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return statusAnswer{err: fmt.Errorf("unexpected answer: %w", err)}
 	}
-	return statusAnswer{st: &st, raw: raw}
+	return statusAnswer{st: &st, raw: raw, ep: endpoint}
 }
 
 // reason says in a few words why a replica did not answer.
