@@ -99,8 +99,7 @@ func (ic *ioCluster) volume(name string, sizeGB int, mode string) int64 {
 			return v.ID
 		}
 		if time.Now().After(deadline) {
-			log := ic.sdc.Log()
-			ic.t.Fatalf("export %s not within 20s: nbdinfo: %v %s\nSDC log (tail):\n%s", name, err, out, log[max(0, len(log)-4000):])
+			ic.t.Fatalf("export %s not within 20s: nbdinfo: %v %s", name, err, out) // the SDC's log follows (mdmtest)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

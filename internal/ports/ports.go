@@ -4,8 +4,8 @@
 // asking the kernel for port 0 leaves open.
 //
 // A port is free when picked but is bound only later, by a process still starting; so the
-// package never hands a port out twice in one process (until remember others have been handed
-// out since), or two components picked a moment apart could be given the same port.
+// package never hands a port out twice in one process (not until `remember` more have been
+// handed out since), or two components picked a moment apart could be given the same port.
 package ports
 
 import (
