@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"pflex/mdm"
 	"pflex/mdm/mdmtest"
 )
 
@@ -31,7 +32,11 @@ func benchCluster(b *testing.B) (*mdmtest.ProcCluster, int) {
 	if bin == "" {
 		bin = mdmtest.BuildBinary(b)
 	}
-	p := mdmtest.StartProcesses(b, bin, 3, nil)
+	var rs *mdm.RaftSettings
+	if os.Getenv("PFLEX_BENCH_NOSYNC") != "" {
+		rs = &mdm.RaftSettings{NoSync: true}
+	}
+	p := mdmtest.StartProcesses(b, bin, 3, rs)
 	leader := p.WaitLeader(20 * time.Second)
 	for _, req := range []struct {
 		path string

@@ -74,6 +74,9 @@ func RenderHCL(cfg *mdm.Config) string {
 				fmt.Fprintf(&b, "  %s = %q\n", kv[0], kv[1])
 			}
 		}
+		if r.NoSync {
+			b.WriteString("  no_sync = true\n")
+		}
 		b.WriteString("}\n")
 	}
 	return b.String()
