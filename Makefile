@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/pflex
 PKGS      := ./...
 
-.PHONY: all build test test-short race lint vet fmt-check bench demo clean jepsen image
+.PHONY: all build test test-short race lint vet fmt-check bench bench-etcd demo clean jepsen image
 
 all: build
 
@@ -33,11 +33,18 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkApply' -benchmem ./fsm/
 	$(GO) test -run '^$$' -bench 'BenchmarkCommit' -benchtime 20000x -timeout 20m ./mdm/
+	$(MAKE) bench-etcd
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillFailover' -benchtime 1x -timeout 20m -v ./mdm/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkNBDAgainstQemuNBD' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_io|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkSDSKillNBDStall' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'run [0-9]+:|bench_sds_kill|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkRebuildThroughput' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_rebuild|ok'
+
+# make bench-etcd: a three-node etcd (3.6, from the Go module proxy) on this machine under the same
+# closed-loop load as BenchmarkCommit, for issue 2's "beat etcd" target. Its own module (bench/etcd)
+# so that pflex does not depend on etcd.
+bench-etcd:
+	cd bench/etcd && $(GO) run . -clients 1,16,64 -writes 20000
 
 # make jepsen: the chaos matrix, every workload x every nemesis, RUNS runs of TIME each: process
 # faults on local processes, partitions (partition-leader, -majority, -bridge) on network
