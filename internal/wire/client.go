@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"pflex/internal/rawconn"
 )
 
 const ioBufferSize = 64 << 10
@@ -63,6 +65,7 @@ func NewConn(nc net.Conn, opts ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc = rawconn.Wrap(nc)
 	c := &Conn{
 		nc:      nc,
 		opts:    opts,

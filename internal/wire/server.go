@@ -9,6 +9,8 @@ import (
 	"net"
 	"runtime"
 	"sync"
+
+	"pflex/internal/rawconn"
 )
 
 // Handler serves the requests of connections. S is the per-connection state (for the SDS: the
@@ -76,6 +78,7 @@ func Serve[S any](conn net.Conn, h Handler[S], opts ServerOptions) error {
 		conn.Close()
 		return err
 	}
+	conn = rawconn.Wrap(conn)
 	s := &server[S]{
 		conn:    conn,
 		h:       h,

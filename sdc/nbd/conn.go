@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"pflex/internal/rawconn"
 )
 
 var (
@@ -71,6 +73,7 @@ type request struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	nc = rawconn.Wrap(nc)
 	c := &conn{
 		srv:  s,
 		nc:   nc,

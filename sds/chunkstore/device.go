@@ -19,6 +19,8 @@ type device struct {
 	block bool // a block (or character) device: no hole punching, zeros are written
 	char  bool // a character device (/dev/null in tests): nothing to sync
 	sp    space
+
+	nowaitRead, nowaitWrite *nowait // page-cache fast paths (nowait.go)
 }
 
 // openDevice opens path read-write. A missing file is created sparse with size bytes, and an
@@ -62,6 +64,9 @@ func openDevice(path string, size int64) (*device, error) {
 		return nil, fmt.Errorf("device %s: %v is neither a regular file nor a block device", path, st.Mode().Type())
 	}
 	d.sp.size = d.size
+	rc, _ := f.SyscallConn()
+	d.nowaitRead = newNowait(unix.SYS_PREADV2, rc)
+	d.nowaitWrite = newNowait(unix.SYS_PWRITEV2, rc)
 	return d, nil
 }
 

@@ -233,7 +233,7 @@ func (s *Store) ReadAt(k Key, chunkSize int64, p []byte, off int64) error {
 		return err
 	}
 	d := s.devs[c.dev]
-	if _, err := d.f.ReadAt(p, c.off+off); err != nil {
+	if err := d.readAt(p, c.off+off); err != nil {
 		return fmt.Errorf("chunkstore: read %s: %w", d.path, err)
 	}
 	return nil
@@ -257,7 +257,7 @@ func (s *Store) WriteAt(k Key, chunkSize, epoch int64, p []byte, off int64, fua 
 		return err
 	}
 	d := s.devs[c.dev]
-	if _, err := d.f.WriteAt(p, c.off+off); err != nil {
+	if err := d.writeAt(p, c.off+off); err != nil {
 		return ioErr(fmt.Errorf("chunkstore: write %s: %w", d.path, err))
 	}
 	if fua {
