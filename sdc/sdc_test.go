@@ -95,7 +95,7 @@ func TestServiceRegistersAsSDC(t *testing.T) {
 	defer srv.Close()
 	cfg := validConfig()
 	cfg.DataDir = filepath.Join(t.TempDir(), "sdc1")
-	cfg.APIAddr, cfg.MgmtAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.APIAddr, cfg.MgmtAddr, cfg.NBDAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.HeartbeatInterval = "20ms"
 	cfg.MDM = []string{strings.TrimPrefix(srv.URL, "http://")}
 	cfg.Gossip.BindAddr, cfg.Gossip.Join = "127.0.0.1:0", nil
@@ -114,7 +114,7 @@ func TestServiceRegistersAsSDC(t *testing.T) {
 	mu.Lock()
 	reg := regs[0]
 	mu.Unlock()
-	if _, has := reg["sds"]; has || reg["nbd_addr"] != "127.0.0.1:10809" || reg["capabilities"].([]any)[0] != "SDC" {
+	if _, has := reg["sds"]; has || reg["nbd_addr"] != s.NBDAddr() || reg["capabilities"].([]any)[0] != "SDC" {
 		t.Fatalf("registration: %v", reg)
 	}
 	resp, err := http.Get("http://" + s.MgmtAddr() + "/status")
