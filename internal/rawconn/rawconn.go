@@ -55,9 +55,6 @@ func Wrap(nc net.Conn) net.Conn {
 	return c
 }
 
-// Unwrap returns the wrapped connection.
-func (c *Conn) Unwrap() net.Conn { return c.Conn }
-
 // Read reads up to len(p) bytes, waiting for the socket to become readable if it is not.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
