@@ -23,19 +23,18 @@ import (
 // deadlines, addresses) is the wrapped connection's.
 type Conn struct {
 	net.Conn
-	rc syscall.RawConn
+	r, w direction
+}
 
-	rmu    sync.Mutex // one Read at a time
-	rbuf   []byte
-	rn     int
-	rerr   error
-	readFn func(fd uintptr) bool
-
-	wmu     sync.Mutex // one Write at a time
-	wbuf    []byte
-	wn      int
-	werr    error
-	writeFn func(fd uintptr) bool
+// direction is one half of the connection: one Read (or one Write) at a time.
+type direction struct {
+	mu   sync.Mutex
+	op   string                            // "read" or "write", for errors
+	wait func(func(fd uintptr) bool) error // the RawConn's Read or Write
+	once func(fd uintptr) bool             // readOnce or writeSome, bound once (no allocation per call)
+	buf  []byte
+	n    int
+	err  error // from the system call
 }
 
 // Wrap returns nc with raw reads and writes when nc is a socket that exposes its file
@@ -49,76 +48,63 @@ func Wrap(nc net.Conn) net.Conn {
 	if err != nil {
 		return nc
 	}
-	c := &Conn{Conn: nc, rc: rc}
-	c.readFn = c.readOnce
-	c.writeFn = c.writeSome
+	c := &Conn{Conn: nc}
+	c.r = direction{op: "read", wait: rc.Read}
+	c.w = direction{op: "write", wait: rc.Write}
+	c.r.once, c.w.once = c.r.readOnce, c.w.writeSome
 	return c
 }
 
 // Read reads up to len(p) bytes, waiting for the socket to become readable if it is not.
-func (c *Conn) Read(p []byte) (int, error) {
+func (c *Conn) Read(p []byte) (int, error) { return c.transfer(&c.r, p) }
+
+// Write writes all of p, waiting for the socket to become writable as often as needed.
+func (c *Conn) Write(p []byte) (int, error) { return c.transfer(&c.w, p) }
+
+func (c *Conn) transfer(d *direction, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = p, 0, nil
-	err := c.rc.Read(c.readFn)
-	n, rerr := c.rn, c.rerr
-	c.rbuf, c.rerr = nil, nil
-	if err != nil { // closed or deadline: already a *net.OpError
-		return 0, err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.buf, d.n, d.err = p, 0, nil
+	err := d.wait(d.once)
+	n, serr := d.n, d.err
+	d.buf, d.err = nil, nil
+	switch {
+	case err != nil: // closed or deadline: already a *net.OpError
+		return n, err
+	case serr != nil && serr != io.EOF:
+		// Wrapped as net.Conn's methods do, so errors.Is(err, syscall.ECONNRESET) still works.
+		return n, &net.OpError{Op: d.op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: serr}
 	}
-	if rerr != nil && rerr != io.EOF {
-		rerr = c.opError("read", rerr)
-	}
-	return n, rerr
+	return n, serr
 }
 
 // readOnce is called by the poller with the descriptor; false means "not ready, wait".
-func (c *Conn) readOnce(fd uintptr) bool {
+func (d *direction) readOnce(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)))
 		switch {
 		case e == syscall.EINTR:
 			continue
 		case e == syscall.EAGAIN:
 			return false
 		case e != 0:
-			c.rerr = os.NewSyscallError("read", e)
+			d.err = os.NewSyscallError("read", e)
 		case n == 0:
-			c.rerr = io.EOF
+			d.err = io.EOF
 		default:
-			c.rn = int(n)
+			d.n = int(n)
 		}
 		return true
 	}
 }
 
-// Write writes all of p, waiting for the socket to become writable as often as needed.
-func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werr = p, 0, nil
-	err := c.rc.Write(c.writeFn)
-	n, werr := c.wn, c.werr
-	c.wbuf, c.werr = nil, nil
-	if err != nil { // closed or deadline: already a *net.OpError
-		return n, err
-	}
-	if werr != nil {
-		return n, c.opError("write", werr)
-	}
-	return n, nil
-}
-
-// writeSome writes until p is done or the socket is full; false means "full, wait".
-func (c *Conn) writeSome(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		rest := c.wbuf[c.wn:]
+// writeSome writes until the buffer is done or the socket is full; false means "full, wait".
+func (d *direction) writeSome(fd uintptr) bool {
+	for d.n < len(d.buf) {
+		rest := d.buf[d.n:]
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
 		switch {
 		case e == syscall.EINTR:
@@ -126,17 +112,10 @@ func (c *Conn) writeSome(fd uintptr) bool {
 		case e == syscall.EAGAIN:
 			return false
 		case e != 0:
-			c.werr = os.NewSyscallError("write", e)
+			d.err = os.NewSyscallError("write", e)
 			return true
 		}
-		c.wn += int(n)
+		d.n += int(n)
 	}
 	return true
-}
-
-// opError wraps a system call error as net.Conn's methods do, so callers' errors.Is checks
-// (syscall.ECONNRESET, EPIPE) keep working. Errors from the poller (net.ErrClosed,
-// os.ErrDeadlineExceeded) come wrapped already.
-func (c *Conn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
