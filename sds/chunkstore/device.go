@@ -20,7 +20,8 @@ type device struct {
 	char  bool // a character device (/dev/null in tests): nothing to sync
 	sp    space
 
-	nowaitRead, nowaitWrite *nowait // page-cache fast paths (nowait.go)
+	nowaitRead, nowaitWrite *nowait   // page-cache fast paths (nowait.go)
+	rawWrite                *rawWrite // raw pwrite unless writes have been sleeping (rawwrite.go)
 }
 
 // openDevice opens path read-write. A missing file is created sparse with size bytes, and an
@@ -67,6 +68,7 @@ func openDevice(path string, size int64) (*device, error) {
 	rc, _ := f.SyscallConn()
 	d.nowaitRead = newNowait(unix.SYS_PREADV2, rc)
 	d.nowaitWrite = newNowait(unix.SYS_PWRITEV2, rc)
+	d.rawWrite = newRawWrite(rc)
 	return d, nil
 }
 

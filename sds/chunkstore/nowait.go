@@ -36,7 +36,7 @@ func (op *nowait) do(p []byte, off int64) int {
 		return 0
 	}
 	done := 0
-	f := func(fd uintptr) bool {
+	f := func(fd uintptr) {
 		for done < len(p) {
 			var iov unix.Iovec
 			iov.Base = &p[done]
@@ -52,13 +52,10 @@ func (op *nowait) do(p []byte, off int64) int {
 			}
 			done += int(n)
 		}
-		return true
 	}
-	if op.trap == unix.SYS_PREADV2 {
-		_ = op.rc.Read(f)
-	} else {
-		_ = op.rc.Write(f)
-	}
+	// Control holds a reference to the descriptor (it cannot be closed under the call) without
+	// taking the file's read or write lock, so calls on one device run concurrently.
+	_ = op.rc.Control(func(fd uintptr) { f(fd) })
 	return done
 }
 
@@ -85,6 +82,9 @@ func (d *device) writeAt(p []byte, off int64) error {
 	for len(p) > 0 {
 		k := min(len(p), writePiece)
 		n := d.nowaitWrite.do(p[:k], off)
+		if n < k {
+			n += d.rawWrite.do(p[n:k], off+int64(n))
+		}
 		if n < k {
 			if _, err := d.f.WriteAt(p[n:k], off+int64(n)); err != nil {
 				return err

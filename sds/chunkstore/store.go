@@ -466,6 +466,9 @@ type DeviceStats struct {
 	Block     bool   `json:"block_device"`
 	SizeBytes int64  `json:"size_bytes"`
 	FreeBytes int64  `json:"free_bytes"`
+	// SlowWrites counts the writes that slept (dirty-page throttling, reclaim), each of which
+	// turned the raw write path off for a second (rawwrite.go).
+	SlowWrites int64 `json:"slow_writes"`
 }
 
 // Stats is the store's usage.
@@ -482,7 +485,8 @@ func (s *Store) Stats() Stats {
 	var st Stats
 	s.allocMu.Lock()
 	for _, d := range s.devs {
-		ds := DeviceStats{Path: d.path, Block: d.block, SizeBytes: d.size, FreeBytes: d.sp.available()}
+		ds := DeviceStats{Path: d.path, Block: d.block, SizeBytes: d.size, FreeBytes: d.sp.available(),
+			SlowWrites: d.rawWrite.backoffs.Load()}
 		st.CapacityBytes += ds.SizeBytes
 		st.FreeBytes += ds.FreeBytes
 		st.Devices = append(st.Devices, ds)
