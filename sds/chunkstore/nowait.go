@@ -14,7 +14,8 @@ import (
 // bookkeeping, which on an idle SDS wakes the runtime's monitor thread on every call (a futex
 // wake and a burst of sleeps on another core per IO). Whatever is left (a cache miss, a block
 // still to allocate, a kernel or filesystem without the flag) goes through os.File as before,
-// which also reports the real error if there is one.
+// which also reports the real error if there is one; writes try a raw pwrite first
+// (rawwrite.go), since ext4 refuses the flag for them.
 
 // nowait is one device's RWF_NOWAIT path for reads or for writes.
 type nowait struct {
@@ -55,7 +56,7 @@ func (op *nowait) do(p []byte, off int64) int {
 	}
 	// Control holds a reference to the descriptor (it cannot be closed under the call) without
 	// taking the file's read or write lock, so calls on one device run concurrently.
-	_ = op.rc.Control(func(fd uintptr) { f(fd) })
+	_ = op.rc.Control(f)
 	return done
 }
 
