@@ -6,8 +6,9 @@
 // monitor thread (sysmon) is asleep, and every syscall entry wakes it: one futex wake per read
 // or write, plus the monitor's own sleeps and wake-ups on the other core. A read or write of a
 // non-blocking socket never blocks, so it does not need that bookkeeping; skipping it removes
-// those wake-ups from every IO. File IO (which can block on the disk) keeps using the ordinary
-// system calls.
+// those wake-ups from every IO. File IO can block on the disk, so it is not done here (the SDS's
+// chunk store makes its own raw file calls only where they cannot block for long,
+// sds/chunkstore/nowait.go and rawwrite.go).
 package rawconn
 
 import (
