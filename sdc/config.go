@@ -28,6 +28,10 @@ type Config struct {
 	IOTimeout string `hcl:"io_timeout,optional"`
 	// VolumePollInterval is how often the SDC asks the MDM which volumes are mapped to it.
 	VolumePollInterval string `hcl:"volume_poll_interval,optional"`
+	// SharedMemoryMB is the size of the memory in which the SDC keeps NBD write payloads for
+	// SDSs on the same host to map (sdc/DESIGN.md "Shared memory"); 0 turns it off. Default
+	// DefaultSharedMemoryMB.
+	SharedMemoryMB int `hcl:"shared_memory_mb,optional"`
 	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
 	DebugPprof bool `hcl:"debug_pprof,optional"`
 	// GoMaxProcs sets the Go runtime's GOMAXPROCS for the process (0: Go's default, one per
@@ -52,6 +56,7 @@ func DefaultConfig() *Config {
 		HeartbeatInterval:  agent.DefaultHeartbeatInterval.String(),
 		IOTimeout:          DefaultIOTimeout.String(),
 		VolumePollInterval: DefaultVolumePollInterval.String(),
+		SharedMemoryMB:     DefaultSharedMemoryMB,
 		Gossip:             &agent.GossipConfig{BindAddr: "127.0.0.1:7921"},
 	}
 }
@@ -86,6 +91,9 @@ func (c *Config) Validate() error {
 	if _, err := config.Duration("volume_poll_interval", c.VolumePollInterval, DefaultVolumePollInterval); err != nil {
 		return err
 	}
+	if c.SharedMemoryMB != 0 && (c.SharedMemoryMB < minSharedMemoryMB || c.SharedMemoryMB > maxSharedMemoryMB) {
+		return fmt.Errorf("shared_memory_mb: %d must be 0 (off) or from %d to %d", c.SharedMemoryMB, minSharedMemoryMB, maxSharedMemoryMB)
+	}
 	if c.GoMaxProcs < 0 {
 		return fmt.Errorf("gomaxprocs: %d must be 0 (Go's default) or positive", c.GoMaxProcs)
 	}
@@ -102,6 +110,9 @@ func (c *Config) Validate() error {
 const (
 	DefaultIOTimeout          = 30 * time.Second
 	DefaultVolumePollInterval = time.Second
+	DefaultSharedMemoryMB     = 32
+	minSharedMemoryMB         = 8
+	maxSharedMemoryMB         = 1000
 )
 
 // ioTimeout is the parsed io_timeout (validated).

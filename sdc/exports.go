@@ -239,12 +239,14 @@ func (e *Exporter) VolumeByName(name string) (*Volume, bool) {
 
 // ExporterStatus is the exports part of GET /status.
 type ExporterStatus struct {
-	Polls        int64          `json:"volume_polls"`
-	LastPollOK   time.Time      `json:"last_poll_ok,omitzero"`
-	LastPollErr  string         `json:"last_poll_error,omitempty"`
-	Exports      []VolumeStatus `json:"exports"`
-	SDSDials     int64          `json:"sds_dials"`
-	CachedLayout int            `json:"cached_layouts_unused"` // cache entries of volumes not (yet) mapped
+	Polls       int64          `json:"volume_polls"`
+	LastPollOK  time.Time      `json:"last_poll_ok,omitzero"`
+	LastPollErr string         `json:"last_poll_error,omitempty"`
+	Exports     []VolumeStatus `json:"exports"`
+	SDSDials    int64          `json:"sds_dials"`
+	// SharedMemory is the region write payloads share with SDSs on this host (nil: off).
+	SharedMemory *SharedMemoryStatus `json:"shared_memory,omitempty"`
+	CachedLayout int                 `json:"cached_layouts_unused"` // cache entries of volumes not (yet) mapped
 }
 
 // Status reports the exports.
@@ -262,6 +264,7 @@ func (e *Exporter) Status() ExporterStatus {
 	}
 	sort.Slice(st.Exports, func(i, j int) bool { return st.Exports[i].Name < st.Exports[j].Name })
 	st.SDSDials = e.cfg.Conns.Dials()
+	st.SharedMemory = e.cfg.Conns.sharedMemoryStatus()
 	return st
 }
 

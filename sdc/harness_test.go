@@ -460,7 +460,7 @@ func (staticLeader) Failed(string)         {}
 // newTestExporter builds an Exporter over the cluster (not started: tests call Poll).
 func newTestExporter(t *testing.T, c *fakeCluster, ioTimeout time.Duration) *Exporter {
 	t.Helper()
-	conns := NewSDSConns(wire.ClientOptions{})
+	conns := NewSDSConns(wire.ClientOptions{}, nil)
 	cache, err := OpenLayoutCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"pflex/gossip"
 	"pflex/internal/agent"
+	"pflex/internal/shm"
 	"pflex/internal/wire"
 	"pflex/sdc/nbd"
 )
@@ -32,6 +33,7 @@ type Service struct {
 	mgmt     *agent.HTTPServer
 	cache    *LayoutCache
 	conns    *SDSConns
+	shm      *shm.Region // nil: shared memory off or unavailable
 	exporter *Exporter
 	nbd      *nbd.Server
 	nbdAddr  string
@@ -111,7 +113,17 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	}
 	closers = append(closers, ag.Close)
 	s = &Service{cfg: cfg, log: logger, agent: ag, cache: cache, nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 1)}
-	s.conns = NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")})
+	if cfg.SharedMemoryMB > 0 {
+		r, serr := newSharedRegion(cfg.SharedMemoryMB)
+		if serr != nil {
+			// A kernel without memfd or sealing: everything still works over the sockets.
+			logger.Warn("shared memory for same-host SDSs unavailable; payloads go over the sockets", "error", serr)
+		} else {
+			s.shm = r
+			closers = append(closers, r.Close)
+		}
+	}
+	s.conns = NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")}, s.shm)
 	s.exporter, err = NewExporter(ExporterConfig{
 		MDM:           newMDMClient(ag.Tracker(), cfg.ClusterKey),
 		Conns:         s.conns,
@@ -213,6 +225,9 @@ func (s *Service) Close() error {
 	nbdErr := s.nbd.Close()
 	s.exporter.Close()
 	s.conns.Close()
+	if s.shm != nil {
+		s.shm.Close() // after the NBD server: no request holds a slot any more
+	}
 	err := errors.Join(nbdErr, s.control.Close(), s.mgmt.Close(), s.cache.Close(), s.agent.Close())
 	s.log.Info("SDC stopped")
 	return err

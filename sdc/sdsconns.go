@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"pflex/internal/shm"
 	"pflex/internal/wire"
 )
 
@@ -15,6 +16,7 @@ import (
 type SDSConns struct {
 	opts        wire.ClientOptions
 	dialTimeout time.Duration
+	shm         *shm.Region // write payloads SDSs on this host can map; nil: off
 
 	mu    sync.Mutex
 	addrs map[string]*sdsEndpoint
@@ -33,7 +35,8 @@ type sdsEndpoint struct {
 
 // sdsConn is one connection and the token registered on it for each volume.
 type sdsConn struct {
-	c *wire.Conn
+	c   *wire.Conn
+	shm bool // the SDS has mapped the pool's shared region (set before the conn is shared)
 
 	authMu sync.Mutex // serialises OpAuth on this connection (rare: once per token)
 	mu     sync.Mutex
@@ -44,9 +47,10 @@ type sdsConn struct {
 // anyway, and this keeps a burst of requests from each dialing it.
 const redialHold = 20 * time.Millisecond
 
-// NewSDSConns returns an empty pool.
-func NewSDSConns(opts wire.ClientOptions) *SDSConns {
-	return &SDSConns{opts: opts, dialTimeout: 2 * time.Second, addrs: map[string]*sdsEndpoint{}}
+// NewSDSConns returns an empty pool. region (nil: none) is offered to every SDS it connects
+// to; those on this host map it and take write payloads from it.
+func NewSDSConns(opts wire.ClientOptions, region *shm.Region) *SDSConns {
+	return &SDSConns{opts: opts, dialTimeout: 2 * time.Second, addrs: map[string]*sdsEndpoint{}, shm: region}
 }
 
 // get returns a live connection to addr, dialing if there is none.
@@ -76,6 +80,7 @@ func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 	}
 	ep.failErr = nil
 	ep.conn = &sdsConn{c: c, authed: map[int64]*issuedToken{}}
+	p.attachShm(dctx, ep.conn)
 	p.mu.Lock()
 	p.dials++
 	p.mu.Unlock()
@@ -149,4 +154,15 @@ func (sc *sdsConn) forget(volumeID int64) {
 	sc.mu.Lock()
 	delete(sc.authed, volumeID)
 	sc.mu.Unlock()
+}
+
+// attachShm offers the pool's shared region to the SDS behind sc; sc.shm says whether it took
+// it (same host, shared memory on there). One round trip per connection.
+func (p *SDSConns) attachShm(ctx context.Context, sc *sdsConn) {
+	if p.shm == nil {
+		return
+	}
+	desc, _ := p.shm.Desc().MarshalBinary()
+	_, err := sc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Data: desc})
+	sc.shm = err == nil
 }

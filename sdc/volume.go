@@ -156,6 +156,20 @@ func (v *Volume) setSize(n int64) {
 	}()
 }
 
+// WriteBuffer implements nbd.WriteBuffers: a WRITE payload goes into the shared region when
+// there is one with a free slot, so that SDSs on this host take it from there.
+func (v *Volume) WriteBuffer(n int) []byte {
+	if v.conns.shm == nil {
+		return nil
+	}
+	return v.conns.shm.Get(n)
+}
+
+// ReleaseWriteBuffer implements nbd.WriteBuffers.
+func (v *Volume) ReleaseWriteBuffer(b []byte) bool {
+	return v.conns.shm != nil && v.conns.shm.Put(b)
+}
+
 // ReadAt implements nbd.Export.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	v.stats.reads.Add(1)
@@ -345,7 +359,20 @@ func (v *Volume) sendRead(ctx context.Context, addr string, tok *issuedToken, re
 	if err != nil {
 		return sc, err
 	}
+	var shared []byte // the payload, when it goes as a reference to the shared region
+	if req.Op == wire.OpWrite && sc.shm {
+		if off, ok := v.conns.shm.Ref(req.Data); ok {
+			shared = req.Data
+			req.Op = wire.OpShmWrite
+			req.Data = wire.ShmRef{Region: v.conns.shm.Desc().ID, Offset: off, Length: uint32(len(shared))}.Encode()
+		}
+	}
 	resp, err := sc.c.Do(ctx, req)
+	if err != nil && shared != nil {
+		// Without an answer that every replica is done with the bytes (the SDS answers only
+		// then), one of them may still read them: the slot must never be reused.
+		v.conns.shm.Taint(shared)
+	}
 	if err == nil && req.Op == wire.OpRead {
 		if len(resp.Data) != len(buf) {
 			return sc, fmt.Errorf("SDS %s returned %d bytes for a %d-byte read: %w", addr, len(resp.Data), len(buf), wire.StatusIO)

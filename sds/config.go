@@ -36,6 +36,11 @@ type Config struct {
 	RebuildMBps     int `hcl:"rebuild_mbps,optional"`
 	RebuildParallel int `hcl:"rebuild_parallel,optional"`
 
+	// SharedMemory lets SDCs (and primaries) on the same host pass write payloads in memory
+	// shared with this SDS instead of through the socket (sds/DESIGN.md "Shared memory").
+	// Default true; it is used only where the peer's region can be mapped.
+	SharedMemory bool `hcl:"shared_memory,optional"`
+
 	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
 	DebugPprof bool `hcl:"debug_pprof,optional"`
 	// GoMaxProcs sets the Go runtime's GOMAXPROCS for the process (0: Go's default, one per
@@ -63,6 +68,7 @@ func DefaultConfig() *Config {
 		HeartbeatInterval: agent.DefaultHeartbeatInterval.String(),
 		RebuildMBps:       DefaultRebuildMBps,
 		RebuildParallel:   DefaultRebuildParallel,
+		SharedMemory:      true,
 		Gossip:            &agent.GossipConfig{BindAddr: "127.0.0.1:7911"},
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"pflex/internal/api"
 	"pflex/internal/layout"
+	"pflex/internal/shm"
 	"pflex/internal/token"
 	"pflex/internal/wire"
 	"pflex/sds/chunkstore"
@@ -47,6 +48,9 @@ type DataConfig struct {
 	// RebuildParallel is how many chunks it copies at once (default DefaultRebuildParallel).
 	RebuildMBps     int
 	RebuildParallel int
+	// SharedMemory maps the regions of same-host clients (sharedmem.go); nil: clients send
+	// the bytes of every write over the connection.
+	SharedMemory *shm.Registry
 	// Wire configures the server side; its MaxPayload is also used by the replica connections.
 	Wire   wire.ServerOptions
 	Logger hclog.Logger
@@ -93,6 +97,7 @@ type DataServer struct {
 type dataCounters struct {
 	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
 	degradedWrites, noLease, dropped, replays                          atomic.Int64
+	shmAttached, shmWrites                                             atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -118,6 +123,12 @@ type DataStats struct {
 	AckBatchesSent  int64        `json:"ack_batches_sent"`
 	AckFailures     int64        `json:"ack_failures"`
 	AckDroppedCount int64        `json:"ack_dropped"`
+	// Shared memory (sharedmem.go): regions attached by connections, writes whose data came
+	// from a region, and forwards to a secondary that passed a reference instead of the bytes.
+	ShmRegions  int   `json:"shm_regions"`
+	ShmAttached int64 `json:"shm_attached"`
+	ShmWrites   int64 `json:"shm_writes"`
+	ShmForwards int64 `json:"shm_forwards"`
 }
 
 // NewDataServer returns a server; Serve runs it on listeners, Close stops it.
@@ -223,6 +234,10 @@ func (d *DataServer) Stats() DataStats {
 		Retries: d.stats.retries.Load(), DegradedWrites: d.stats.degradedWrites.Load(), NoLease: d.stats.noLease.Load(),
 		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
 		ReplayedWrites: d.stats.replays.Load(), WriteIDs: d.writeIDs.size(), WriteIDsEvicted: d.writeIDs.evicted.Load(),
+		ShmAttached: d.stats.shmAttached.Load(), ShmWrites: d.stats.shmWrites.Load(), ShmForwards: d.replicas.shmForwards.Load(),
+	}
+	if d.cfg.SharedMemory != nil {
+		st.ShmRegions = d.cfg.SharedMemory.Len()
 	}
 	if d.acks != nil {
 		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
@@ -234,8 +249,9 @@ func (d *DataServer) Stats() DataStats {
 type connState struct {
 	cache *token.Cache
 
-	mu     sync.Mutex
-	tokens map[int64]token.Token // the token registered per volume, to forward to secondaries
+	mu      sync.Mutex
+	tokens  map[int64]token.Token   // the token registered per volume, to forward to secondaries
+	regions map[uint64]*shm.Mapping // shared regions attached (sharedmem.go)
 }
 
 // wireHandler is the DataServer as a wire.Handler.
@@ -244,11 +260,11 @@ type wireHandler struct{ *DataServer }
 // Open implements wire.Handler.
 func (h wireHandler) Open(net.Conn) *connState {
 	h.stats.conns.Add(1)
-	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{}}
+	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{}, regions: map[uint64]*shm.Mapping{}}
 }
 
 // Close implements wire.Handler.
-func (wireHandler) Close(*connState) {}
+func (h wireHandler) Close(cs *connState) { h.releaseShm(cs) }
 
 // Handle serves one request of a connection (wire.Handler).
 func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
@@ -264,8 +280,21 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 			return statusResp(wire.StatusIO, 0, err.Error())
 		}
 		return wire.Response{}
-	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite, wire.OpChunkWrite:
-		resp := d.io(ctx, cs, req)
+	case wire.OpShmAttach:
+		return d.attachShm(cs, req)
+	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite, wire.OpChunkWrite,
+		wire.OpShmWrite, wire.OpShmReplWrite:
+		var resp wire.Response
+		if req.Op == wire.OpShmWrite || req.Op == wire.OpShmReplWrite {
+			r, src, refused, ok := d.fromShm(cs, req)
+			if ok {
+				resp = d.io(ctx, cs, &r, src)
+			} else {
+				resp = refused
+			}
+		} else {
+			resp = d.io(ctx, cs, req, nil)
+		}
 		switch resp.Status {
 		case wire.StatusOK:
 		case wire.StatusRetry:
@@ -353,7 +382,8 @@ type target struct {
 }
 
 // io serves READ, WRITE, TRIM, WRITE_ZEROES (client, or replica with FlagReplica) and REPL_WRITE.
-func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
+// src is where a write's data lies in shared memory, when it came that way.
+func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, src *shmSource) wire.Response {
 	replica := req.Op == wire.OpReplWrite || (req.Flags&wire.FlagReplica != 0 && req.Op != wire.OpRead)
 	write := req.Op != wire.OpRead
 	claims, err := cs.cache.Authorize(req.VolumeID, write, d.cfg.Now())
@@ -396,7 +426,7 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request) w
 		// Only a concurrent re-AUTH gets here; the client retries.
 		return statusResp(wire.StatusRetry, t.epoch, "token changed while the write was in flight")
 	}
-	return d.writePrimary(ctx, claims, tok, req, t)
+	return d.writePrimary(ctx, claims, tok, req, t, src)
 }
 
 func (d *DataServer) leaseValid() bool { return d.cfg.LeaseValid == nil || d.cfg.LeaseValid() }
@@ -495,7 +525,7 @@ func (d *DataServer) apply(req *wire.Request, t target) error {
 // writePrimary applies a client write locally and on the other replicas (the secondary, and a
 // pending rebuild or move target), under the chunk's lock so that every replica applies the
 // writes of a chunk in the same order, and answers OK only when all have it.
-func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target) wire.Response {
+func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok token.Token, req *wire.Request, t target, src *shmSource) wire.Response {
 	if len(t.replicas) == 1 {
 		return d.writeDegraded(claims, req, t)
 	}
@@ -534,7 +564,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	}
 	var wg sync.WaitGroup
 	for i, sec := range secs {
-		wg.Go(func() { results[i].resp, results[i].err = d.replicas.forward(ctx, sec.Addr, tok, fwd) })
+		wg.Go(func() { results[i].resp, results[i].err = d.replicas.forwardFrom(ctx, sec.Addr, tok, fwd, src) })
 	}
 	lerr := d.apply(req, t)
 	if lerr == nil {

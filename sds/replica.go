@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"pflex/internal/shm"
 	"pflex/internal/token"
 	"pflex/internal/wire"
 )
@@ -25,6 +27,8 @@ type replicaPool struct {
 	mu     sync.Mutex
 	conns  map[replicaKey]*replicaConn
 	closed bool
+
+	shmForwards atomic.Int64 // forwards sent as a shared-memory reference
 }
 
 type replicaKey struct {
@@ -38,6 +42,9 @@ type replicaConn struct {
 
 	mu   sync.Mutex
 	vols map[int64]*volAuth
+	shm  map[uint64]bool // shared regions: attached on this connection (true) or refused (false)
+
+	shmMu sync.Mutex // serialises OpShmAttach (once per region)
 }
 
 // volAuth is the token registered for a volume on a replicaConn. Forwarded writes hold mu for
@@ -73,7 +80,7 @@ func (p *replicaPool) conn(ctx context.Context, k replicaKey) (*replicaConn, err
 	if err != nil {
 		return nil, err
 	}
-	rc = &replicaConn{c: c, vols: map[int64]*volAuth{}}
+	rc = &replicaConn{c: c, vols: map[int64]*volAuth{}, shm: map[uint64]bool{}}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -126,12 +133,22 @@ func (rc *replicaConn) vol(id int64) *volAuth {
 // registered on the connection first when it is not the one registered there, and once more if
 // the secondary answers Auth or Expired (it restarted, or its cache re-verified and refused).
 func (p *replicaPool) forward(ctx context.Context, addr string, tok token.Token, req wire.Request) (wire.Response, error) {
+	return p.forwardFrom(ctx, addr, tok, req, nil)
+}
+
+// forwardFrom is forward for a write whose data lies in a shared region (src, or nil): when the
+// secondary can map that region too (same host), the write goes as a reference to it.
+func (p *replicaPool) forwardFrom(ctx context.Context, addr string, tok token.Token, req wire.Request, src *shmSource) (wire.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	k := replicaKey{addr: addr, sdc: tok.Claims.SDCID}
 	rc, err := p.conn(ctx, k)
 	if err != nil {
 		return wire.Response{}, err
+	}
+	if src != nil && req.Op == wire.OpReplWrite && p.shmAttached(ctx, rc, src.m) {
+		req.Op, req.Data = wire.OpShmReplWrite, src.ref.Encode()
+		p.shmForwards.Add(1)
 	}
 	va := rc.vol(req.VolumeID)
 	reauthed := false
@@ -167,6 +184,35 @@ func (p *replicaPool) forward(ctx context.Context, addr string, tok token.Token,
 		}
 		return resp, err
 	}
+}
+
+// shmAttached reports whether m's region is attached on rc, attaching it the first time. A
+// secondary that cannot map it (another host, shared memory off) is asked once per connection.
+func (p *replicaPool) shmAttached(ctx context.Context, rc *replicaConn, m *shm.Mapping) bool {
+	id := m.Desc().ID
+	rc.mu.Lock()
+	ok, known := rc.shm[id]
+	rc.mu.Unlock()
+	if known {
+		return ok
+	}
+	rc.shmMu.Lock()
+	defer rc.shmMu.Unlock()
+	rc.mu.Lock()
+	ok, known = rc.shm[id]
+	rc.mu.Unlock()
+	if known {
+		return ok
+	}
+	desc, _ := m.Desc().MarshalBinary()
+	_, err := rc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Data: desc})
+	if _, isStatus := wire.StatusOf(err); err != nil && !isStatus {
+		return false // the connection failed: the forward finds out and drops it
+	}
+	rc.mu.Lock()
+	rc.shm[id] = err == nil
+	rc.mu.Unlock()
+	return err == nil
 }
 
 // auth registers tok for volumeID on rc, unless a concurrent forward already did.

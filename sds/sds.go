@@ -142,6 +142,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Rebuild:         s.postRebuildReport,
 		RebuildMBps:     cfg.RebuildMBps,
 		RebuildParallel: cfg.RebuildParallel,
+		SharedMemory:    sharedMemory(cfg.SharedMemory),
 	})
 	s.dataRef.Store(s.data)
 	if e := s.tokens.layoutEpochs(); e != nil { // an answer that came before the data server

@@ -62,13 +62,19 @@ const (
 	OpPing        Opcode = 9  // no-op round trip
 	OpChunkRead   Opcode = 10 // reserved: reply payload is chunk data
 	OpChunkWrite  Opcode = 11 // rebuild source -> target: payload is chunk data at Offset
-	opMax                = OpChunkWrite
+	// Same-host shared memory (internal/shm, DESIGN.md "Shared memory"): the payload of the
+	// two writes is a ShmRef to bytes in a region the connection has attached.
+	OpShmAttach    Opcode = 12 // payload: an shm.Desc; the server maps the region for this connection
+	OpShmWrite     Opcode = 13 // as OpWrite, the data in an attached region
+	OpShmReplWrite Opcode = 14 // as OpReplWrite, the data in an attached region
+	opMax                 = OpShmReplWrite
 )
 
 var opNames = [...]string{
 	OpAuth: "AUTH", OpRead: "READ", OpWrite: "WRITE", OpFlush: "FLUSH", OpTrim: "TRIM",
 	OpWriteZeroes: "WRITE_ZEROES", OpReplWrite: "REPL_WRITE", OpReplFlush: "REPL_FLUSH",
 	OpPing: "PING", OpChunkRead: "CHUNK_READ", OpChunkWrite: "CHUNK_WRITE",
+	OpShmAttach: "SHM_ATTACH", OpShmWrite: "SHM_WRITE", OpShmReplWrite: "SHM_REPL_WRITE",
 }
 
 func (op Opcode) String() string {
@@ -84,7 +90,7 @@ func (op Opcode) Valid() bool { return op >= OpAuth && op <= opMax }
 // HasPayload reports whether requests with op carry Length bytes of payload after the header.
 func (op Opcode) HasPayload() bool {
 	switch op {
-	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite:
+	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite:
 		return true
 	}
 	return false

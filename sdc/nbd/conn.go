@@ -231,9 +231,9 @@ func (c *conn) dispatch(req request) error {
 	switch req.typ {
 	case cmdWrite:
 		held = c.lim.acquire(int64(req.length))
-		buf = c.srv.bufs.get(int(req.length))
+		buf = c.writeBuffer(int(req.length))
 		if _, err := io.ReadFull(c.br, buf); err != nil {
-			c.srv.bufs.put(buf)
+			c.releaseBuffer(buf)
 			c.lim.release(held)
 			return err
 		}
@@ -258,6 +258,25 @@ func (c *conn) worker(j job) {
 	for ok := true; ok; j, ok = <-c.work {
 		c.execute(j.req, j.buf, j.held)
 	}
+}
+
+// writeBuffer returns a buffer for an n-byte WRITE payload: the export's own when it keeps
+// them (WriteBuffers), else one of the server's pool.
+func (c *conn) writeBuffer(n int) []byte {
+	if wb, ok := c.export.(WriteBuffers); ok {
+		if b := wb.WriteBuffer(n); b != nil {
+			return b
+		}
+	}
+	return c.srv.bufs.get(n)
+}
+
+// releaseBuffer returns b to whoever gave it out.
+func (c *conn) releaseBuffer(b []byte) {
+	if wb, ok := c.export.(WriteBuffers); ok && wb.ReleaseWriteBuffer(b) {
+		return
+	}
+	c.srv.bufs.put(b)
 }
 
 // check returns the error value for a request that must not reach the
@@ -349,7 +368,7 @@ func (c *conn) execute(req request, buf []byte, held int64) {
 	}
 	c.srv.stats.count(req.typ, req.length, errno) // before the reply: a client that has it sees it counted
 	c.reply(req.handle, errno, data)
-	c.srv.bufs.put(buf)
+	c.releaseBuffer(buf)
 	c.lim.release(held)
 }
 

@@ -26,6 +26,17 @@ type Export interface {
 	WriteZeroes(ctx context.Context, off, length int64, fua, mayTrim bool) error
 }
 
+// WriteBuffers is implemented by an Export that wants WRITE payloads read into
+// memory of its own (the SDC keeps them in memory shared with the storage
+// servers on its host). WriteBuffer returns an n-byte buffer, or nil when it
+// has none to give (the server then uses its own); ReleaseWriteBuffer takes
+// back a buffer after the request's reply and reports whether it was one of
+// the export's.
+type WriteBuffers interface {
+	WriteBuffer(n int) []byte
+	ReleaseWriteBuffer(b []byte) bool
+}
+
 // Exports resolves export names. The set may change while the server runs;
 // after removing a name, call Server.ExportRemoved to disconnect its clients.
 type Exports interface {
