@@ -22,6 +22,7 @@ import (
 	"pflex/internal/api"
 	"pflex/internal/layout"
 	"pflex/internal/leader"
+	"pflex/internal/shm"
 	"pflex/internal/token"
 	"pflex/internal/wire"
 )
@@ -278,9 +279,14 @@ type fakeSDS struct {
 	conns  map[net.Conn]bool
 	// inject, when set, may answer a request (IO and AUTH) with a status instead of serving it.
 	inject func(req *wire.Request) (wire.Status, bool)
+	// shm, when set, maps the shared regions clients attach (OpShmAttach); nil refuses them.
+	shm *shm.Registry
 }
 
-type sdsConnState struct{ cache *token.Cache }
+type sdsConnState struct {
+	cache   *token.Cache
+	regions map[uint64]*shm.Mapping
+}
 
 func startFakeSDS(t *testing.T, c *fakeCluster, id int64) *fakeSDS {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -353,9 +359,42 @@ func (s *fakeSDS) chunk(vol, c int64) []byte {
 }
 
 func (s *fakeSDS) Open(net.Conn) *sdsConnState {
-	return &sdsConnState{cache: token.NewCache(s.c.verify)}
+	return &sdsConnState{cache: token.NewCache(s.c.verify), regions: map[uint64]*shm.Mapping{}}
 }
-func (s *fakeSDS) Close(*sdsConnState) {}
+
+func (s *fakeSDS) Close(st *sdsConnState) {
+	for _, m := range st.regions {
+		s.shm.Release(m)
+	}
+}
+
+// attachShm maps a client's region for the connection (as the SDS does, without its limits).
+func (s *fakeSDS) attachShm(st *sdsConnState, req *wire.Request) wire.Response {
+	var d shm.Desc
+	if s.shm == nil || d.UnmarshalBinary(req.Data) != nil {
+		return wire.Response{Status: wire.StatusProto}
+	}
+	m, err := s.shm.Attach(d)
+	if err != nil {
+		return wire.Response{Status: wire.StatusProto}
+	}
+	st.regions[d.ID] = m
+	return wire.Response{}
+}
+
+// fromShm resolves an OpShmWrite into the OpWrite it stands for.
+func fromShm(st *sdsConnState, req *wire.Request) (wire.Request, bool) {
+	ref, err := wire.DecodeShmRef(req.Data)
+	if err != nil || st.regions[ref.Region] == nil {
+		return wire.Request{}, false
+	}
+	data, err := st.regions[ref.Region].Slice(ref.Offset, ref.Length)
+	if err != nil {
+		return wire.Request{}, false
+	}
+	return wire.Request{Op: wire.OpWrite, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset,
+		Length: ref.Length, Epoch: req.Epoch, Tag: req.Tag, Data: data}, true
+}
 
 func tokenStatus(err error) wire.Status {
 	switch {
@@ -378,6 +417,19 @@ func (s *fakeSDS) Handle(_ context.Context, st *sdsConnState, req *wire.Request)
 			s.record(req, status)
 			return wire.Response{Status: status}
 		}
+	}
+	switch req.Op {
+	case wire.OpShmAttach:
+		return s.attachShm(st, req)
+	case wire.OpShmWrite:
+		w, ok := fromShm(st, req)
+		if !ok {
+			return wire.Response{Status: wire.StatusProto}
+		}
+		resp := s.serve(st, &w)
+		w.Op = wire.OpShmWrite
+		s.record(&w, resp.Status)
+		return resp
 	}
 	if req.Op == wire.OpAuth {
 		s.auths.Add(1)
@@ -460,7 +512,13 @@ func (staticLeader) Failed(string)         {}
 // newTestExporter builds an Exporter over the cluster (not started: tests call Poll).
 func newTestExporter(t *testing.T, c *fakeCluster, ioTimeout time.Duration) *Exporter {
 	t.Helper()
-	conns := NewSDSConns(wire.ClientOptions{}, nil)
+	return newTestExporterShm(t, c, ioTimeout, nil)
+}
+
+// newTestExporterShm is newTestExporter with write payloads offered in region (nil: none).
+func newTestExporterShm(t *testing.T, c *fakeCluster, ioTimeout time.Duration, region *shm.Region) *Exporter {
+	t.Helper()
+	conns := NewSDSConns(wire.ClientOptions{}, region)
 	cache, err := OpenLayoutCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,10 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -315,3 +317,67 @@ func TestConfigValidate(t *testing.T) {
 }
 
 var _ = binary.BigEndian
+
+// ownBuffers is a MemExport that supplies WRITE buffers of its own (as the SDC's shared memory
+// does) and checks that every WriteAt gets one of them and every one comes back.
+type ownBuffers struct {
+	*MemExport
+	mu                 sync.Mutex
+	out                map[*byte]bool
+	given, back, wrote int
+	foreign            bool
+}
+
+func (o *ownBuffers) WriteBuffer(n int) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.given == 2 {
+		return nil // "none free": the server uses its own pool
+	}
+	b := make([]byte, n)
+	o.out[&b[0]] = true
+	o.given++
+	return b
+}
+
+func (o *ownBuffers) ReleaseWriteBuffer(b []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(b) == 0 || !o.out[&b[0]] {
+		return false
+	}
+	delete(o.out, &b[0])
+	o.back++
+	return true
+}
+
+func (o *ownBuffers) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	o.mu.Lock()
+	if !o.out[&p[0]] {
+		o.foreign = true
+	}
+	o.wrote++
+	o.mu.Unlock()
+	return o.MemExport.WriteAt(ctx, p, off, fua)
+}
+
+func TestWritePayloadsLandInTheExportsBuffers(t *testing.T) {
+	ts := startServer(t, nil)
+	e := &ownBuffers{MemExport: NewMemExport(1 << 20), out: map[*byte]bool{}}
+	ts.exports.Add("d", "", e)
+	c, _, _ := connect(t, ts.addr, "d")
+	for i := range 3 {
+		if errno, _ := c.do(cmdWrite, 0, uint64(i)*4096, 4096, bytes.Repeat([]byte{byte(i + 1)}, 4096)); errno != 0 {
+			t.Fatalf("write %d: errno %d", i, errno)
+		}
+	}
+	if errno, data := c.do(cmdRead, 0, 4096, 4096, nil); errno != 0 || !bytes.Equal(data, bytes.Repeat([]byte{2}, 4096)) {
+		t.Fatalf("read back: errno %d", errno)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Two writes in the export's buffers, the third (none given) in the server's; all returned.
+	if e.given != 2 || e.back != 2 || len(e.out) != 0 || e.wrote != 3 || !e.foreign {
+		t.Fatalf("given %d, back %d, outstanding %d, writes %d, one in the server's buffer %v", e.given, e.back, len(e.out), e.wrote, e.foreign)
+	}
+}
