@@ -44,6 +44,9 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"gossip.bind_addr", func(c *Config) { c.Gossip.BindAddr = "7921" }},
 		{"gossip.key", func(c *Config) { c.Gossip.Key = "not base64!" }},
 		{"gossip.join", func(c *Config) { c.Gossip.Join = nil }},
+		{"shared_memory_mb", func(c *Config) { c.SharedMemoryMB = 4 }},
+		{"shared_memory_mb", func(c *Config) { c.SharedMemoryMB = -1 }},
+		{"shared_memory_mb", func(c *Config) { c.SharedMemoryMB = 4096 }},
 	} {
 		c := validConfig()
 		tc.edit(c)
@@ -61,7 +64,7 @@ func TestLocalConfigLoads(t *testing.T) {
 	}
 	if c.ID != "sdc-1" || c.APIAddr != "127.0.0.1:8301" || c.MgmtAddr != "127.0.0.1:8401" || c.NBDAddr != "127.0.0.1:10809" ||
 		c.Gossip.BindAddr != "127.0.0.1:7921" || len(c.Gossip.Join) != 3 || c.Gossip.Key == "" ||
-		c.ClusterKey != "pflex-dev-cluster-key" || len(c.MDM) != 3 {
+		c.ClusterKey != "pflex-dev-cluster-key" || len(c.MDM) != 3 || c.SharedMemoryMB != DefaultSharedMemoryMB {
 		t.Fatalf("%+v gossip %+v", c, c.Gossip)
 	}
 	p := filepath.Join(t.TempDir(), "sdc.hcl")

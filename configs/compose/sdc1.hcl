@@ -7,6 +7,8 @@ nbd_addr    = "0.0.0.0:10809"
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"
 heartbeat_interval = "500ms"
+# Every container has its own PID namespace: no SDS could map the SDC's shared memory.
+shared_memory_mb = 0
 mdm = ["mdm-1:8001", "mdm-2:8001", "mdm-3:8001"]
 
 gossip {

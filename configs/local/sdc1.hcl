@@ -10,6 +10,8 @@ log_level   = "info"
 heartbeat_interval = "500ms"
 # All seven processes share this host's CPUs: one Go thread each costs less CPU per IO.
 gomaxprocs = 1
+# Write payloads in 32 MiB of memory the SDSs on this host map (the default; 0: off).
+shared_memory_mb = 32
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 

@@ -10,6 +10,8 @@ log_level   = "info"
 heartbeat_interval = "500ms"
 # All seven processes share this host's CPUs: one Go thread each costs less CPU per IO.
 gomaxprocs = 1
+# SDCs on this host pass write payloads in shared memory (the default; false: over the socket).
+shared_memory = true
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 
