@@ -382,18 +382,23 @@ func (s *fakeSDS) attachShm(st *sdsConnState, req *wire.Request) wire.Response {
 	return wire.Response{}
 }
 
-// fromShm resolves an OpShmWrite into the OpWrite it stands for.
-func fromShm(st *sdsConnState, req *wire.Request) (wire.Request, bool) {
+// fromShm resolves an OpShmWrite or OpShmRead into the OpWrite or OpRead it stands for and the
+// region's bytes it refers to.
+func fromShm(st *sdsConnState, req *wire.Request) (wire.Request, []byte, bool) {
 	ref, err := wire.DecodeShmRef(req.Data)
 	if err != nil || st.regions[ref.Region] == nil {
-		return wire.Request{}, false
+		return wire.Request{}, nil, false
 	}
 	data, err := st.regions[ref.Region].Slice(ref.Offset, ref.Length)
 	if err != nil {
-		return wire.Request{}, false
+		return wire.Request{}, nil, false
 	}
-	return wire.Request{Op: wire.OpWrite, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset,
-		Length: ref.Length, Epoch: req.Epoch, Tag: req.Tag, Data: data}, true
+	r := wire.Request{Op: wire.OpWrite, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset,
+		Length: ref.Length, Epoch: req.Epoch, Tag: req.Tag, Data: data}
+	if req.Op == wire.OpShmRead {
+		r.Op, r.Data = wire.OpRead, nil
+	}
+	return r, data, true
 }
 
 func tokenStatus(err error) wire.Status {
@@ -421,14 +426,18 @@ func (s *fakeSDS) Handle(_ context.Context, st *sdsConnState, req *wire.Request)
 	switch req.Op {
 	case wire.OpShmAttach:
 		return s.attachShm(st, req)
-	case wire.OpShmWrite:
-		w, ok := fromShm(st, req)
+	case wire.OpShmWrite, wire.OpShmRead:
+		r, data, ok := fromShm(st, req)
 		if !ok {
 			return wire.Response{Status: wire.StatusProto}
 		}
-		resp := s.serve(st, &w)
-		w.Op = wire.OpShmWrite
-		s.record(&w, resp.Status)
+		resp := s.serve(st, &r)
+		if r.Op == wire.OpRead {
+			copy(data, resp.Data)
+			resp.Data = nil
+		}
+		r.Op = req.Op
+		s.record(&r, resp.Status)
 		return resp
 	}
 	if req.Op == wire.OpAuth {

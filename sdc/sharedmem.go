@@ -45,3 +45,8 @@ func (p *SDSConns) sharedMemoryStatus() *SharedMemoryStatus {
 	}
 	return st
 }
+
+// shmReadMin is the smallest read that goes through the shared region: the SDS reads into a
+// slot and the SDC copies it out, which saves two socket copies of a large read; a small read
+// gains nothing from it.
+const shmReadMin = smallSlot

@@ -79,8 +79,15 @@ func TestWritePayloadsGoThroughSharedMemory(t *testing.T) {
 	if a, b := len(c.sds[2].opsOf(wire.OpShmWrite)), len(c.sds[2].opsOf(wire.OpWrite)); a != 0 || b != n2 {
 		t.Fatalf("SDS 2: %d shared-memory writes and %d plain ones, want 0 and %d", a, b, n2)
 	}
+	// Reads of a chunk each (64 KiB spans, shmReadMin) came back the same ways.
+	if a, b := len(c.sds[1].opsOf(wire.OpShmRead)), len(c.sds[1].opsOf(wire.OpRead)); a != n1 || b != 0 {
+		t.Fatalf("SDS 1: %d shared-memory reads and %d plain ones, want %d and 0", a, b, n1)
+	}
+	if a, b := len(c.sds[2].opsOf(wire.OpShmRead)), len(c.sds[2].opsOf(wire.OpRead)); a != 0 || b != n2 {
+		t.Fatalf("SDS 2: %d shared-memory reads and %d plain ones, want 0 and %d", a, b, n2)
+	}
 	st := e.Status().SharedMemory
-	if st == nil || st.AttachedSDS != 1 || st.Gets != int64(n1+n2) || st.Tainted != 0 {
+	if st == nil || st.AttachedSDS != 1 || st.Gets != int64(2*n1+n2) || st.Tainted != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	if n := freeSlots(region); n != smallSlots {

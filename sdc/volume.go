@@ -359,19 +359,32 @@ func (v *Volume) sendRead(ctx context.Context, addr string, tok *issuedToken, re
 	if err != nil {
 		return sc, err
 	}
-	var shared []byte // the payload, when it goes as a reference to the shared region
-	if req.Op == wire.OpWrite && sc.shm {
+	var shared []byte // the payload or read slot, when the data goes through the shared region
+	switch {
+	case req.Op == wire.OpWrite && sc.shm:
 		if off, ok := v.conns.shm.Ref(req.Data); ok {
 			shared = req.Data
 			req.Op = wire.OpShmWrite
+			req.Data = wire.ShmRef{Region: v.conns.shm.Desc().ID, Offset: off, Length: uint32(len(shared))}.Encode()
+		}
+	case req.Op == wire.OpRead && sc.shm && len(buf) >= shmReadMin:
+		if shared = v.conns.shm.Get(len(buf)); shared != nil {
+			defer v.conns.shm.Put(shared)
+			off, _ := v.conns.shm.Ref(shared)
+			req.Op, req.ReadInto = wire.OpShmRead, nil
 			req.Data = wire.ShmRef{Region: v.conns.shm.Desc().ID, Offset: off, Length: uint32(len(shared))}.Encode()
 		}
 	}
 	resp, err := sc.c.Do(ctx, req)
 	if err != nil && shared != nil {
 		// Without an answer that every replica is done with the bytes (the SDS answers only
-		// then), one of them may still read them: the slot must never be reused.
+		// then), one of them may still read them, or an SDS still write into the read slot:
+		// the slot must never be reused.
 		v.conns.shm.Taint(shared)
+	}
+	if err == nil && req.Op == wire.OpShmRead {
+		copy(buf, shared)
+		return sc, nil
 	}
 	if err == nil && req.Op == wire.OpRead {
 		if len(resp.Data) != len(buf) {

@@ -97,7 +97,7 @@ type DataServer struct {
 type dataCounters struct {
 	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
 	degradedWrites, noLease, dropped, replays                          atomic.Int64
-	shmAttached, shmWrites                                             atomic.Int64
+	shmAttached, shmWrites, shmReads                                   atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -124,11 +124,13 @@ type DataStats struct {
 	AckFailures     int64        `json:"ack_failures"`
 	AckDroppedCount int64        `json:"ack_dropped"`
 	// Shared memory (sharedmem.go): regions attached by connections, writes whose data came
-	// from a region, and forwards to a secondary that passed a reference instead of the bytes.
+	// from a region (as primary or replica), forwards to a secondary that passed a reference
+	// instead of the bytes, and reads answered into a region.
 	ShmRegions  int   `json:"shm_regions"`
 	ShmAttached int64 `json:"shm_attached"`
 	ShmWrites   int64 `json:"shm_writes"`
 	ShmForwards int64 `json:"shm_forwards"`
+	ShmReads    int64 `json:"shm_reads"`
 }
 
 // NewDataServer returns a server; Serve runs it on listeners, Close stops it.
@@ -235,6 +237,7 @@ func (d *DataServer) Stats() DataStats {
 		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
 		ReplayedWrites: d.stats.replays.Load(), WriteIDs: d.writeIDs.size(), WriteIDsEvicted: d.writeIDs.evicted.Load(),
 		ShmAttached: d.stats.shmAttached.Load(), ShmWrites: d.stats.shmWrites.Load(), ShmForwards: d.replicas.shmForwards.Load(),
+		ShmReads: d.stats.shmReads.Load(),
 	}
 	if d.cfg.SharedMemory != nil {
 		st.ShmRegions = d.cfg.SharedMemory.Len()
@@ -283,9 +286,9 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 	case wire.OpShmAttach:
 		return d.attachShm(cs, req)
 	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite, wire.OpChunkWrite,
-		wire.OpShmWrite, wire.OpShmReplWrite:
+		wire.OpShmWrite, wire.OpShmReplWrite, wire.OpShmRead:
 		var resp wire.Response
-		if req.Op == wire.OpShmWrite || req.Op == wire.OpShmReplWrite {
+		if req.Op == wire.OpShmWrite || req.Op == wire.OpShmReplWrite || req.Op == wire.OpShmRead {
 			r, src, refused, ok := d.fromShm(cs, req)
 			if ok {
 				resp = d.io(ctx, cs, &r, src)
@@ -417,7 +420,11 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, s
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the primary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
 	}
 	if req.Op == wire.OpRead {
-		return d.read(claims, req, t)
+		var into []byte
+		if src != nil {
+			into = src.data
+		}
+		return d.read(claims, req, t, into)
 	}
 	cs.mu.Lock()
 	tok, ok := cs.tokens[req.VolumeID]
@@ -482,8 +489,13 @@ func (d *DataServer) resolve(ctx context.Context, req *wire.Request) (target, wi
 	}, wire.Response{}, true
 }
 
-func (d *DataServer) read(claims token.Claims, req *wire.Request, t target) wire.Response {
-	buf := req.ReplyBuffer(int(t.length))
+// read serves a READ into a reply buffer, or into into (shared memory: the reply carries no
+// data).
+func (d *DataServer) read(claims token.Claims, req *wire.Request, t target, into []byte) wire.Response {
+	buf := into
+	if buf == nil {
+		buf = req.ReplyBuffer(int(t.length))
+	}
 	mu := d.lock(t.key)
 	// Under the chunk's read lock: a read never returns data of a write the secondary does not
 	// have yet (and that might still fail).
@@ -507,6 +519,10 @@ func (d *DataServer) read(claims token.Claims, req *wire.Request, t target) wire
 	d.stats.reads.Add(1)
 	if d.acks != nil {
 		d.acks.record(claims, t.length, 0, false)
+	}
+	if into != nil {
+		d.stats.shmReads.Add(1)
+		return wire.Response{Epoch: t.epoch}
 	}
 	return wire.Response{Epoch: t.epoch, Data: buf}
 }

@@ -28,11 +28,12 @@ func sharedMemory(on bool) *shm.Registry {
 	return shm.NewRegistry(maxShmRegions)
 }
 
-// shmSource is where a write's data lies in shared memory, to forward the reference rather
-// than the bytes.
+// shmSource is where a request's data lies in shared memory: a write's payload (forwarded as
+// the reference rather than the bytes), or where a read's data goes.
 type shmSource struct {
-	m   *shm.Mapping
-	ref wire.ShmRef
+	m    *shm.Mapping
+	ref  wire.ShmRef
+	data []byte // the ref's bytes in the mapping
 }
 
 // attachShm maps the region described in req's payload for the connection.
@@ -73,8 +74,8 @@ func (d *DataServer) attachShm(cs *connState, req *wire.Request) wire.Response {
 	return wire.Response{}
 }
 
-// fromShm turns an OpShmWrite or OpShmReplWrite into the OpWrite or OpReplWrite it stands for,
-// with the data in the attached region.
+// fromShm turns an OpShmWrite, OpShmReplWrite or OpShmRead into the OpWrite, OpReplWrite or
+// OpRead it stands for, with the data in the attached region.
 func (d *DataServer) fromShm(cs *connState, req *wire.Request) (wire.Request, *shmSource, wire.Response, bool) {
 	ref, err := wire.DecodeShmRef(req.Data)
 	if err != nil {
@@ -92,11 +93,16 @@ func (d *DataServer) fromShm(cs *connState, req *wire.Request) (wire.Request, *s
 	}
 	r := wire.Request{Op: wire.OpWrite, Flags: req.Flags, ID: req.ID, VolumeID: req.VolumeID, Offset: req.Offset,
 		Length: ref.Length, Epoch: req.Epoch, Tag: req.Tag, Data: data}
-	if req.Op == wire.OpShmReplWrite {
+	switch req.Op {
+	case wire.OpShmReplWrite:
 		r.Op = wire.OpReplWrite
+	case wire.OpShmRead:
+		r.Op, r.Data = wire.OpRead, nil
 	}
-	d.stats.shmWrites.Add(1)
-	return r, &shmSource{m: m, ref: ref}, wire.Response{}, true
+	if r.Op != wire.OpRead {
+		d.stats.shmWrites.Add(1)
+	}
+	return r, &shmSource{m: m, ref: ref, data: data}, wire.Response{}, true
 }
 
 // releaseShm drops the connection's regions; every request of it has been answered.

@@ -71,6 +71,15 @@ func TestSharedMemoryWritesReachBothReplicas(t *testing.T) {
 		if st != wire.StatusOK || !bytes.Equal(resp.Data, want[ch*testChunk:(ch+1)*testChunk]) {
 			t.Fatalf("chunk %d read back: %v", ch, st)
 		}
+		// The same read into the region.
+		slot := r.Get(testChunk)
+		ref, _ := r.Ref(slot)
+		resp, st = do(conns[reps[0]], wire.Request{Op: wire.OpShmRead, VolumeID: 1, Offset: ch * testChunk, Epoch: 1,
+			Data: wire.ShmRef{Region: r.Desc().ID, Offset: ref, Length: testChunk}.Encode()})
+		if st != wire.StatusOK || len(resp.Data) != 0 || !bytes.Equal(slot, want[ch*testChunk:(ch+1)*testChunk]) {
+			t.Fatalf("chunk %d read into shared memory: %v, %d bytes in the reply", ch, st, len(resp.Data))
+		}
+		r.Put(slot)
 		a, b := c.chunks(t, reps[0], 1)[ch], c.chunks(t, reps[1], 1)[ch]
 		if a.CRC32C == "" || a.CRC32C != b.CRC32C {
 			t.Fatalf("chunk %d: replicas differ: %+v %+v", ch, a, b)

@@ -233,13 +233,15 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 		t.Fatalf("only %d chunks allocated after writing 64 MiB", n)
 	}
 	// All on one host: the payloads went through the SDC's shared memory, primaries passed
-	// references on to their secondaries (sds/DESIGN.md "Shared memory").
-	var writes, forwards int64
+	// references on to their secondaries, and nbdcopy's large reads came back through it too
+	// (sds/DESIGN.md "Shared memory").
+	var writes, forwards, reads int64
 	for _, s := range ic.sdss {
 		var st struct {
 			Data struct {
 				ShmWrites   int64 `json:"shm_writes"`
 				ShmForwards int64 `json:"shm_forwards"`
+				ShmReads    int64 `json:"shm_reads"`
 			} `json:"data"`
 		}
 		if err := getJSON("http://"+s.api+"/status", &st); err != nil {
@@ -247,9 +249,10 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 		}
 		writes += st.Data.ShmWrites
 		forwards += st.Data.ShmForwards
+		reads += st.Data.ShmReads
 	}
-	t.Logf("shared-memory writes %d, forwarded by reference %d", writes, forwards)
-	if writes == 0 || forwards == 0 {
-		t.Fatalf("no write took the same-host shared-memory path (writes %d, forwards %d)", writes, forwards)
+	t.Logf("shared-memory writes %d, forwarded by reference %d, reads %d", writes, forwards, reads)
+	if writes == 0 || forwards == 0 || reads == 0 {
+		t.Fatalf("the same-host shared-memory path was not taken (writes %d, forwards %d, reads %d)", writes, forwards, reads)
 	}
 }

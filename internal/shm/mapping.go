@@ -10,21 +10,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Mapping is a peer's read-only view of another process's Region.
+// Mapping is a peer's view of another process's Region: it reads write payloads from it and
+// writes read data into it.
 type Mapping struct {
 	desc Desc
 	mem  []byte
 	refs int // registry references
 }
 
-// Open maps the region d describes, read-only. It fails with ErrUnavailable when the region
+// Open maps the region d describes. It fails with ErrUnavailable when the region
 // cannot be opened from here (another host or PID namespace, no permission, the owner gone) and
 // with ErrBadDesc when what it opens is not that region or not sealed against resizing.
 func Open(d Desc) (*Mapping, error) {
 	if d.Size <= headerSize || d.Size > MaxSize {
 		return nil, fmt.Errorf("%w: size %d", ErrBadDesc, d.Size)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", d.PID, d.FD))
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", d.PID, d.FD), os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -44,7 +45,7 @@ func Open(d Desc) (*Mapping, error) {
 	if uint64(st.Size) != d.Size {
 		return nil, fmt.Errorf("%w: region has %d bytes, descriptor says %d", ErrBadDesc, st.Size, d.Size)
 	}
-	mem, err := unix.Mmap(fd, 0, int(d.Size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	mem, err := unix.Mmap(fd, 0, int(d.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("%w: mmap: %w", ErrUnavailable, err)
 	}

@@ -63,18 +63,19 @@ const (
 	OpChunkRead   Opcode = 10 // reserved: reply payload is chunk data
 	OpChunkWrite  Opcode = 11 // rebuild source -> target: payload is chunk data at Offset
 	// Same-host shared memory (internal/shm, DESIGN.md "Shared memory"): the payload of the
-	// two writes is a ShmRef to bytes in a region the connection has attached.
+	// writes and the read is a ShmRef to bytes in a region the connection has attached.
 	OpShmAttach    Opcode = 12 // payload: an shm.Desc; the server maps the region for this connection
 	OpShmWrite     Opcode = 13 // as OpWrite, the data in an attached region
 	OpShmReplWrite Opcode = 14 // as OpReplWrite, the data in an attached region
-	opMax                 = OpShmReplWrite
+	OpShmRead      Opcode = 15 // as OpRead of the ShmRef's length; the data goes into the region
+	opMax                 = OpShmRead
 )
 
 var opNames = [...]string{
 	OpAuth: "AUTH", OpRead: "READ", OpWrite: "WRITE", OpFlush: "FLUSH", OpTrim: "TRIM",
 	OpWriteZeroes: "WRITE_ZEROES", OpReplWrite: "REPL_WRITE", OpReplFlush: "REPL_FLUSH",
 	OpPing: "PING", OpChunkRead: "CHUNK_READ", OpChunkWrite: "CHUNK_WRITE",
-	OpShmAttach: "SHM_ATTACH", OpShmWrite: "SHM_WRITE", OpShmReplWrite: "SHM_REPL_WRITE",
+	OpShmAttach: "SHM_ATTACH", OpShmWrite: "SHM_WRITE", OpShmReplWrite: "SHM_REPL_WRITE", OpShmRead: "SHM_READ",
 }
 
 func (op Opcode) String() string {
@@ -90,7 +91,7 @@ func (op Opcode) Valid() bool { return op >= OpAuth && op <= opMax }
 // HasPayload reports whether requests with op carry Length bytes of payload after the header.
 func (op Opcode) HasPayload() bool {
 	switch op {
-	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite:
+	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite, OpShmRead:
 		return true
 	}
 	return false
