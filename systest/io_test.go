@@ -256,3 +256,54 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 		t.Fatalf("the same-host shared-memory path was not taken (writes %d, forwards %d, reads %d)", writes, forwards, reads)
 	}
 }
+
+func TestLedgerReadOnlyAndUnmap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	needTools(t, "nbdinfo", "qemu-io")
+	ic := startIOCluster(t)
+	vol := ic.volume("vol2", 1, "readWrite")
+	run(t, "qemu-io", "-f", "raw", ic.uri("vol2"), "-c", "write -P 0x11 0 8M", "-c", "read -P 0x11 0 8M")
+
+	// The ledger: every byte written counted once per replica, every byte read once.
+	var ledger api.Ledger
+	ic.waitFor("the ledger to catch up", 15*time.Second, func() bool {
+		ic.get(fmt.Sprintf("/token/ledger?volume_id=%d", vol), &ledger)
+		return ledger.Totals.WriteBytes >= 2*(8<<20) && ledger.Totals.ReadBytes >= 8<<20
+	})
+	// qemu-io reads a few KiB on open to probe the image: reads may exceed ours by that much.
+	if ledger.Totals.WriteBytes != 2*(8<<20) || ledger.Totals.ReadBytes > 8<<20+64<<10 {
+		t.Fatalf("ledger totals %+v, want %d bytes written (two copies) and %d read", ledger.Totals, 2*(8<<20), 8<<20)
+	}
+	if ledger.Totals.Tokens < 1 {
+		t.Fatalf("ledger %+v", ledger)
+	}
+	// The same through the CLI, and the volume's placement.
+	leaderAPI := ic.mdms.Cfgs[ic.mdms.WaitLeader(10*time.Second)].APIAddr
+	cli := func(args ...string) string {
+		return run(t, ic.mdms.Bin, append([]string{"-mdm", leaderAPI, "-token", ic.mdms.Token}, args...)...)
+	}
+	if out := cli("token", "ledger", "-vol", "vol2"); !strings.Contains(out, "16777216") {
+		t.Fatalf("pflex token ledger:\n%s", out)
+	}
+	if out := cli("vol", "layout", "vol2"); !strings.Contains(out, "PRIMARY") || !strings.Contains(out, "epoch 1") {
+		t.Fatalf("pflex vol layout:\n%s", out)
+	}
+
+	// A read-only map refuses writes.
+	ic.volume("ro", 1, "readOnly")
+	if out, err := exec.Command("qemu-io", "-f", "raw", ic.uri("ro"), "-c", "write 0 4k").CombinedOutput(); err == nil && !strings.Contains(string(out), "ermission") {
+		t.Fatalf("write to a readOnly map succeeded: %s", out)
+	}
+	run(t, "qemu-io", "-r", "-f", "raw", ic.uri("ro"), "-c", "read 0 4k")
+
+	// Unmapping cuts the SDC off within about a second.
+	unmapped := time.Now()
+	ic.post("/vol/unmap", map[string]any{"volume_id": vol, "sdc_id": 1})
+	took := ic.waitFor("vol2 export gone", 10*time.Second, func() bool {
+		return exec.Command("nbdinfo", ic.uri("vol2")).Run() != nil
+	})
+	t.Logf("export gone %s after the unmap", time.Since(unmapped).Round(10*time.Millisecond))
+	_ = took
+}
