@@ -31,6 +31,9 @@ type sdsEndpoint struct {
 	conn     *sdsConn
 	failedAt time.Time // last failed dial
 	failErr  error
+	// shmOffUntil: the SDS closed the connection on OpShmAttach (a version without shared
+	// memory): connections made before this time do not offer the region.
+	shmOffUntil time.Time
 }
 
 // sdsConn is one connection and the token registered on it for each volume.
@@ -80,7 +83,9 @@ func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 	}
 	ep.failErr = nil
 	ep.conn = &sdsConn{c: c, authed: map[int64]*issuedToken{}}
-	p.attachShm(dctx, ep.conn)
+	if p.shm != nil && time.Now().After(ep.shmOffUntil) && !p.attachShm(dctx, ep.conn) {
+		ep.shmOffUntil = time.Now().Add(shmRetryAfter)
+	}
 	p.mu.Lock()
 	p.dials++
 	p.mu.Unlock()
@@ -157,12 +162,17 @@ func (sc *sdsConn) forget(volumeID int64) {
 }
 
 // attachShm offers the pool's shared region to the SDS behind sc; sc.shm says whether it took
-// it (same host, shared memory on there). One round trip per connection.
-func (p *SDSConns) attachShm(ctx context.Context, sc *sdsConn) {
-	if p.shm == nil {
-		return
-	}
+// it (same host, shared memory on there). One round trip per connection. It returns false when
+// the connection failed instead of answering: the IO in progress fails over to a new
+// connection, which must not offer the region again for a while.
+func (p *SDSConns) attachShm(ctx context.Context, sc *sdsConn) bool {
 	desc, _ := p.shm.Desc().MarshalBinary()
 	_, err := sc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Data: desc})
 	sc.shm = err == nil
+	_, isStatus := wire.StatusOf(err)
+	return err == nil || isStatus
 }
+
+// shmRetryAfter is how long a peer that dropped the connection on OpShmAttach is not offered
+// shared memory again.
+const shmRetryAfter = time.Minute

@@ -135,3 +135,44 @@ func TestSlotOfAWriteWithoutCleanAnswerIsNeverReused(t *testing.T) {
 		t.Fatalf("%d small slots free, want %d (the tainted one withdrawn)", n, smallSlots-1)
 	}
 }
+
+// An SDS of a version without shared memory closes the connection on OpShmAttach: the IO goes
+// on over a new connection that does not offer the region again.
+func TestSDSThatDropsTheAttachGetsBytes(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	for _, s := range c.sds {
+		s.setInject(func(req *wire.Request) (wire.Status, bool) {
+			if req.Op == wire.OpShmAttach {
+				s.dropConns()
+				return wire.StatusProto, true // not delivered: the connection is going
+			}
+			return 0, false
+		})
+	}
+	region, err := newSharedRegion(minSharedMemoryMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer region.Close()
+	e := newTestExporterShm(t, c, 5*time.Second, region)
+	v := exportedVolume(t, e, "vol1")
+	buf := v.WriteBuffer(testVolSize)
+	if buf == nil {
+		buf = make([]byte, testVolSize)
+	}
+	copy(buf, pattern(testVolSize, 4))
+	if err := v.WriteAt(context.Background(), buf, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	v.ReleaseWriteBuffer(buf)
+	got := make([]byte, testVolSize)
+	if err := v.ReadAt(context.Background(), got, 0); err != nil || !bytes.Equal(got, pattern(testVolSize, 4)) {
+		t.Fatalf("read back: %v", err)
+	}
+	for id, s := range c.sds {
+		if n := len(s.opsOf(wire.OpShmWrite)) + len(s.opsOf(wire.OpShmRead)); n != 0 {
+			t.Fatalf("SDS %d served %d shared-memory requests", id, n)
+		}
+	}
+}

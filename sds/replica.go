@@ -29,6 +29,9 @@ type replicaPool struct {
 	closed bool
 
 	shmForwards atomic.Int64 // forwards sent as a shared-memory reference
+	// shmOff: secondaries that closed the connection on OpShmAttach (a version without shared
+	// memory), with the time until which they get bytes only.
+	shmOff map[string]time.Time
 }
 
 type replicaKey struct {
@@ -58,7 +61,7 @@ type volAuth struct {
 }
 
 func newReplicaPool(opts wire.ClientOptions, timeout time.Duration) *replicaPool {
-	return &replicaPool{opts: opts, timeout: timeout, conns: map[replicaKey]*replicaConn{}}
+	return &replicaPool{opts: opts, timeout: timeout, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
 }
 
 // conn returns a live connection for k, dialing if needed.
@@ -146,7 +149,7 @@ func (p *replicaPool) forwardFrom(ctx context.Context, addr string, tok token.To
 	if err != nil {
 		return wire.Response{}, err
 	}
-	if src != nil && req.Op == wire.OpReplWrite && p.shmAttached(ctx, rc, src.m) {
+	if src != nil && req.Op == wire.OpReplWrite && p.shmAttached(ctx, k.addr, rc, src.m) {
 		req.Op, req.Data = wire.OpShmReplWrite, src.ref.Encode()
 		p.shmForwards.Add(1)
 	}
@@ -188,13 +191,19 @@ func (p *replicaPool) forwardFrom(ctx context.Context, addr string, tok token.To
 
 // shmAttached reports whether m's region is attached on rc, attaching it the first time. A
 // secondary that cannot map it (another host, shared memory off) is asked once per connection.
-func (p *replicaPool) shmAttached(ctx context.Context, rc *replicaConn, m *shm.Mapping) bool {
+func (p *replicaPool) shmAttached(ctx context.Context, addr string, rc *replicaConn, m *shm.Mapping) bool {
 	id := m.Desc().ID
 	rc.mu.Lock()
 	ok, known := rc.shm[id]
 	rc.mu.Unlock()
 	if known {
 		return ok
+	}
+	p.mu.Lock()
+	off := time.Now().Before(p.shmOff[addr])
+	p.mu.Unlock()
+	if off {
+		return false
 	}
 	rc.shmMu.Lock()
 	defer rc.shmMu.Unlock()
@@ -207,7 +216,12 @@ func (p *replicaPool) shmAttached(ctx context.Context, rc *replicaConn, m *shm.M
 	desc, _ := m.Desc().MarshalBinary()
 	_, err := rc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Data: desc})
 	if _, isStatus := wire.StatusOf(err); err != nil && !isStatus {
-		return false // the connection failed: the forward finds out and drops it
+		// The connection failed (the forward finds out and drops it); if the secondary closed
+		// it over this opcode, asking again on every new connection would fail every write.
+		p.mu.Lock()
+		p.shmOff[addr] = time.Now().Add(shmRetryAfter)
+		p.mu.Unlock()
+		return false
 	}
 	rc.mu.Lock()
 	rc.shm[id] = err == nil

@@ -2,6 +2,10 @@ package sds
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,5 +160,65 @@ func TestSharedMemoryRefusals(t *testing.T) {
 	attach(roConn, r)
 	if st := shmWrite(roConn, r, buf, 1, 0, 1); st != wire.StatusReadOnly {
 		t.Fatalf("read-only token: %v", st)
+	}
+}
+
+// A secondary of a version without shared memory closes the connection on OpShmAttach (an
+// unknown opcode is a protocol violation): the primary must not ask again on every new
+// connection, or every forward to it would fail.
+func TestSecondaryThatDropsTheAttachGetsBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				io.ReadFull(nc, make([]byte, wire.RequestHeaderSize))
+				nc.Close()
+			}()
+		}
+	}()
+	r, err := shm.Create([]shm.Class{{Size: 4096, Count: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	m, err := shm.Open(r.Desc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := newReplicaPool(wire.ClientOptions{}, time.Second)
+	defer p.close()
+	ctx := context.Background()
+	k := replicaKey{addr: ln.Addr().String(), sdc: 5}
+	rc, err := p.conn(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.shmAttached(ctx, k.addr, rc, m) {
+		t.Fatal("attach reported on a dropped connection")
+	}
+	rc2, err := p.conn(ctx, k) // the dead connection is replaced
+	if err != nil || rc2 == rc {
+		t.Fatalf("no new connection: %v", err)
+	}
+	if p.shmAttached(ctx, k.addr, rc2, m) {
+		t.Fatal("attach reported")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2: the second must not offer the region again", n)
+	}
+	if rc2.c.Err() != nil {
+		t.Fatal("the second connection was used for an attach and dropped")
 	}
 }
