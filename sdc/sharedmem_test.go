@@ -3,6 +3,7 @@ package sdc
 import (
 	"bytes"
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,10 +112,9 @@ func TestSlotOfAWriteWithoutCleanAnswerIsNeverReused(t *testing.T) {
 
 	// The first attempt is answered Retry: the SDS (a primary whose forward failed) may not be
 	// done with the bytes. The retry succeeds, but the slot must not come back.
-	refused := false
+	var refused atomic.Bool // set by the SDS's goroutine
 	p.setInject(func(req *wire.Request) (wire.Status, bool) {
-		if req.Op == wire.OpShmWrite && !refused {
-			refused = true
+		if req.Op == wire.OpShmWrite && refused.CompareAndSwap(false, true) {
 			return wire.StatusRetry, true
 		}
 		return 0, false
@@ -125,8 +125,8 @@ func TestSlotOfAWriteWithoutCleanAnswerIsNeverReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.ReleaseWriteBuffer(buf)
-	if !refused || !bytes.Equal(p.chunk(1, 0)[:4096], pattern(4096, 1)) {
-		t.Fatalf("refused %v; data on the SDS wrong", refused)
+	if !refused.Load() || !bytes.Equal(p.chunk(1, 0)[:4096], pattern(4096, 1)) {
+		t.Fatalf("refused %v; data on the SDS wrong", refused.Load())
 	}
 	if st := region.Stats(); st.Tainted != 1 {
 		t.Fatalf("tainted slots %d, want 1", st.Tainted)
