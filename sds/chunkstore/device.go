@@ -22,6 +22,7 @@ type device struct {
 
 	nowaitRead, nowaitWrite *nowait   // page-cache fast paths (nowait.go)
 	rawWrite                *rawWrite // raw pwrite unless writes have been sleeping (rawwrite.go)
+	resident                *resident // whether a range is in the page cache (cachestat.go)
 }
 
 // openDevice opens path read-write. A missing file is created sparse with size bytes, and an
@@ -69,6 +70,7 @@ func openDevice(path string, size int64) (*device, error) {
 	d.nowaitRead = newNowait(unix.SYS_PREADV2, rc)
 	d.nowaitWrite = newNowait(unix.SYS_PWRITEV2, rc)
 	d.rawWrite = newRawWrite(rc)
+	d.resident = newResident(rc)
 	return d, nil
 }
 

@@ -75,13 +75,19 @@ func (d *device) readAt(p []byte, off int64) error {
 // such a folio walks all its blocks: on Linux 6.18/ext4 a random 4 KiB overwrite cost 8-10 us on
 // a file written in 1 MiB writes against 2.2-2.4 us on one written in 32 KiB writes, and the
 // 1 MiB writes themselves cost 2.6-3.2 ms per MiB against 0.25-0.3 ms in 32 KiB pieces
-// (docs/BENCHMARKS.md). Thirty-two 32 KiB system calls per MiB cost far less than either.
+// (docs/BENCHMARKS.md). Thirty-two 32 KiB system calls per MiB cost far less than either. A
+// write over pages that are all in the page cache creates no folio, so it goes in one piece
+// (cachestat.go).
 const writePiece = 32 << 10
 
-// writeAt writes p at off, in pieces of at most writePiece bytes.
+// writeAt writes p at off, in pieces of at most writePiece bytes unless its pages are cached.
 func (d *device) writeAt(p []byte, off int64) error {
+	piece := writePiece
+	if len(p) > writePiece && d.resident.all(off, len(p)) {
+		piece = len(p)
+	}
 	for len(p) > 0 {
-		k := min(len(p), writePiece)
+		k := min(len(p), piece)
 		n := d.nowaitWrite.do(p[:k], off)
 		if n < k {
 			n += d.rawWrite.do(p[n:k], off+int64(n))
