@@ -225,10 +225,12 @@ func (s *Service) Close() error {
 	nbdErr := s.nbd.Close()
 	s.exporter.Close()
 	s.conns.Close()
-	if s.shm != nil {
-		s.shm.Close() // after the NBD server: no request holds a slot any more
-	}
 	err := errors.Join(nbdErr, s.control.Close(), s.mgmt.Close(), s.cache.Close(), s.agent.Close())
+	if s.shm != nil {
+		// After the NBD server and the control API: their requests are done with their slots
+		// (Close waits a moment for any still returning one).
+		err = errors.Join(err, s.shm.Close())
+	}
 	s.log.Info("SDC stopped")
 	return err
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -98,6 +99,7 @@ type Region struct {
 	closed  bool
 
 	gets, misses, taints atomic.Int64
+	held                 atomic.Int64 // slots handed out and not yet put back
 }
 
 // slotClass is the slots of one size: their offsets in a free list.
@@ -178,6 +180,7 @@ func (r *Region) Get(n int) []byte {
 		select {
 		case off := <-c.free:
 			r.gets.Add(1)
+			r.held.Add(1)
 			return r.mem[off : off+n : off+c.size]
 		default:
 		}
@@ -225,6 +228,7 @@ func (r *Region) Put(b []byte) bool {
 	if !ok {
 		return false
 	}
+	r.held.Add(-1)
 	r.mu.Lock()
 	if r.tainted[off] {
 		delete(r.tainted, off) // the slot is gone for good; nothing else refers to it
@@ -265,18 +269,27 @@ func (r *Region) Stats() Stats {
 	return Stats{Bytes: int64(len(r.mem)), Gets: r.gets.Load(), Misses: r.misses.Load(), Tainted: r.taints.Load()}
 }
 
-// Close unmaps the region and closes the memfd. Peers keep their mappings; the memory is freed
-// when the last one is gone. No buffer of r may be used after Close.
+// closeWait bounds how long Close waits for slots still handed out.
+const closeWait = time.Second
+
+// Close closes the memfd and unmaps the region once every slot handed out has been put back
+// (waiting up to a second: a request finishing during shutdown). A slot still out after that
+// keeps the region mapped, so that its holder cannot fault; the memory then goes with the
+// process. Peers keep their mappings; the memory is freed when the last one is gone.
 func (r *Region) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil
 	}
 	r.closed = true
-	err := unix.Munmap(r.mem)
-	if cerr := r.f.Close(); err == nil {
-		err = cerr
+	r.mu.Unlock()
+	err := r.f.Close()
+	for end := time.Now().Add(closeWait); r.held.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
 	}
-	return err
+	if n := r.held.Load(); n > 0 {
+		return errors.Join(err, fmt.Errorf("shm: %d slots still in use after %v: region left mapped", n, closeWait))
+	}
+	return errors.Join(err, unix.Munmap(r.mem))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -135,3 +136,29 @@ func TestPeerRefusesWhatIsNotTheRegion(t *testing.T) {
 }
 
 func unsafeAddr(b []byte) *byte { return unsafe.SliceData(b) }
+
+func TestCloseWaitsForSlotsAndNeverUnmapsOneInUse(t *testing.T) {
+	r, err := Create([]Class{{Size: 4096, Count: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Get(10)
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		b[0] = 1 // still mapped while handed out
+		r.Put(b)
+	}()
+	if err := r.Close(); err != nil {
+		t.Fatalf("close after the slot came back: %v", err)
+	}
+
+	r2, err := Create([]Class{{Size: 4096, Count: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := r2.Get(10)
+	if err := r2.Close(); err == nil {
+		t.Fatal("close with a slot never returned reported no error")
+	}
+	kept[0] = 2 // the region was left mapped: no fault
+}
