@@ -176,3 +176,55 @@ func TestSDSThatDropsTheAttachGetsBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestReadBufferedServesFromASlotAndDropsATaintedOne(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	l := c.trueLayout(1)
+	p := c.sds[l.Replicas(0)[0]] // chunk 0's primary maps the region; the other SDS does not
+	p.shm = shm.NewRegistry(4)
+	region, err := newSharedRegion(minSharedMemoryMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer region.Close()
+	e := newTestExporterShm(t, c, 5*time.Second, region)
+	v := exportedVolume(t, e, "vol1")
+	ctx := context.Background()
+	want := pattern(testVolSize, 6)
+	if err := v.WriteAt(ctx, want, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	for ch := range l.Chunks() {
+		off := ch * testChunkSize
+		b, err := v.ReadBuffered(ctx, testChunkSize, off)
+		if err != nil || b == nil || !bytes.Equal(b, want[off:off+testChunkSize]) {
+			t.Fatalf("chunk %d: %v, got a buffer %v", ch, err, b != nil)
+		}
+		if _, ok := region.Ref(b); !ok {
+			t.Fatalf("chunk %d: not read into the shared region", ch)
+		}
+		v.ReleaseReadBuffer(b)
+	}
+	if n := len(p.opsOf(wire.OpShmRead)); n == 0 {
+		t.Fatal("the primary on this host served no read into the region")
+	}
+	// A refused attempt taints the slot: ReadBuffered gives up on it (nil, nil) and the
+	// caller reads again into its own buffer.
+	var refused atomic.Bool
+	p.setInject(func(req *wire.Request) (wire.Status, bool) {
+		if req.Op == wire.OpShmRead && refused.CompareAndSwap(false, true) {
+			return wire.StatusRetry, true
+		}
+		return 0, false
+	})
+	if b, err := v.ReadBuffered(ctx, testChunkSize, 0); b != nil || err != nil {
+		t.Fatalf("after a refused attempt: buffer %v, error %v; want neither", b != nil, err)
+	}
+	if st := region.Stats(); st.Tainted != 1 {
+		t.Fatalf("tainted %d, want 1", st.Tainted)
+	}
+	if n := freeSlots(region); n != smallSlots-1 {
+		t.Fatalf("%d small slots free, want %d", n, smallSlots-1)
+	}
+}

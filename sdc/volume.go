@@ -170,6 +170,29 @@ func (v *Volume) ReleaseWriteBuffer(b []byte) bool {
 	return v.conns.shm != nil && v.conns.shm.Put(b)
 }
 
+// ReadBuffered implements nbd.ReadBuffers: a read of shmReadMin or more goes into a slot of the
+// shared region, where SDSs on this host pread it directly, and the NBD reply is sent from
+// there (no copy in between). If any attempt ended without a clean answer, the slot (which a
+// late SDS may still write into) is dropped and the server reads again into its own buffer.
+func (v *Volume) ReadBuffered(ctx context.Context, n int, off int64) ([]byte, error) {
+	if v.conns.shm == nil || n < shmReadMin {
+		return nil, nil
+	}
+	slot := v.conns.shm.Get(n)
+	if slot == nil {
+		return nil, nil
+	}
+	err := v.ReadAt(ctx, slot, off)
+	if err != nil || v.conns.shm.Tainted(slot) {
+		v.conns.shm.Put(slot)
+		return nil, err
+	}
+	return slot, nil
+}
+
+// ReleaseReadBuffer implements nbd.ReadBuffers.
+func (v *Volume) ReleaseReadBuffer(b []byte) { v.conns.shm.Put(b) }
+
 // ReadAt implements nbd.Export.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	v.stats.reads.Add(1)
@@ -368,6 +391,21 @@ func (v *Volume) sendRead(ctx context.Context, addr string, tok *issuedToken, re
 			req.Data = wire.ShmRef{Region: v.conns.shm.Desc().ID, Offset: off, Length: uint32(len(shared))}.Encode()
 		}
 	case req.Op == wire.OpRead && sc.shm && len(buf) >= shmReadMin:
+		if off, ok := v.conns.shm.Ref(buf); ok {
+			// buf is a slot itself (ReadBuffered): the SDS reads straight into it, unless an
+			// earlier attempt tainted it (then the read goes over the socket, and
+			// ReadBuffered drops the slot anyway).
+			if v.conns.shm.Tainted(buf) {
+				break
+			}
+			req.Op, req.ReadInto = wire.OpShmRead, nil
+			req.Data = wire.ShmRef{Region: v.conns.shm.Desc().ID, Offset: off, Length: uint32(len(buf))}.Encode()
+			_, err := sc.c.Do(ctx, req)
+			if err != nil {
+				v.conns.shm.Taint(buf)
+			}
+			return sc, err
+		}
 		if shared = v.conns.shm.Get(len(buf)); shared != nil {
 			defer v.conns.shm.Put(shared)
 			off, _ := v.conns.shm.Ref(shared)

@@ -256,6 +256,17 @@ func (r *Region) Taint(b []byte) {
 	r.mu.Unlock()
 }
 
+// Tainted reports whether b's slot has been tainted.
+func (r *Region) Tainted(b []byte) bool {
+	_, off, ok := r.slot(b)
+	if !ok {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tainted[off]
+}
+
 // Stats are a region's counters.
 type Stats struct {
 	Bytes   int64 `json:"bytes"`

@@ -333,10 +333,17 @@ func (c *conn) execute(req request, buf []byte, held int64) {
 	off, n := int64(req.off), int64(req.length)
 	fua := req.flags&cmdFlagFUA != 0
 	var err error
-	var data []byte
+	var data, own []byte // own: the export's read buffer (ReadBuffers)
 	switch req.typ {
 	case cmdRead:
-		if n > 0 {
+		if n == 0 {
+			break
+		}
+		if rb, ok := e.(ReadBuffers); ok {
+			own, err = rb.ReadBuffered(ctx, int(n), off)
+			data = own
+		}
+		if own == nil && err == nil {
 			buf = c.srv.bufs.get(int(n))
 			if err = e.ReadAt(ctx, buf, off); err == nil {
 				data = buf
@@ -368,6 +375,9 @@ func (c *conn) execute(req request, buf []byte, held int64) {
 	}
 	c.srv.stats.count(req.typ, req.length, errno) // before the reply: a client that has it sees it counted
 	c.reply(req.handle, errno, data)
+	if own != nil {
+		e.(ReadBuffers).ReleaseReadBuffer(own)
+	}
 	c.releaseBuffer(buf)
 	c.lim.release(held)
 }

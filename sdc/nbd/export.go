@@ -37,6 +37,17 @@ type WriteBuffers interface {
 	ReleaseWriteBuffer(b []byte) bool
 }
 
+// ReadBuffers is implemented by an Export that can read into memory of its own
+// (the SDC: a slot of the memory it shares with the storage servers on its
+// host, which they read into directly). ReadBuffered returns the n bytes at off
+// in such a buffer, or nil and no error when it cannot serve this read so (the
+// server then calls ReadAt with a buffer of its own). The server hands the
+// buffer back with ReleaseReadBuffer once the reply is sent.
+type ReadBuffers interface {
+	ReadBuffered(ctx context.Context, n int, off int64) ([]byte, error)
+	ReleaseReadBuffer(b []byte)
+}
+
 // Exports resolves export names. The set may change while the server runs;
 // after removing a name, call Server.ExportRemoved to disconnect its clients.
 type Exports interface {

@@ -381,3 +381,60 @@ func TestWritePayloadsLandInTheExportsBuffers(t *testing.T) {
 		t.Fatalf("given %d, back %d, outstanding %d, writes %d, one in the server's buffer %v", e.given, e.back, len(e.out), e.wrote, e.foreign)
 	}
 }
+
+// ownReads is a MemExport that serves reads of 8 KiB or more from buffers of its own.
+type ownReads struct {
+	*MemExport
+	mu         sync.Mutex
+	out        map[*byte]bool
+	own, plain int
+}
+
+func (o *ownReads) ReadBuffered(ctx context.Context, n int, off int64) ([]byte, error) {
+	if n < 8192 {
+		return nil, nil
+	}
+	b := make([]byte, n)
+	if err := o.MemExport.ReadAt(ctx, b, off); err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	o.out[&b[0]] = true
+	o.own++
+	o.mu.Unlock()
+	return b, nil
+}
+
+func (o *ownReads) ReleaseReadBuffer(b []byte) {
+	o.mu.Lock()
+	delete(o.out, &b[0])
+	o.mu.Unlock()
+}
+
+func (o *ownReads) ReadAt(ctx context.Context, p []byte, off int64) error {
+	o.mu.Lock()
+	o.plain++
+	o.mu.Unlock()
+	return o.MemExport.ReadAt(ctx, p, off)
+}
+
+func TestReadsServedFromTheExportsBuffers(t *testing.T) {
+	ts := startServer(t, nil)
+	e := &ownReads{MemExport: NewMemExport(1 << 20), out: map[*byte]bool{}}
+	ts.exports.Add("d", "", e)
+	c, _, _ := connect(t, ts.addr, "d")
+	data := bytes.Repeat([]byte{5, 6, 7}, 10000)
+	if errno, _ := c.do(cmdWrite, 0, 100, uint32(len(data)), data); errno != 0 {
+		t.Fatalf("write: errno %d", errno)
+	}
+	for _, n := range []int{4096, len(data)} {
+		if errno, got := c.do(cmdRead, 0, 100, uint32(n), nil); errno != 0 || !bytes.Equal(got, data[:n]) {
+			t.Fatalf("read of %d: errno %d", n, errno)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.own != 1 || e.plain != 1 || len(e.out) != 0 {
+		t.Fatalf("own %d, plain %d, not released %d", e.own, e.plain, len(e.out))
+	}
+}
