@@ -99,15 +99,20 @@ func (p *SDSConns) Dials() int64 {
 	return p.dials
 }
 
-// Forget drops what every connection remembers about volumeID (the volume was unmapped).
-func (p *SDSConns) Forget(volumeID int64) {
+// endpoints returns the pool's endpoints (each to be used under its own mu).
+func (p *SDSConns) endpoints() []*sdsEndpoint {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	eps := make([]*sdsEndpoint, 0, len(p.addrs))
 	for _, ep := range p.addrs {
 		eps = append(eps, ep)
 	}
-	p.mu.Unlock()
-	for _, ep := range eps {
+	return eps
+}
+
+// Forget drops what every connection remembers about volumeID (the volume was unmapped).
+func (p *SDSConns) Forget(volumeID int64) {
+	for _, ep := range p.endpoints() {
 		ep.mu.Lock()
 		if c := ep.conn; c != nil {
 			c.forget(volumeID)

@@ -30,13 +30,7 @@ func (p *SDSConns) sharedMemoryStatus() *SharedMemoryStatus {
 		return nil
 	}
 	st := &SharedMemoryStatus{Stats: p.shm.Stats()}
-	p.mu.Lock()
-	eps := make([]*sdsEndpoint, 0, len(p.addrs))
-	for _, ep := range p.addrs {
-		eps = append(eps, ep)
-	}
-	p.mu.Unlock()
-	for _, ep := range eps {
+	for _, ep := range p.endpoints() {
 		ep.mu.Lock()
 		if ep.conn != nil && ep.conn.shm && ep.conn.c.Err() == nil {
 			st.AttachedSDS++

@@ -31,17 +31,23 @@ func freeSlots(r *shm.Region) int {
 	return len(got)
 }
 
-func TestWritePayloadsGoThroughSharedMemory(t *testing.T) {
-	c := newFakeCluster(t, 2)
-	c.sds[1].shm = shm.NewRegistry(4) // SDS 1 is on this host; SDS 2 cannot map the region
-	c.addVolume(1, "vol1", fsm.ReadWrite)
+// shmVolume exports vol1 of c through an SDC with a shared region of the smallest size.
+func shmVolume(t *testing.T, c *fakeCluster) (*Volume, *Exporter, *shm.Region) {
+	t.Helper()
 	region, err := newSharedRegion(minSharedMemoryMB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer region.Close()
+	t.Cleanup(func() { region.Close() })
 	e := newTestExporterShm(t, c, 5*time.Second, region)
-	v := exportedVolume(t, e, "vol1")
+	return exportedVolume(t, e, "vol1"), e, region
+}
+
+func TestWritePayloadsGoThroughSharedMemory(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.sds[1].shm = shm.NewRegistry(4) // SDS 1 is on this host; SDS 2 cannot map the region
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	v, e, region := shmVolume(t, c)
 	ctx := context.Background()
 
 	// Every chunk of the volume, one write each, payload in the region (as the NBD server
@@ -102,13 +108,7 @@ func TestSlotOfAWriteWithoutCleanAnswerIsNeverReused(t *testing.T) {
 	l := c.trueLayout(1)
 	p := c.sds[l.Replicas(0)[0]] // chunk 0's primary
 	p.shm = shm.NewRegistry(4)
-	region, err := newSharedRegion(minSharedMemoryMB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer region.Close()
-	e := newTestExporterShm(t, c, 5*time.Second, region)
-	v := exportedVolume(t, e, "vol1")
+	v, _, region := shmVolume(t, c)
 
 	// The first attempt is answered Retry: the SDS (a primary whose forward failed) may not be
 	// done with the bytes. The retry succeeds, but the slot must not come back.
@@ -150,13 +150,7 @@ func TestSDSThatDropsTheAttachGetsBytes(t *testing.T) {
 			return 0, false
 		})
 	}
-	region, err := newSharedRegion(minSharedMemoryMB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer region.Close()
-	e := newTestExporterShm(t, c, 5*time.Second, region)
-	v := exportedVolume(t, e, "vol1")
+	v, _, _ := shmVolume(t, c)
 	buf := v.WriteBuffer(testVolSize)
 	if buf == nil {
 		buf = make([]byte, testVolSize)
@@ -183,13 +177,7 @@ func TestReadBufferedServesFromASlotAndDropsATaintedOne(t *testing.T) {
 	l := c.trueLayout(1)
 	p := c.sds[l.Replicas(0)[0]] // chunk 0's primary maps the region; the other SDS does not
 	p.shm = shm.NewRegistry(4)
-	region, err := newSharedRegion(minSharedMemoryMB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer region.Close()
-	e := newTestExporterShm(t, c, 5*time.Second, region)
-	v := exportedVolume(t, e, "vol1")
+	v, _, region := shmVolume(t, c)
 	ctx := context.Background()
 	want := pattern(testVolSize, 6)
 	if err := v.WriteAt(ctx, want, 0, false); err != nil {
