@@ -385,7 +385,7 @@ type target struct {
 }
 
 // io serves READ, WRITE, TRIM, WRITE_ZEROES (client, or replica with FlagReplica) and REPL_WRITE.
-// src is where a write's data lies in shared memory, when it came that way.
+// src is where a write's data lies, or where a read's data goes, in shared memory (nil: not).
 func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, src *shmSource) wire.Response {
 	replica := req.Op == wire.OpReplWrite || (req.Flags&wire.FlagReplica != 0 && req.Op != wire.OpRead)
 	write := req.Op != wire.OpRead
