@@ -92,6 +92,9 @@ type DataServer struct {
 	dirty    dirtyChunks
 	writeIDs *writeIDs    // tagged writes applied here recently (writeids.go)
 	unrepl   unreplicated // chunks with writes not on all their replicas (unreplicated.go)
+
+	shmMu      sync.Mutex
+	shmClients map[uint64]int // per shared region, connections its owner attached it on
 }
 
 type dataCounters struct {
@@ -147,7 +150,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	if cfg.Wire.Logger == nil {
 		cfg.Wire.Logger = cfg.Logger.Named("wire")
 	}
-	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{},
+	d := &DataServer{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), conns: map[net.Conn]struct{}{}, shmClients: map[uint64]int{},
 		recPending: map[int64]int64{}, reconciled: map[int64]int64{}, recWake: make(chan struct{}, 1)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.writeIDs = newWriteIDs(DefaultWriteIDRetention, DefaultWriteIDMax, cfg.Now)
@@ -255,6 +258,7 @@ type connState struct {
 	mu      sync.Mutex
 	tokens  map[int64]token.Token   // the token registered per volume, to forward to secondaries
 	regions map[uint64]*shm.Mapping // shared regions attached (sharedmem.go)
+	clients map[uint64]bool         // those attached by their owner (not passed on by a primary)
 }
 
 // wireHandler is the DataServer as a wire.Handler.
@@ -263,7 +267,8 @@ type wireHandler struct{ *DataServer }
 // Open implements wire.Handler.
 func (h wireHandler) Open(net.Conn) *connState {
 	h.stats.conns.Add(1)
-	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{}, regions: map[uint64]*shm.Mapping{}}
+	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{},
+		regions: map[uint64]*shm.Mapping{}, clients: map[uint64]bool{}}
 }
 
 // Close implements wire.Handler.

@@ -189,6 +189,26 @@ func (p *replicaPool) forwardFrom(ctx context.Context, addr string, tok token.To
 	}
 }
 
+// dropRegion closes the connections that attached region id (its owner is gone). A forward in
+// flight on one of them fails like any lost forward: its write is answered Retry and retried.
+func (p *replicaPool) dropRegion(id uint64) {
+	p.mu.Lock()
+	var drop []*replicaConn
+	for k, rc := range p.conns {
+		rc.mu.Lock()
+		attached := rc.shm[id]
+		rc.mu.Unlock()
+		if attached {
+			delete(p.conns, k)
+			drop = append(drop, rc)
+		}
+	}
+	p.mu.Unlock()
+	for _, rc := range drop {
+		rc.c.Close()
+	}
+}
+
 // shmAttached reports whether m's region is attached on rc, attaching it the first time. A
 // secondary that cannot map it (another host, shared memory off) is asked once per connection.
 func (p *replicaPool) shmAttached(ctx context.Context, addr string, rc *replicaConn, m *shm.Mapping) bool {
@@ -214,7 +234,8 @@ func (p *replicaPool) shmAttached(ctx context.Context, addr string, rc *replicaC
 		return ok
 	}
 	desc, _ := m.Desc().MarshalBinary()
-	_, err := rc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Data: desc})
+	// FlagReplica: passed on for its owner, who is not this connection's peer.
+	_, err := rc.c.Do(ctx, wire.Request{Op: wire.OpShmAttach, Flags: wire.FlagReplica, Data: desc})
 	if _, isStatus := wire.StatusOf(err); err != nil && !isStatus {
 		// The connection failed (the forward finds out and drops it); if the secondary closed
 		// it over this opcode, asking again on every new connection would fail every write.

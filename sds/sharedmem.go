@@ -73,7 +73,14 @@ func (d *DataServer) attachShm(cs *connState, req *wire.Request) wire.Response {
 		return wire.Response{}
 	}
 	cs.regions[desc.ID] = m
+	owner := req.Flags&wire.FlagReplica == 0
+	cs.clients[desc.ID] = owner
 	cs.mu.Unlock()
+	if owner {
+		d.shmMu.Lock()
+		d.shmClients[desc.ID]++
+		d.shmMu.Unlock()
+	}
 	d.stats.shmAttached.Add(1)
 	return wire.Response{}
 }
@@ -109,13 +116,30 @@ func (d *DataServer) fromShm(cs *connState, req *wire.Request) (wire.Request, *s
 	return r, &shmSource{m: m, ref: ref, data: data}, wire.Response{}, true
 }
 
-// releaseShm drops the connection's regions; every request of it has been answered.
+// releaseShm drops the connection's regions; every request of it has been answered. When the
+// last connection on which a region's owner (an SDC) attached it closes, the owner is gone or
+// reconnecting: the replica connections that passed the region on are closed too, so that the
+// secondaries, which hold it per connection, unmap it instead of keeping it for as long as
+// both SDSs live (and a reconnecting SDC's new connection attaches it again).
 func (d *DataServer) releaseShm(cs *connState) {
 	cs.mu.Lock()
-	regions := cs.regions
-	cs.regions = nil
+	regions, clients := cs.regions, cs.clients
+	cs.regions, cs.clients = nil, nil
 	cs.mu.Unlock()
-	for _, m := range regions {
+	for id, m := range regions {
 		d.cfg.SharedMemory.Release(m)
+		if !clients[id] {
+			continue
+		}
+		d.shmMu.Lock()
+		d.shmClients[id]--
+		last := d.shmClients[id] <= 0
+		if last {
+			delete(d.shmClients, id)
+		}
+		d.shmMu.Unlock()
+		if last {
+			d.replicas.dropRegion(id)
+		}
 	}
 }

@@ -89,6 +89,19 @@ func TestSharedMemoryWritesReachBothReplicas(t *testing.T) {
 			t.Fatalf("chunk %d: replicas differ: %+v %+v", ch, a, b)
 		}
 	}
+	// The SDC goes: its connections close, each SDS unmaps the region, and the primaries close
+	// the replica connections that passed it on, so that the secondaries unmap it too.
+	for _, conn := range conns {
+		conn.Close()
+	}
+	waitFor(t, "every SDS to unmap the region", func() bool {
+		for _, s := range c.sdss {
+			if s.data.Stats().ShmRegions != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestSharedMemoryRefusals(t *testing.T) {

@@ -108,18 +108,20 @@ func (g *Registry) Attach(d Desc) (*Mapping, error) {
 	return m, nil
 }
 
-// Release drops a reference taken by Attach.
-func (g *Registry) Release(m *Mapping) {
+// Release drops a reference taken by Attach and reports whether it was the last (the region
+// is unmapped).
+func (g *Registry) Release(m *Mapping) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m.refs--
 	if m.refs > 0 {
-		return
+		return false
 	}
 	if g.maps[m.desc.ID] == m {
 		delete(g.maps, m.desc.ID)
 	}
 	m.Close()
+	return true
 }
 
 // Len is the number of regions mapped.

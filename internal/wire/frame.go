@@ -108,7 +108,8 @@ type Flags uint16
 const (
 	FlagFUA Flags = 1 << 0 // force unit access: the write is durable on every replica before the reply
 	// FlagReplica marks an OpTrim or OpWriteZeroes that a chunk's primary forwards to its
-	// secondary (the TRIM / WRITE_ZEROES counterpart of OpReplWrite).
+	// secondary (the TRIM / WRITE_ZEROES counterpart of OpReplWrite), and an OpShmAttach by
+	// which a primary passes on its client's region.
 	FlagReplica Flags = 1 << 1
 	// FlagChunkAbsent marks an OpChunkWrite without payload: the rebuild source holds no copy
 	// of the chunk (never written, or trimmed), so the target drops whatever it holds.
