@@ -374,6 +374,8 @@ func TestWritePayloadsLandInTheExportsBuffers(t *testing.T) {
 	if errno, data := c.do(cmdRead, 0, 4096, 4096, nil); errno != 0 || !bytes.Equal(data, bytes.Repeat([]byte{2}, 4096)) {
 		t.Fatalf("read back: errno %d", errno)
 	}
+	// Buffers come back after the reply is sent, so possibly after the client has it.
+	released(t, &e.mu, func() bool { return len(e.out) == 0 })
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// Two writes in the export's buffers, the third (none given) in the server's; all returned.
@@ -432,9 +434,23 @@ func TestReadsServedFromTheExportsBuffers(t *testing.T) {
 			t.Fatalf("read of %d: errno %d", n, errno)
 		}
 	}
+	released(t, &e.mu, func() bool { return len(e.out) == 0 })
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.own != 1 || e.plain != 1 || len(e.out) != 0 {
 		t.Fatalf("own %d, plain %d, not released %d", e.own, e.plain, len(e.out))
+	}
+}
+
+// released waits (up to 5 s) until done, called under mu, reports true.
+func released(t *testing.T, mu *sync.Mutex, done func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		ok := done()
+		mu.Unlock()
+		if ok {
+			return
+		}
 	}
 }
