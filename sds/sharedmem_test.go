@@ -227,7 +227,7 @@ func TestSecondaryThatDropsTheAttachGetsBytes(t *testing.T) {
 	if p.shmAttached(ctx, k.addr, rc2, m) {
 		t.Fatal("attach reported")
 	}
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, "the listener to count both connections", func() bool { return accepted.Load() >= 2 })
 	if n := accepted.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2: the second must not offer the region again", n)
 	}
