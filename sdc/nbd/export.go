@@ -128,9 +128,21 @@ func description(exports Exports, name string) string {
 // readOnlyExport hides the write side of an Export.
 type readOnlyExport struct{ Export }
 
+// readOnlyBufferedExport is a readOnlyExport that keeps e's ReadBuffers.
+type readOnlyBufferedExport struct {
+	readOnlyExport
+	ReadBuffers
+}
+
 // NewReadOnlyExport wraps e so that it is offered read-only (READ_ONLY flag;
-// WRITE, TRIM and WRITE_ZEROES fail with EPERM).
-func NewReadOnlyExport(e Export) Export { return readOnlyExport{e} }
+// WRITE, TRIM and WRITE_ZEROES fail with EPERM). Reads still use e's own
+// buffers when it has them (ReadBuffers).
+func NewReadOnlyExport(e Export) Export {
+	if rb, ok := e.(ReadBuffers); ok {
+		return readOnlyBufferedExport{readOnlyExport{e}, rb}
+	}
+	return readOnlyExport{e}
+}
 
 func (readOnlyExport) ReadOnly() bool { return true }
 

@@ -425,6 +425,13 @@ func TestReadsServedFromTheExportsBuffers(t *testing.T) {
 	e := &ownReads{MemExport: NewMemExport(1 << 20), out: map[*byte]bool{}}
 	ts.exports.Add("d", "", e)
 	c, _, _ := connect(t, ts.addr, "d")
+	// The read-only view of the same export keeps its read buffers.
+	if _, ok := NewReadOnlyExport(e).(ReadBuffers); !ok {
+		t.Fatal("a read-only export hides the export's read buffers")
+	}
+	if _, ok := NewReadOnlyExport(&ownBuffers{MemExport: NewMemExport(4096)}).(WriteBuffers); ok {
+		t.Fatal("a read-only export offers write buffers")
+	}
 	data := bytes.Repeat([]byte{5, 6, 7}, 10000)
 	if errno, _ := c.do(cmdWrite, 0, 100, uint32(len(data)), data); errno != 0 {
 		t.Fatalf("write: errno %d", errno)
