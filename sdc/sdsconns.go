@@ -84,7 +84,7 @@ func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 	ep.failErr = nil
 	ep.conn = &sdsConn{c: c, authed: map[int64]*issuedToken{}}
 	if p.shm != nil && time.Now().After(ep.shmOffUntil) && !p.attachShm(dctx, ep.conn) {
-		ep.shmOffUntil = time.Now().Add(shmRetryAfter)
+		ep.shmOffUntil = time.Now().Add(shm.RefusedRetryAfter)
 	}
 	p.mu.Lock()
 	p.dials++
@@ -177,7 +177,3 @@ func (p *SDSConns) attachShm(ctx context.Context, sc *sdsConn) bool {
 	_, isStatus := wire.StatusOf(err)
 	return err == nil || isStatus
 }
-
-// shmRetryAfter is how long a peer that dropped the connection on OpShmAttach is not offered
-// shared memory again.
-const shmRetryAfter = time.Minute

@@ -240,7 +240,7 @@ func (p *replicaPool) shmAttached(ctx context.Context, addr string, rc *replicaC
 		// The connection failed (the forward finds out and drops it); if the secondary closed
 		// it over this opcode, asking again on every new connection would fail every write.
 		p.mu.Lock()
-		p.shmOff[addr] = time.Now().Add(shmRetryAfter)
+		p.shmOff[addr] = time.Now().Add(shm.RefusedRetryAfter)
 		p.mu.Unlock()
 		return false
 	}

@@ -3,7 +3,6 @@ package sds
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"pflex/internal/shm"
 	"pflex/internal/wire"
@@ -19,9 +18,6 @@ const (
 	// maxShmRegions bounds the regions mapped by this SDS at once, and per connection.
 	maxShmRegions     = 64
 	maxShmRegionsConn = 4
-	// shmRetryAfter is how long a secondary that dropped the connection on OpShmAttach (a
-	// version without shared memory) gets bytes only.
-	shmRetryAfter = time.Minute
 )
 
 // sharedMemory is the registry of a data server that takes shared regions (on), or nil.

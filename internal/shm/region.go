@@ -26,6 +26,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// RefusedRetryAfter is how long a peer that dropped the connection when offered a region (a
+// version without shared memory: the attach opcode is unknown to it) is not offered one again;
+// asking on every new connection would fail every IO that dials it.
+const RefusedRetryAfter = time.Minute
+
 // Errors.
 var (
 	// ErrUnavailable: the region cannot be created or mapped here (no memfd, another host or
