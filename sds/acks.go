@@ -66,6 +66,15 @@ func newAckBatcher(post AckPoster, self func() int64, log hclog.Logger) *ackBatc
 
 // record adds one IO under the token c.
 func (b *ackBatcher) record(c token.Claims, readBytes, writeBytes int64, write bool) {
+	if write {
+		b.add(c, 0, 0, 1, writeBytes)
+	} else {
+		b.add(c, 1, readBytes, 0, 0)
+	}
+}
+
+// add adds IOs under the token c.
+func (b *ackBatcher) add(c token.Claims, readOps, readBytes, writeOps, writeBytes int64) {
 	b.mu.Lock()
 	e, ok := b.cur[c.TokenID]
 	if !ok {
@@ -77,13 +86,10 @@ func (b *ackBatcher) record(c token.Claims, readBytes, writeBytes int64, write b
 		e = &fsm.TokenAck{TokenID: fmt.Sprintf("%016x", c.TokenID), VolumeID: c.VolumeID, SDCID: c.SDCID}
 		b.cur[c.TokenID] = e
 	}
-	if write {
-		e.WriteOps++
-		e.WriteBytes += writeBytes
-	} else {
-		e.ReadOps++
-		e.ReadBytes += readBytes
-	}
+	e.ReadOps += readOps
+	e.ReadBytes += readBytes
+	e.WriteOps += writeOps
+	e.WriteBytes += writeBytes
 	full := len(b.cur) >= b.batch
 	b.mu.Unlock()
 	if full && !ok {

@@ -40,6 +40,10 @@ type Config struct {
 	// shared with this SDS instead of through the socket (sds/DESIGN.md "Shared memory").
 	// Default true; it is used only where the peer's region can be mapped.
 	SharedMemory bool `hcl:"shared_memory,optional"`
+	// LocalReads lets SDCs on the same host that use shared memory read this SDS's chunks
+	// straight from its devices under a read grant (sds/DESIGN.md "Local reads"). Default
+	// true; it needs shared_memory.
+	LocalReads bool `hcl:"local_reads,optional"`
 
 	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
 	DebugPprof bool `hcl:"debug_pprof,optional"`
@@ -69,6 +73,7 @@ func DefaultConfig() *Config {
 		RebuildMBps:       DefaultRebuildMBps,
 		RebuildParallel:   DefaultRebuildParallel,
 		SharedMemory:      true,
+		LocalReads:        true,
 		Gossip:            &agent.GossipConfig{BindAddr: "127.0.0.1:7911"},
 	}
 }

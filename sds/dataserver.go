@@ -51,6 +51,12 @@ type DataConfig struct {
 	// SharedMemory maps the regions of same-host clients (sharedmem.go); nil: clients send
 	// the bytes of every write over the connection.
 	SharedMemory *shm.Registry
+	// LocalReads grants same-host SDCs that attached their region reads of this SDS's chunks
+	// straight from its devices (localread.go); it needs SharedMemory.
+	LocalReads bool
+	// LeaseRemaining is how long the lease still runs, which bounds a read grant; nil: grants
+	// last DefaultReadGrantTTL while LeaseValid holds (tests).
+	LeaseRemaining func() time.Duration
 	// Wire configures the server side; its MaxPayload is also used by the replica connections.
 	Wire   wire.ServerOptions
 	Logger hclog.Logger
@@ -95,12 +101,15 @@ type DataServer struct {
 
 	shmMu      sync.Mutex
 	shmClients map[uint64]int // per shared region, connections its owner attached it on
+
+	grants readGrants // local reads (localread.go)
 }
 
 type dataCounters struct {
 	conns, reads, writes, replWrites, trims, flushes, refused, retries atomic.Int64
 	degradedWrites, noLease, dropped, replays                          atomic.Int64
 	shmAttached, shmWrites, shmReads                                   atomic.Int64
+	grants, localReads, localReadBytes                                 atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -134,6 +143,12 @@ type DataStats struct {
 	ShmWrites   int64 `json:"shm_writes"`
 	ShmForwards int64 `json:"shm_forwards"`
 	ShmReads    int64 `json:"shm_reads"`
+	// Local reads (localread.go): grants held now and made so far, and the reads SDCs
+	// reported doing under them.
+	ReadGrants     int   `json:"read_grants"`
+	GrantsMade     int64 `json:"read_grants_made"`
+	LocalReads     int64 `json:"local_reads"`
+	LocalReadBytes int64 `json:"local_read_bytes"`
 }
 
 // NewDataServer returns a server; Serve runs it on listeners, Close stops it.
@@ -155,6 +170,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.writeIDs = newWriteIDs(DefaultWriteIDRetention, DefaultWriteIDMax, cfg.Now)
 	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
+	cfg.Store.OnFree(d.grants.revokeKey)
 	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout)
 	if cfg.Acks != nil {
 		d.acks = newAckBatcher(cfg.Acks, cfg.SelfID, cfg.Logger.Named("acks"))
@@ -240,7 +256,8 @@ func (d *DataServer) Stats() DataStats {
 		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
 		ReplayedWrites: d.stats.replays.Load(), WriteIDs: d.writeIDs.size(), WriteIDsEvicted: d.writeIDs.evicted.Load(),
 		ShmAttached: d.stats.shmAttached.Load(), ShmWrites: d.stats.shmWrites.Load(), ShmForwards: d.replicas.shmForwards.Load(),
-		ShmReads: d.stats.shmReads.Load(),
+		ShmReads: d.stats.shmReads.Load(), ReadGrants: d.grants.count(), GrantsMade: d.stats.grants.Load(),
+		LocalReads: d.stats.localReads.Load(), LocalReadBytes: d.stats.localReadBytes.Load(),
 	}
 	if d.cfg.SharedMemory != nil {
 		st.ShmRegions = d.cfg.SharedMemory.Len()
@@ -259,6 +276,8 @@ type connState struct {
 	tokens  map[int64]token.Token   // the token registered per volume, to forward to secondaries
 	regions map[uint64]*shm.Mapping // shared regions attached (sharedmem.go)
 	clients map[uint64]bool         // those attached by their owner (not passed on by a primary)
+
+	grants map[uint64]*readGrant // read grants by entry offset (localread.go; under readGrants.mu)
 }
 
 // wireHandler is the DataServer as a wire.Handler.
@@ -268,11 +287,14 @@ type wireHandler struct{ *DataServer }
 func (h wireHandler) Open(net.Conn) *connState {
 	h.stats.conns.Add(1)
 	return &connState{cache: token.NewCache(h.cfg.Verifier), tokens: map[int64]token.Token{},
-		regions: map[uint64]*shm.Mapping{}, clients: map[uint64]bool{}}
+		regions: map[uint64]*shm.Mapping{}, clients: map[uint64]bool{}, grants: map[uint64]*readGrant{}}
 }
 
-// Close implements wire.Handler.
-func (h wireHandler) Close(cs *connState) { h.releaseShm(cs) }
+// Close implements wire.Handler: the connection's grants end before its regions are unmapped.
+func (h wireHandler) Close(cs *connState) {
+	h.grants.revoke(func(g *readGrant) bool { return g.cs == cs })
+	h.releaseShm(cs)
+}
 
 // Handle serves one request of a connection (wire.Handler).
 func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
@@ -290,6 +312,10 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 		return wire.Response{}
 	case wire.OpShmAttach:
 		return d.attachShm(cs, req)
+	case wire.OpReadGrant:
+		return d.grantRead(ctx, cs, req)
+	case wire.OpReadReport:
+		return d.readReport(cs, req)
 	case wire.OpRead, wire.OpWrite, wire.OpTrim, wire.OpWriteZeroes, wire.OpReplWrite, wire.OpChunkWrite,
 		wire.OpShmWrite, wire.OpShmReplWrite, wire.OpShmRead:
 		var resp wire.Response
@@ -572,15 +598,16 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	results := make([]result, len(secs))
 	mu := d.lock(t.key)
 	mu.Lock()
+	d.grants.begin(t.key)
 	if d.unrepl.has(t.key) { // an earlier write first, or this one is not applied either
 		if resp, ok := d.settle(ctx, t, secs, tok); !ok {
-			mu.Unlock()
+			d.unlockWritten(mu, t.key)
 			return resp
 		}
 	}
 	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
 		resp := d.replay(ctx, claims, tok, req, t, secs)
-		mu.Unlock()
+		d.unlockWritten(mu, t.key)
 		return resp
 	}
 	var wg sync.WaitGroup
@@ -599,7 +626,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		d.unrepl.add(t.key, t.inChunk, t.length, tok)
 		d.dirty.mark(t.key)
 	}
-	mu.Unlock()
+	d.unlockWritten(mu, t.key)
 
 	if lerr != nil {
 		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", lerr)
@@ -615,6 +642,13 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	return wire.Response{Epoch: t.epoch}
 }
 
+// unlockWritten ends a write of chunk k begun with grants.begin under its lock mu, and
+// releases mu. A chunk left with writes its other replicas lack loses its read grants.
+func (d *DataServer) unlockWritten(mu *sync.RWMutex, k chunkstore.Key) {
+	d.grants.end(k, d.unrepl.has(k))
+	mu.Unlock()
+}
+
 // writeDegraded applies a write to a chunk whose layout leaves this SDS its only copy (the
 // other SDS went down and the MDM committed a layout without it): acknowledged with one copy,
 // which is what degraded means, until a rebuild re-protects the chunk.
@@ -627,11 +661,12 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 		d.stats.replays.Add(1)
 		return wire.Response{Epoch: t.epoch} // this copy, the only one, has it
 	}
+	d.grants.begin(t.key)
 	err := d.apply(req, t)
 	if err == nil {
 		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
 	}
-	mu.Unlock()
+	d.unlockWritten(mu, t.key)
 	if err != nil {
 		d.log.Error("local write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 		return statusResp(storeStatus(err), t.epoch, err.Error())
@@ -728,6 +763,8 @@ func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
 // learned drops the copies l no longer places here and allocates, for a thick volume, every
 // chunk this SDS holds a copy of.
 func (d *DataServer) learned(l *layout.Layout) {
+	// Roles or copies may have moved: grants are asked for again under the new layout.
+	d.grants.revoke(func(g *readGrant) bool { return g.key.VolumeID == l.VolumeID })
 	d.dirty.seen(l)
 	d.dropSuperseded(l)
 	if !l.Thick {

@@ -132,17 +132,20 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	s.data = NewDataServer(DataConfig{
 		SelfID:     s.agent.SDSID,
 		LeaseValid: s.agent.LeaseValid,
-		Store:      s.store,
-		Verifier:   s.tokens.verifier,
-		Layouts:    s.fetchLayout,
-		Acks:       s.postAcks,
-		Logger:     logger.Named("data"),
+		// a read grant must end with the lease
+		LeaseRemaining: s.agent.LeaseRemaining,
+		Store:          s.store,
+		Verifier:       s.tokens.verifier,
+		Layouts:        s.fetchLayout,
+		Acks:           s.postAcks,
+		Logger:         logger.Named("data"),
 
 		SignRebuild:     SignRebuildToken(&s.tokens.keys, s.tokens.verifier, s.tokens.newestKey),
 		Rebuild:         s.postRebuildReport,
 		RebuildMBps:     cfg.RebuildMBps,
 		RebuildParallel: cfg.RebuildParallel,
 		SharedMemory:    sharedMemory(cfg.SharedMemory),
+		LocalReads:      cfg.LocalReads,
 	})
 	s.dataRef.Store(s.data)
 	if e := s.tokens.layoutEpochs(); e != nil { // an answer that came before the data server

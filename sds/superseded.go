@@ -31,6 +31,9 @@ func (d *DataServer) LayoutEpochs(epochs map[string]int64) {
 	if len(epochs) == 0 {
 		return
 	}
+	// An IO state comes when keys, map generations or layouts changed: read grants, which
+	// rest on all three, are asked for again.
+	d.grants.revoke(func(*readGrant) bool { return true })
 	parsed := make(map[int64]int64, len(epochs))
 	for vol, e := range epochs {
 		id, err := strconv.ParseInt(vol, 10, 64)

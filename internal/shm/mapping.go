@@ -22,7 +22,7 @@ type Mapping struct {
 // cannot be opened from here (another host or PID namespace, no permission, the owner gone) and
 // with ErrBadDesc when what it opens is not that region or not sealed against resizing.
 func Open(d Desc) (*Mapping, error) {
-	if d.Size <= headerSize || d.Size > MaxSize {
+	if d.Size <= slotsStart || d.Size > MaxSize {
 		return nil, fmt.Errorf("%w: size %d", ErrBadDesc, d.Size)
 	}
 	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", d.PID, d.FD), os.O_RDWR, 0)
@@ -62,7 +62,7 @@ func (m *Mapping) Desc() Desc { return m.desc }
 // Slice returns the n bytes at off, which must lie in the region's slots.
 func (m *Mapping) Slice(off uint64, n uint32) ([]byte, error) {
 	end := off + uint64(n)
-	if off < headerSize || end < off || end > uint64(len(m.mem)) {
+	if off < slotsStart || end < off || end > uint64(len(m.mem)) {
 		return nil, fmt.Errorf("%w: [%d, +%d) is outside the region's %d bytes", ErrBadDesc, off, n, len(m.mem))
 	}
 	return m.mem[off:end:end], nil

@@ -41,7 +41,7 @@ var (
 )
 
 const (
-	headerSize = 4096 // the first page: magic, id, nonce; slots start after it
+	headerSize = 4096 // the first page: magic, id, nonce; the grant table follows, then the slots
 	magic      = "PFLXSHM1"
 	nonceSize  = 32
 	// DescSize is the encoded size of a Desc.
@@ -103,6 +103,8 @@ type Region struct {
 	tainted map[int]bool // slot start offsets
 	closed  bool
 
+	grants grantTable
+
 	gets, misses, taints atomic.Int64
 	held                 atomic.Int64 // slots handed out and not yet put back
 }
@@ -117,7 +119,7 @@ type slotClass struct {
 
 // Create makes a region with the given slot classes (smallest first), sealed and mapped.
 func Create(classes []Class) (*Region, error) {
-	size := headerSize
+	size := slotsStart
 	for _, c := range classes {
 		if c.Size <= 0 || c.Count <= 0 || c.Size%4096 != 0 {
 			return nil, fmt.Errorf("shm: slot class %+v: size must be a positive multiple of 4096, count positive", c)
@@ -156,7 +158,11 @@ func Create(classes []Class) (*Region, error) {
 	binary.BigEndian.PutUint64(mem[8:], r.desc.ID)
 	copy(mem[16:], r.desc.Nonce[:])
 
-	off := headerSize
+	r.grants.free = make([]int, GrantEntries)
+	for i := range GrantEntries {
+		r.grants.free[i] = GrantEntries - 1 - i
+	}
+	off := slotsStart
 	for _, c := range classes {
 		sc := slotClass{size: c.Size, start: off, count: c.Count, free: make(chan int, c.Count)}
 		for i := range c.Count {
@@ -200,7 +206,7 @@ func (r *Region) slot(b []byte) (*slotClass, int, bool) {
 		return nil, 0, false
 	}
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	if p < r.base+headerSize || p >= r.base+uintptr(len(r.mem)) {
+	if p < r.base+slotsStart || p >= r.base+uintptr(len(r.mem)) {
 		return nil, 0, false
 	}
 	off := int(p - r.base)
@@ -220,7 +226,7 @@ func (r *Region) Ref(b []byte) (off uint64, ok bool) {
 		return 0, false
 	}
 	p := uintptr(unsafe.Pointer(&b[0]))
-	if p < r.base+headerSize || p+uintptr(len(b)) > r.base+uintptr(len(r.mem)) {
+	if p < r.base+slotsStart || p+uintptr(len(b)) > r.base+uintptr(len(r.mem)) {
 		return 0, false
 	}
 	return uint64(p - r.base), true

@@ -68,7 +68,11 @@ const (
 	OpShmWrite     Opcode = 13 // as OpWrite, the data in an attached region
 	OpShmReplWrite Opcode = 14 // as OpReplWrite, the data in an attached region
 	OpShmRead      Opcode = 15 // as OpRead of the ShmRef's length; the data goes into the region
-	opMax                 = OpShmRead
+	// Local reads (grant.go, DESIGN.md "Local reads"): an SDC on the SDS's host reads a chunk
+	// from the SDS's device itself, under a grant the SDS keeps in the SDC's region.
+	OpReadGrant  Opcode = 16 // payload: ShmRef of a grant entry; reply payload: a ReadGrant
+	OpReadReport Opcode = 17 // payload: a ReadReport of the reads done under grants of VolumeID
+	opMax               = OpReadReport
 )
 
 var opNames = [...]string{
@@ -76,6 +80,7 @@ var opNames = [...]string{
 	OpWriteZeroes: "WRITE_ZEROES", OpReplWrite: "REPL_WRITE", OpReplFlush: "REPL_FLUSH",
 	OpPing: "PING", OpChunkRead: "CHUNK_READ", OpChunkWrite: "CHUNK_WRITE",
 	OpShmAttach: "SHM_ATTACH", OpShmWrite: "SHM_WRITE", OpShmReplWrite: "SHM_REPL_WRITE", OpShmRead: "SHM_READ",
+	OpReadGrant: "READ_GRANT", OpReadReport: "READ_REPORT",
 }
 
 func (op Opcode) String() string {
@@ -91,7 +96,8 @@ func (op Opcode) Valid() bool { return op >= OpAuth && op <= opMax }
 // HasPayload reports whether requests with op carry Length bytes of payload after the header.
 func (op Opcode) HasPayload() bool {
 	switch op {
-	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite, OpShmRead:
+	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite, OpShmRead,
+		OpReadGrant, OpReadReport:
 		return true
 	}
 	return false

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"pflex/internal/nowait"
 )
 
 // device is one backing file or block device.
@@ -20,9 +22,9 @@ type device struct {
 	char  bool // a character device (/dev/null in tests): nothing to sync
 	sp    space
 
-	nowaitRead, nowaitWrite *nowait   // page-cache fast paths (nowait.go)
-	rawWrite                *rawWrite // raw pwrite unless writes have been sleeping (rawwrite.go)
-	resident                *resident // whether a range is in the page cache (cachestat.go)
+	nowaitRead, nowaitWrite *nowait.Op // page-cache fast paths (nowait.go)
+	rawWrite                *rawWrite  // raw pwrite unless writes have been sleeping (rawwrite.go)
+	resident                *resident  // whether a range is in the page cache (cachestat.go)
 }
 
 // openDevice opens path read-write. A missing file is created sparse with size bytes, and an
@@ -67,8 +69,8 @@ func openDevice(path string, size int64) (*device, error) {
 	}
 	d.sp.size = d.size
 	rc, _ := f.SyscallConn()
-	d.nowaitRead = newNowait(unix.SYS_PREADV2, rc)
-	d.nowaitWrite = newNowait(unix.SYS_PWRITEV2, rc)
+	d.nowaitRead = nowait.New(unix.SYS_PREADV2, rc)
+	d.nowaitWrite = nowait.New(unix.SYS_PWRITEV2, rc)
 	d.rawWrite = newRawWrite(rc)
 	d.resident = newResident(rc)
 	return d, nil

@@ -1,68 +1,12 @@
 package chunkstore
 
-import (
-	"sync/atomic"
-	"syscall"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
-
-// Reads and writes first try the page cache without blocking: preadv2/pwritev2 with
-// RWF_NOWAIT, issued as raw system calls. Those return what the page cache can serve at once
-// and EAGAIN instead of waiting for the disk, so they need none of the scheduler's syscall
-// bookkeeping, which on an idle SDS wakes the runtime's monitor thread on every call (a futex
-// wake and a burst of sleeps on another core per IO). Whatever is left (a cache miss, a block
-// still to allocate, a kernel or filesystem without the flag) goes through os.File as before,
-// which also reports the real error if there is one; writes try a raw pwrite first
-// (rawwrite.go), since ext4 refuses the flag for them.
-
-// nowait is one device's RWF_NOWAIT path for reads or for writes.
-type nowait struct {
-	trap uintptr
-	rc   syscall.RawConn // the file's: holding it keeps the descriptor open during the call
-	off  atomic.Bool     // the device refused the flag once: not asked again
-}
-
-func newNowait(trap uintptr, rc syscall.RawConn) *nowait {
-	op := &nowait{trap: trap, rc: rc}
-	op.off.Store(rc == nil)
-	return op
-}
-
-// do transfers as much of p at off as the page cache allows without blocking and returns the
-// byte count (0 when nothing could be done that way).
-func (op *nowait) do(p []byte, off int64) int {
-	if len(p) == 0 || op.off.Load() {
-		return 0
-	}
-	done := 0
-	f := func(fd uintptr) {
-		for done < len(p) {
-			var iov unix.Iovec
-			iov.Base = &p[done]
-			iov.SetLen(len(p) - done)
-			pos := uint64(off) + uint64(done)
-			n, _, e := syscall.RawSyscall6(op.trap, fd, uintptr(unsafe.Pointer(&iov)), 1,
-				uintptr(pos), uintptr(pos>>32>>32), unix.RWF_NOWAIT)
-			if e == syscall.EOPNOTSUPP || e == syscall.ENOSYS || e == syscall.EINVAL {
-				op.off.Store(true)
-			}
-			if e != 0 || n == 0 {
-				break
-			}
-			done += int(n)
-		}
-	}
-	// Control holds a reference to the descriptor (it cannot be closed under the call) without
-	// taking the file's read or write lock, so calls on one device run concurrently.
-	_ = op.rc.Control(f)
-	return done
-}
+// Reads and writes first try the page cache without blocking (internal/nowait); whatever is
+// left goes through os.File, which also reports the real error if there is one. Writes try a
+// raw pwrite before that (rawwrite.go), since ext4 refuses the flag for them.
 
 // readAt reads len(p) bytes at off.
 func (d *device) readAt(p []byte, off int64) error {
-	n := d.nowaitRead.do(p, off)
+	n := d.nowaitRead.Do(p, off)
 	if n == len(p) {
 		return nil
 	}
@@ -88,7 +32,7 @@ func (d *device) writeAt(p []byte, off int64) error {
 	}
 	for len(p) > 0 {
 		k := min(len(p), piece)
-		n := d.nowaitWrite.do(p[:k], off)
+		n := d.nowaitWrite.Do(p[:k], off)
 		if n < k {
 			n += d.rawWrite.do(p[n:k], off+int64(n))
 		}

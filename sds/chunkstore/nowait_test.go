@@ -25,11 +25,11 @@ func TestNowaitPathsAgree(t *testing.T) {
 	if err := d.readAt(got, 4096); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("readAt after writeAt: %v, equal %v", err, bytes.Equal(got, data))
 	}
-	if d.nowaitRead.off.Load() {
+	if d.nowaitRead.Off() {
 		t.Log("this kernel or filesystem refuses RWF_NOWAIT reads; the ordinary path served them")
 	}
 	// Half from the fast path, half from the ordinary one: the fast path stops where it must.
-	n := d.nowaitRead.do(got[:4096], 4096)
+	n := d.nowaitRead.Do(got[:4096], 4096)
 	if n != 0 && n != 4096 {
 		t.Fatalf("fast path read %d of 4096 cached bytes", n)
 	}

@@ -17,7 +17,7 @@ func TestRawWriteBacksOffAfterASlowWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.f.Close()
-	d.nowaitWrite.off.Store(true) // as on ext4: every write is offered to the raw path
+	d.nowaitWrite.Disable() // as on ext4: every write is offered to the raw path
 	d.rawWrite.slow = time.Hour
 
 	first := pattern(100<<10, 3) // four pieces, the last one short

@@ -66,6 +66,7 @@ type Store struct {
 
 	closed  atomic.Bool
 	flushes atomic.Uint64
+	onFree  func(Key) // locate.go
 }
 
 // Open opens (creating if needed) the devices and the inventory, and rebuilds the allocation
@@ -369,6 +370,9 @@ func (s *Store) free(k Key, fua bool) error {
 	s.mu.Lock()
 	delete(s.chunks, k)
 	s.mu.Unlock()
+	if s.onFree != nil {
+		s.onFree(k) // under allocMu: no other replica can have the extent yet
+	}
 	d := s.devs[c.dev]
 	// Reallocation zeroes the extent anyway; punching here returns the space to the filesystem.
 	zerr := d.zero(c.off, c.size, false)

@@ -1,0 +1,249 @@
+package sds
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pflex/internal/shm"
+	"pflex/internal/token"
+	"pflex/internal/wire"
+	"pflex/sds/chunkstore"
+)
+
+// Local reads (DESIGN.md "Local reads"): an SDC on this host that has attached its region may
+// ask for a read grant on a chunk this SDS is primary for. The grant names the chunk's extent
+// on a device, which the SDC then reads itself (opening the device through /proc), and its
+// state is an entry in the SDC's region that this SDS keeps current: odd while the chunk is
+// written, revoked (generation 0) the moment anything the grant relied on changes, expired
+// when the lease or the token ends. The SDC checks the entry before and after each read, so a
+// read that overlapped any of this is done again over the socket.
+
+// DefaultReadGrantTTL bounds a grant's life when neither the lease nor the token ends sooner.
+const DefaultReadGrantTTL = 10 * time.Second
+
+// maxGrantsConn bounds the grants of one connection (the SDC's table has this many entries).
+const maxGrantsConn = shm.GrantEntries
+
+// readGrants is the grants this SDS keeps. Every change of an entry happens under mu, so that
+// one removed here (revoked) is never touched again, and its connection can unmap the region.
+// mu is a leaf: nothing else is locked, and the store is not called, while it is held.
+type readGrants struct {
+	n   atomic.Int64 // grants held: writes skip mu while there are none
+	mu  sync.Mutex
+	gen uint32
+	by  map[chunkstore.Key][]*readGrant
+}
+
+// readGrant is one grant: chunk key, to the connection cs, on the entry at off in its region.
+type readGrant struct {
+	key chunkstore.Key
+	cs  *connState
+	off uint64
+	e   *shm.GrantEntry
+}
+
+// add records g (replacing the grant cs had on the same entry) and starts it, valid until
+// expires; it returns the generation, or false when the connection holds too many grants.
+func (rg *readGrants) add(g *readGrant, expires int64) (uint32, bool) {
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	if old := g.cs.grants[g.off]; old != nil {
+		rg.remove(old)
+	} else if len(g.cs.grants) >= maxGrantsConn {
+		return 0, false
+	}
+	if rg.by == nil {
+		rg.by = map[chunkstore.Key][]*readGrant{}
+	}
+	rg.gen++
+	if rg.gen == 0 { // 0 means revoked
+		rg.gen = 1
+	}
+	rg.by[g.key] = append(rg.by[g.key], g)
+	g.cs.grants[g.off] = g
+	rg.n.Add(1)
+	g.e.Grant(rg.gen, expires)
+	return rg.gen, true
+}
+
+// remove forgets g without touching its entry. Under mu.
+func (rg *readGrants) remove(g *readGrant) {
+	list := rg.by[g.key]
+	for i, x := range list {
+		if x == g {
+			list[i] = list[len(list)-1]
+			list = list[:len(list)-1]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(rg.by, g.key)
+	} else {
+		rg.by[g.key] = list
+	}
+	delete(g.cs.grants, g.off)
+	rg.n.Add(-1)
+}
+
+// revoke ends and forgets every grant for which drop is true.
+func (rg *readGrants) revoke(drop func(*readGrant) bool) {
+	if rg.n.Load() == 0 {
+		return
+	}
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	for _, list := range rg.by {
+		for _, g := range append([]*readGrant(nil), list...) {
+			if drop(g) {
+				g.e.Revoke()
+				rg.remove(g)
+			}
+		}
+	}
+}
+
+// revokeKey ends the grants on chunk k.
+func (rg *readGrants) revokeKey(k chunkstore.Key) {
+	if rg.n.Load() == 0 {
+		return
+	}
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	for _, g := range append([]*readGrant(nil), rg.by[k]...) {
+		g.e.Revoke()
+		rg.remove(g)
+	}
+}
+
+// begin marks chunk k as being written (its entries odd); called under the chunk's write
+// lock, so no grant on k is added until the matching end.
+func (rg *readGrants) begin(k chunkstore.Key) {
+	if rg.n.Load() == 0 {
+		return
+	}
+	rg.mu.Lock()
+	for _, g := range rg.by[k] {
+		g.e.Begin()
+	}
+	rg.mu.Unlock()
+}
+
+// end closes what begin opened, still under the chunk's lock. With revoke, the grants end
+// instead (the write changed where the chunk is, or left it unreplicated).
+func (rg *readGrants) end(k chunkstore.Key, revoke bool) {
+	if revoke {
+		rg.revokeKey(k)
+		return
+	}
+	if rg.n.Load() == 0 {
+		return
+	}
+	rg.mu.Lock()
+	for _, g := range rg.by[k] {
+		g.e.End()
+	}
+	rg.mu.Unlock()
+}
+
+// count is the number of grants held.
+func (rg *readGrants) count() int { return int(rg.n.Load()) }
+
+// grantRead answers OpReadGrant: the chunk at req.Offset of req.VolumeID, for the entry the
+// payload names in the connection's region, under the same checks as a READ (token, lease,
+// layout epoch, primary), for an allocated chunk with no unreplicated writes.
+func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Request) wire.Response {
+	if !d.cfg.LocalReads || d.cfg.SharedMemory == nil {
+		return statusResp(wire.StatusProto, 0, "local reads are off on this SDS")
+	}
+	ref, err := wire.DecodeShmRef(req.Data)
+	if err != nil {
+		return statusResp(wire.StatusProto, 0, err.Error())
+	}
+	cs.mu.Lock()
+	m, owner := cs.regions[ref.Region], cs.clients[ref.Region]
+	cs.mu.Unlock()
+	if m == nil || !owner {
+		return statusResp(wire.StatusProto, 0, fmt.Sprintf("shared region %x is not attached by its owner on this connection", ref.Region))
+	}
+	e, err := m.GrantEntry(ref.Offset)
+	if err != nil || ref.Length != shm.GrantEntrySize {
+		return statusResp(wire.StatusProto, 0, fmt.Sprintf("grant entry [%d, +%d) is not one of the region's entries", ref.Offset, ref.Length))
+	}
+	now := d.cfg.Now()
+	claims, err := cs.cache.Authorize(req.VolumeID, false, now)
+	if err != nil {
+		return statusResp(tokenStatus(err), 0, err.Error())
+	}
+	self := d.cfg.SelfID()
+	if self == 0 {
+		return statusResp(wire.StatusRetry, 0, "this SDS is not registered with the MDM yet")
+	}
+	ttl := d.grantTTL(claims, now)
+	if ttl <= 0 {
+		return d.noLease()
+	}
+	r := wire.Request{Op: wire.OpRead, VolumeID: req.VolumeID, Offset: req.Offset, Length: 1, Epoch: req.Epoch}
+	t, resp, ok := d.resolve(ctx, &r)
+	if !ok {
+		return resp
+	}
+	if len(t.replicas) == 0 || t.replicas[0] != self {
+		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the primary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
+	}
+	ext, ok := d.cfg.Store.Locate(t.key)
+	if !ok || ext.Size != t.l.ChunkSize {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d holds no data here yet: read it over the connection", t.key.Chunk))
+	}
+	mu := d.lock(t.key)
+	mu.Lock() // no write of the chunk in progress, none starts until the grant is in place
+	defer mu.Unlock()
+	if d.unrepl.has(t.key) {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d has writes its other replicas lack", t.key.Chunk))
+	}
+	if again, ok := d.cfg.Store.Locate(t.key); !ok || again != ext { // freed or moved meanwhile
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d moved", t.key.Chunk))
+	}
+	gen, ok := d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e}, shm.Now()+int64(ttl))
+	if !ok {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%d read grants on this connection already", maxGrantsConn))
+	}
+	d.stats.grants.Add(1)
+	return wire.Response{Epoch: t.epoch, Data: wire.ReadGrant{Gen: gen, PID: uint32(ext.PID), FD: uint32(ext.FD),
+		Dev: ext.Dev, Ino: ext.Ino, Offset: ext.Off, Size: ext.Size}.Encode()}
+}
+
+// grantTTL is how long a grant made now may last: no longer than the lease (after which the
+// MDM may move the chunk), the token, or DefaultReadGrantTTL. <= 0: no grant.
+func (d *DataServer) grantTTL(c token.Claims, now time.Time) time.Duration {
+	ttl := DefaultReadGrantTTL
+	if d.cfg.LeaseRemaining != nil {
+		ttl = min(ttl, d.cfg.LeaseRemaining())
+	} else if !d.leaseValid() {
+		return 0
+	}
+	return min(ttl, time.UnixMilli(c.ExpiresAt).Sub(now))
+}
+
+// readReport enters the reads an SDC did under this SDS's grants in the token ledger, under
+// the token the connection holds for the volume, as if this SDS had served them.
+func (d *DataServer) readReport(cs *connState, req *wire.Request) wire.Response {
+	rep, err := wire.DecodeReadReport(req.Data)
+	if err != nil {
+		return statusResp(wire.StatusProto, 0, err.Error())
+	}
+	cs.mu.Lock()
+	tok, ok := cs.tokens[req.VolumeID]
+	cs.mu.Unlock()
+	if !ok {
+		return statusResp(wire.StatusAuth, 0, fmt.Sprintf("no token registered for volume %d on this connection", req.VolumeID))
+	}
+	d.stats.localReads.Add(int64(rep.Ops))
+	d.stats.localReadBytes.Add(int64(rep.Bytes))
+	if d.acks != nil {
+		d.acks.add(tok.Claims, int64(rep.Ops), int64(rep.Bytes), 0, 0)
+	}
+	return wire.Response{}
+}
