@@ -32,6 +32,10 @@ type Config struct {
 	// SDSs on the same host to map (sdc/DESIGN.md "Shared memory"); 0 turns it off. Default
 	// DefaultSharedMemoryMB.
 	SharedMemoryMB int `hcl:"shared_memory_mb,optional"`
+	// LocalReads reads chunks whose primary SDS runs on this host straight from its device,
+	// under a read grant from that SDS (sdc/DESIGN.md "Local reads"); it needs shared memory.
+	// Default true.
+	LocalReads bool `hcl:"local_reads,optional"`
 	// DebugPprof serves Go's profiles under /debug/pprof/ on the mgmt listener.
 	DebugPprof bool `hcl:"debug_pprof,optional"`
 	// GoMaxProcs sets the Go runtime's GOMAXPROCS for the process (0: Go's default, one per
@@ -57,6 +61,7 @@ func DefaultConfig() *Config {
 		IOTimeout:          DefaultIOTimeout.String(),
 		VolumePollInterval: DefaultVolumePollInterval.String(),
 		SharedMemoryMB:     DefaultSharedMemoryMB,
+		LocalReads:         true,
 		Gossip:             &agent.GossipConfig{BindAddr: "127.0.0.1:7921"},
 	}
 }

@@ -17,6 +17,7 @@ type SDSConns struct {
 	opts        wire.ClientOptions
 	dialTimeout time.Duration
 	shm         *shm.Region // write payloads SDSs on this host can map; nil: off
+	localReads  bool        // ask SDSs that map shm for read grants (localread.go)
 
 	mu    sync.Mutex
 	addrs map[string]*sdsEndpoint
@@ -38,8 +39,9 @@ type sdsEndpoint struct {
 
 // sdsConn is one connection and the token registered on it for each volume.
 type sdsConn struct {
-	c   *wire.Conn
-	shm bool // the SDS has mapped the pool's shared region (set before the conn is shared)
+	c     *wire.Conn
+	shm   bool        // the SDS has mapped the pool's shared region (set before the conn is shared)
+	local *localReads // read grants from this SDS (nil: none asked for)
 
 	authMu sync.Mutex // serialises OpAuth on this connection (rare: once per token)
 	mu     sync.Mutex
@@ -82,10 +84,17 @@ func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 		return nil, err
 	}
 	ep.failErr = nil
-	ep.conn = &sdsConn{c: c, authed: map[int64]*issuedToken{}}
-	if p.shm != nil && time.Now().After(ep.shmOffUntil) && !p.attachShm(dctx, ep.conn) {
+	if old := ep.conn; old != nil && old.local != nil {
+		old.local.close()
+	}
+	sc := &sdsConn{c: c, authed: map[int64]*issuedToken{}}
+	if p.shm != nil && time.Now().After(ep.shmOffUntil) && !p.attachShm(dctx, sc) {
 		ep.shmOffUntil = time.Now().Add(shm.RefusedRetryAfter)
 	}
+	if sc.shm && p.localReads {
+		sc.local = newLocalReads(p.shm, sc, p.opts.Logger)
+	}
+	ep.conn = sc
 	p.mu.Lock()
 	p.dials++
 	p.mu.Unlock()
@@ -116,13 +125,27 @@ func (p *SDSConns) Forget(volumeID int64) {
 		ep.mu.Lock()
 		if c := ep.conn; c != nil {
 			c.forget(volumeID)
+			if c.local != nil {
+				c.local.forget(volumeID)
+			}
 		}
 		ep.mu.Unlock()
 	}
 }
 
-// Close closes every connection.
+// Close reports the reads done under grants (bounded by a second) and closes every connection.
 func (p *SDSConns) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, ep := range p.endpoints() {
+		ep.mu.Lock()
+		c := ep.conn
+		ep.mu.Unlock()
+		if c != nil && c.local != nil {
+			c.local.close()
+			c.local.report(ctx)
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, ep := range p.addrs {

@@ -23,6 +23,10 @@ type SharedMemoryStatus struct {
 	shm.Stats
 	// AttachedSDS counts the live SDS connections that mapped the region (SDSs on this host).
 	AttachedSDS int `json:"attached_sds"`
+	// ReadGrants are the grants in effect from those SDSs, LocalReads the reads done under
+	// grants by the live connections (localread.go).
+	ReadGrants int64 `json:"read_grants"`
+	LocalReads int64 `json:"local_reads"`
 }
 
 func (p *SDSConns) sharedMemoryStatus() *SharedMemoryStatus {
@@ -34,6 +38,10 @@ func (p *SDSConns) sharedMemoryStatus() *SharedMemoryStatus {
 		ep.mu.Lock()
 		if ep.conn != nil && ep.conn.shm && ep.conn.c.Err() == nil {
 			st.AttachedSDS++
+		}
+		if ep.conn != nil && ep.conn.local != nil {
+			st.ReadGrants += ep.conn.local.grantsN.Load()
+			st.LocalReads += ep.conn.local.reads.Load()
 		}
 		ep.mu.Unlock()
 	}

@@ -74,6 +74,7 @@ type volumeCounters struct {
 	readBytes, writeBytes                 atomic.Int64
 	errors, timeouts, retries             atomic.Int64
 	layoutRefreshes, staleEpochs          atomic.Int64
+	localReads                            atomic.Int64
 }
 
 // volumeOptions are what a Volume is built from besides its mapping.
@@ -196,6 +197,10 @@ func (v *Volume) ReleaseReadBuffer(b []byte) { v.conns.shm.Put(b) }
 // ReadAt implements nbd.Export.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	v.stats.reads.Add(1)
+	if v.readLocal(p, off) {
+		v.stats.readBytes.Add(int64(len(p)))
+		return nil
+	}
 	err := v.spans(ctx, wire.OpRead, 0, off, int64(len(p)), p)
 	if err == nil {
 		v.stats.readBytes.Add(int64(len(p)))
@@ -322,6 +327,9 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 				r.Data = buf
 			}
 			sc, err := v.sendRead(ctx, m.Addr, tok, r, buf)
+			if err == nil && op == wire.OpRead && sc.local != nil {
+				sc.local.ask(chunkRef{v.id, sp.Chunk}, r.Epoch, sp.Offset) // read it here next time
+			}
 			return sc, err
 		})
 	})
@@ -681,6 +689,7 @@ type VolumeStatus struct {
 	Retries         int64     `json:"retries"`
 	StaleEpochs     int64     `json:"stale_epochs"` // StaleEpoch and NotPrimary replies
 	LayoutRefreshes int64     `json:"layout_refreshes"`
+	LocalReads      int64     `json:"local_reads"` // served from SDS devices on this host (localread.go)
 }
 
 // Status is the volume's line in GET /status.
@@ -693,6 +702,7 @@ func (v *Volume) Status() VolumeStatus {
 		Flushes: v.stats.flushes.Load(), Trims: v.stats.trims.Load(), WriteZeroes: v.stats.zeroes.Load(),
 		Errors: v.stats.errors.Load(), Timeouts: v.stats.timeouts.Load(), Retries: v.stats.retries.Load(),
 		StaleEpochs: v.stats.staleEpochs.Load(), LayoutRefreshes: v.stats.layoutRefreshes.Load(),
+		LocalReads: v.stats.localReads.Load(),
 	}
 	if l := v.lay.Load(); l != nil {
 		s.LayoutEpoch = l.Epoch

@@ -31,10 +31,9 @@ const maxGrantsConn = shm.GrantEntries
 // one removed here (revoked) is never touched again, and its connection can unmap the region.
 // mu is a leaf: nothing else is locked, and the store is not called, while it is held.
 type readGrants struct {
-	n   atomic.Int64 // grants held: writes skip mu while there are none
-	mu  sync.Mutex
-	gen uint32
-	by  map[chunkstore.Key][]*readGrant
+	n  atomic.Int64 // grants held: writes skip mu while there are none
+	mu sync.Mutex
+	by map[chunkstore.Key][]*readGrant
 }
 
 // readGrant is one grant: chunk key, to the connection cs, on the entry at off in its region.
@@ -45,28 +44,24 @@ type readGrant struct {
 	e   *shm.GrantEntry
 }
 
-// add records g (replacing the grant cs had on the same entry) and starts it, valid until
-// expires; it returns the generation, or false when the connection holds too many grants.
-func (rg *readGrants) add(g *readGrant, expires int64) (uint32, bool) {
+// add records g (replacing the grant cs had on the same entry) and starts it as generation gen,
+// valid until expires; false: the connection holds too many grants.
+func (rg *readGrants) add(g *readGrant, gen uint32, expires int64) bool {
 	rg.mu.Lock()
 	defer rg.mu.Unlock()
 	if old := g.cs.grants[g.off]; old != nil {
 		rg.remove(old)
 	} else if len(g.cs.grants) >= maxGrantsConn {
-		return 0, false
+		return false
 	}
 	if rg.by == nil {
 		rg.by = map[chunkstore.Key][]*readGrant{}
 	}
-	rg.gen++
-	if rg.gen == 0 { // 0 means revoked
-		rg.gen = 1
-	}
 	rg.by[g.key] = append(rg.by[g.key], g)
 	g.cs.grants[g.off] = g
 	rg.n.Add(1)
-	g.e.Grant(rg.gen, expires)
-	return rg.gen, true
+	g.e.Grant(gen, expires)
+	return true
 }
 
 // remove forgets g without touching its entry. Under mu.
@@ -158,10 +153,11 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if !d.cfg.LocalReads || d.cfg.SharedMemory == nil {
 		return statusResp(wire.StatusProto, 0, "local reads are off on this SDS")
 	}
-	ref, err := wire.DecodeShmRef(req.Data)
+	gr, err := wire.DecodeGrantRequest(req.Data)
 	if err != nil {
 		return statusResp(wire.StatusProto, 0, err.Error())
 	}
+	ref := gr.Entry
 	cs.mu.Lock()
 	m, owner := cs.regions[ref.Region], cs.clients[ref.Region]
 	cs.mu.Unlock()
@@ -206,12 +202,11 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if again, ok := d.cfg.Store.Locate(t.key); !ok || again != ext { // freed or moved meanwhile
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d moved", t.key.Chunk))
 	}
-	gen, ok := d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e}, shm.Now()+int64(ttl))
-	if !ok {
+	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e}, gr.Gen, shm.Now()+int64(ttl)) {
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%d read grants on this connection already", maxGrantsConn))
 	}
 	d.stats.grants.Add(1)
-	return wire.Response{Epoch: t.epoch, Data: wire.ReadGrant{Gen: gen, PID: uint32(ext.PID), FD: uint32(ext.FD),
+	return wire.Response{Epoch: t.epoch, Data: wire.ReadGrant{PID: uint32(ext.PID), FD: uint32(ext.FD),
 		Dev: ext.Dev, Ino: ext.Ino, Offset: ext.Off, Size: ext.Size}.Encode()}
 }
 

@@ -70,7 +70,7 @@ const (
 	OpShmRead      Opcode = 15 // as OpRead of the ShmRef's length; the data goes into the region
 	// Local reads (grant.go, DESIGN.md "Local reads"): an SDC on the SDS's host reads a chunk
 	// from the SDS's device itself, under a grant the SDS keeps in the SDC's region.
-	OpReadGrant  Opcode = 16 // payload: ShmRef of a grant entry; reply payload: a ReadGrant
+	OpReadGrant  Opcode = 16 // payload: a GrantRequest; reply payload: a ReadGrant
 	OpReadReport Opcode = 17 // payload: a ReadReport of the reads done under grants of VolumeID
 	opMax               = OpReadReport
 )

@@ -5,15 +5,44 @@ import (
 	"fmt"
 )
 
+// GrantRequestSize is the encoded size of a GrantRequest, the payload of OpReadGrant.
+const GrantRequestSize = ShmRefSize + 4
+
+// GrantRequest asks for a read grant on the chunk at the request's Offset: its state goes in the
+// entry Entry names, under generation Gen. The SDC chooses Gen (never 0), unique among all
+// the grants it asks any SDS for, so that an entry it reuses can never look like the grant an
+// earlier reader checked.
+type GrantRequest struct {
+	Entry ShmRef
+	Gen   uint32
+}
+
+// Encode returns the GrantRequestSize-byte payload for g.
+func (g GrantRequest) Encode() []byte {
+	return binary.BigEndian.AppendUint32(g.Entry.Encode(), g.Gen)
+}
+
+// DecodeGrantRequest parses a GrantRequest payload.
+func DecodeGrantRequest(b []byte) (GrantRequest, error) {
+	if len(b) != GrantRequestSize {
+		return GrantRequest{}, fmt.Errorf("grant request of %d bytes, want %d: %w", len(b), GrantRequestSize, ErrProtocol)
+	}
+	ref, _ := DecodeShmRef(b[:ShmRefSize])
+	g := GrantRequest{Entry: ref, Gen: binary.BigEndian.Uint32(b[ShmRefSize:])}
+	if g.Gen == 0 {
+		return GrantRequest{}, fmt.Errorf("grant generation 0: %w", ErrProtocol)
+	}
+	return g, nil
+}
+
 // ReadGrantSize is the encoded size of a ReadGrant, the reply payload of OpReadGrant.
-const ReadGrantSize = 4 + 4 + 4 + 8 + 8 + 8 + 8
+const ReadGrantSize = 4 + 4 + 8 + 8 + 8 + 8
 
 // ReadGrant answers OpReadGrant: the chunk's extent on the SDS's device, which the SDC opens as
-// /proc/<PID>/fd/<FD> (and checks is the file Dev and Ino name), and the grant's generation in
-// the grant entry (internal/shm GrantEntry). The SDC may read the extent while the entry holds
-// Gen, no write is in progress and the entry has not expired.
+// /proc/<PID>/fd/<FD> (and checks is the file Dev and Ino name). The SDC may read the extent
+// while the grant entry (internal/shm GrantEntry) holds the generation it asked for, no write is
+// in progress and the entry has not expired.
 type ReadGrant struct {
-	Gen    uint32
 	PID    uint32
 	FD     uint32
 	Dev    uint64
@@ -25,13 +54,12 @@ type ReadGrant struct {
 // Encode returns the ReadGrantSize-byte payload for g.
 func (g ReadGrant) Encode() []byte {
 	b := make([]byte, ReadGrantSize)
-	binary.BigEndian.PutUint32(b[0:], g.Gen)
-	binary.BigEndian.PutUint32(b[4:], g.PID)
-	binary.BigEndian.PutUint32(b[8:], g.FD)
-	binary.BigEndian.PutUint64(b[12:], g.Dev)
-	binary.BigEndian.PutUint64(b[20:], g.Ino)
-	binary.BigEndian.PutUint64(b[28:], uint64(g.Offset))
-	binary.BigEndian.PutUint64(b[36:], uint64(g.Size))
+	binary.BigEndian.PutUint32(b[0:], g.PID)
+	binary.BigEndian.PutUint32(b[4:], g.FD)
+	binary.BigEndian.PutUint64(b[8:], g.Dev)
+	binary.BigEndian.PutUint64(b[16:], g.Ino)
+	binary.BigEndian.PutUint64(b[24:], uint64(g.Offset))
+	binary.BigEndian.PutUint64(b[32:], uint64(g.Size))
 	return b
 }
 
@@ -41,9 +69,9 @@ func DecodeReadGrant(b []byte) (ReadGrant, error) {
 		return ReadGrant{}, fmt.Errorf("read grant of %d bytes, want %d: %w", len(b), ReadGrantSize, ErrProtocol)
 	}
 	g := ReadGrant{
-		Gen: binary.BigEndian.Uint32(b[0:]), PID: binary.BigEndian.Uint32(b[4:]), FD: binary.BigEndian.Uint32(b[8:]),
-		Dev: binary.BigEndian.Uint64(b[12:]), Ino: binary.BigEndian.Uint64(b[20:]),
-		Offset: int64(binary.BigEndian.Uint64(b[28:])), Size: int64(binary.BigEndian.Uint64(b[36:])),
+		PID: binary.BigEndian.Uint32(b[0:]), FD: binary.BigEndian.Uint32(b[4:]),
+		Dev: binary.BigEndian.Uint64(b[8:]), Ino: binary.BigEndian.Uint64(b[16:]),
+		Offset: int64(binary.BigEndian.Uint64(b[24:])), Size: int64(binary.BigEndian.Uint64(b[32:])),
 	}
 	if g.Offset < 0 || g.Size <= 0 || g.Offset+g.Size < g.Offset {
 		return ReadGrant{}, fmt.Errorf("read grant extent [%d, +%d): %w", g.Offset, g.Size, ErrProtocol)
