@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -281,6 +283,12 @@ type fakeSDS struct {
 	inject func(req *wire.Request) (wire.Status, bool)
 	// shm, when set, maps the shared regions clients attach (OpShmAttach); nil refuses them.
 	shm *shm.Registry
+	// dev, when set, is where read grants (OpReadGrant) point: the chunk's bytes are copied
+	// there at the grant, and any write to the chunk revokes its grants. nil refuses grants.
+	dev      *os.File
+	devSlots map[[2]int64]int64 // chunk -> its extent's offset in dev
+	granted  map[[2]int64][]*shm.GrantEntry
+	reported wire.ReadReport // OpReadReport totals
 }
 
 type sdsConnState struct {
@@ -293,7 +301,8 @@ func startFakeSDS(t *testing.T, c *fakeCluster, id int64) *fakeSDS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeSDS{id: id, c: c, ln: ln, addr: ln.Addr().String(), chunks: map[[2]int64][]byte{}, conns: map[net.Conn]bool{}}
+	s := &fakeSDS{id: id, c: c, ln: ln, addr: ln.Addr().String(), chunks: map[[2]int64][]byte{}, conns: map[net.Conn]bool{},
+		devSlots: map[[2]int64]int64{}, granted: map[[2]int64][]*shm.GrantEntry{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -401,6 +410,46 @@ func fromShm(st *sdsConnState, req *wire.Request) (wire.Request, []byte, bool) {
 	return r, data, true
 }
 
+// grant grants a read of the chunk at req.Offset on the entry the request names, after copying
+// the chunk's bytes to dev (as the SDS does, without its lease, lock and layout checks).
+func (s *fakeSDS) grant(st *sdsConnState, req *wire.Request) wire.Response {
+	gr, err := wire.DecodeGrantRequest(req.Data)
+	m := st.regions[gr.Entry.Region]
+	if err != nil || s.dev == nil || m == nil {
+		return wire.Response{Status: wire.StatusProto}
+	}
+	e, err := m.GrantEntry(gr.Entry.Offset)
+	if err != nil {
+		return wire.Response{Status: wire.StatusProto}
+	}
+	l := s.c.trueLayout(req.VolumeID)
+	chunk := req.Offset / l.ChunkSize
+	if l.Replicas(chunk)[0] != s.id {
+		return wire.Response{Status: wire.StatusNotPrimary}
+	}
+	key := [2]int64{req.VolumeID, chunk}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data := s.chunks[key]
+	if data == nil {
+		return wire.Response{Status: wire.StatusRetry}
+	}
+	off, ok := s.devSlots[key]
+	if !ok {
+		off = int64(len(s.devSlots)) * l.ChunkSize
+		s.devSlots[key] = off
+	}
+	if _, err := s.dev.WriteAt(data, off); err != nil {
+		return wire.Response{Status: wire.StatusIO}
+	}
+	var fst syscall.Stat_t
+	syscall.Fstat(int(s.dev.Fd()), &fst)
+	s.granted[key] = append(s.granted[key], e)
+	e.Grant(gr.Gen, shm.Now()+int64(time.Minute))
+	return wire.Response{Data: wire.ReadGrant{PID: uint32(os.Getpid()), FD: uint32(s.dev.Fd()), Dev: fst.Dev, Ino: fst.Ino,
+		Offset: off, Size: l.ChunkSize}.Encode()}
+}
+
 func tokenStatus(err error) wire.Status {
 	switch {
 	case errors.Is(err, token.ErrExpired):
@@ -426,6 +475,18 @@ func (s *fakeSDS) Handle(_ context.Context, st *sdsConnState, req *wire.Request)
 	switch req.Op {
 	case wire.OpShmAttach:
 		return s.attachShm(st, req)
+	case wire.OpReadGrant:
+		return s.grant(st, req)
+	case wire.OpReadReport:
+		rep, err := wire.DecodeReadReport(req.Data)
+		if err != nil {
+			return wire.Response{Status: wire.StatusProto}
+		}
+		s.mu.Lock()
+		s.reported.Ops += rep.Ops
+		s.reported.Bytes += rep.Bytes
+		s.mu.Unlock()
+		return wire.Response{}
 	case wire.OpShmWrite, wire.OpShmRead:
 		r, data, ok := fromShm(st, req)
 		if !ok {
@@ -491,6 +552,12 @@ func (s *fakeSDS) serve(st *sdsConnState, req *wire.Request) wire.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := [2]int64{req.VolumeID, chunk}
+	if req.Op != wire.OpRead {
+		for _, e := range s.granted[key] { // the copy in dev is stale from now on
+			e.Revoke()
+		}
+		delete(s.granted, key)
+	}
 	data := s.chunks[key]
 	if data == nil {
 		data = make([]byte, l.ChunkSize)

@@ -233,25 +233,34 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 		t.Fatalf("only %d chunks allocated after writing 64 MiB", n)
 	}
 	// All on one host: the payloads went through the SDC's shared memory, primaries passed
-	// references on to their secondaries, and nbdcopy's large reads came back through it too
-	// (sds/DESIGN.md "Shared memory").
-	var writes, forwards, reads int64
-	for _, s := range ic.sdss {
-		var st struct {
-			Data struct {
-				ShmWrites   int64 `json:"shm_writes"`
-				ShmForwards int64 `json:"shm_forwards"`
-				ShmReads    int64 `json:"shm_reads"`
-			} `json:"data"`
+	// references on to their secondaries, nbdcopy's large reads came back through it too
+	// (sds/DESIGN.md "Shared memory"), and reads of chunks once read went to the SDS devices
+	// under read grants (sds/DESIGN.md "Local reads"; the SDC reports them within a second).
+	var writes, forwards, reads, grants, local int64
+	ic.waitFor("local reads reported to the SDSs", 10*time.Second, func() bool {
+		writes, forwards, reads, grants, local = 0, 0, 0, 0, 0
+		for _, s := range ic.sdss {
+			var st struct {
+				Data struct {
+					ShmWrites   int64 `json:"shm_writes"`
+					ShmForwards int64 `json:"shm_forwards"`
+					ShmReads    int64 `json:"shm_reads"`
+					GrantsMade  int64 `json:"read_grants_made"`
+					LocalReads  int64 `json:"local_reads"`
+				} `json:"data"`
+			}
+			if err := getJSON("http://"+s.api+"/status", &st); err != nil {
+				t.Fatal(err)
+			}
+			writes += st.Data.ShmWrites
+			forwards += st.Data.ShmForwards
+			reads += st.Data.ShmReads
+			grants += st.Data.GrantsMade
+			local += st.Data.LocalReads
 		}
-		if err := getJSON("http://"+s.api+"/status", &st); err != nil {
-			t.Fatal(err)
-		}
-		writes += st.Data.ShmWrites
-		forwards += st.Data.ShmForwards
-		reads += st.Data.ShmReads
-	}
-	t.Logf("shared-memory writes %d, forwarded by reference %d, reads %d", writes, forwards, reads)
+		return local > 0
+	})
+	t.Logf("shared-memory writes %d, forwarded by reference %d, reads %d; read grants %d, local reads %d", writes, forwards, reads, grants, local)
 	if writes == 0 || forwards == 0 || reads == 0 {
 		t.Fatalf("the same-host shared-memory path was not taken (writes %d, forwards %d, reads %d)", writes, forwards, reads)
 	}
