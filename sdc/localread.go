@@ -113,6 +113,9 @@ func (lr *localReads) read(k chunkRef, epoch int64, p []byte, inChunk int64) boo
 	now := shm.Now()
 	s := e.Load()
 	if !e.Usable(s, gen, now) {
+		if s>>32 != uint64(gen) || now >= e.Expires() {
+			lr.ended(g, gen) // revoked or expired, not just written: ask again
+		}
 		return false
 	}
 	n := dev.rd.Do(p, pos)
@@ -130,6 +133,16 @@ func (lr *localReads) read(k chunkRef, epoch int64, p []byte, inChunk int64) boo
 		lr.ask(k, epoch, 0)
 	}
 	return true
+}
+
+// ended notes that grant gen of g is no longer in effect.
+func (lr *localReads) ended(g *chunkGrant, gen uint32) {
+	lr.mu.Lock()
+	if g.gen == gen {
+		g.gen = 0
+		lr.grantsN.Add(-1)
+	}
+	lr.mu.Unlock()
 }
 
 // tally counts a local read for the volume's next report, scheduling one.
@@ -187,9 +200,9 @@ func (lr *localReads) ask(k chunkRef, epoch, off int64) {
 		g.e, g.entryOff = lr.region.GrantEntry(i)
 		lr.grants[k] = g
 	}
-	if g.asking || now < g.askAfter {
+	if g.asking || now < g.askAfter || (g.gen != 0 && g.epoch == epoch && now < g.renewAt) {
 		lr.mu.Unlock()
-		return
+		return // being asked, refused lately, or in effect and not due for renewal
 	}
 	if off == 0 && g.size > 0 {
 		off = k.chunk * g.size

@@ -22,6 +22,8 @@ type device struct {
 	char  bool // a character device (/dev/null in tests): nothing to sync
 	sp    space
 
+	dev, ino uint64 // the file's identity, for a local reader (locate.go)
+
 	nowaitRead, nowaitWrite *nowait.Op // page-cache fast paths (nowait.go)
 	rawWrite                *rawWrite  // raw pwrite unless writes have been sleeping (rawwrite.go)
 	resident                *resident  // whether a range is in the page cache (cachestat.go)
@@ -46,6 +48,9 @@ func openDevice(path string, size int64) (*device, error) {
 		return nil, fmt.Errorf("device %s: %w", path, err)
 	}
 	d := &device{path: path, f: f}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		d.dev, d.ino = sys.Dev, sys.Ino
+	}
 	switch {
 	case st.Mode()&os.ModeDevice != 0:
 		d.block = true

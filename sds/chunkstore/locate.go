@@ -1,9 +1,6 @@
 package chunkstore
 
-import (
-	"os"
-	"syscall"
-)
+import "os"
 
 // Extent is where a chunk replica lies: for a reader on the same host that opens the device
 // itself (sds/DESIGN.md "Local reads") as /proc/<pid>/fd/<FD>, checking it is the file Dev and
@@ -27,15 +24,7 @@ func (s *Store) Locate(k Key) (Extent, bool) {
 		return Extent{}, false
 	}
 	d := s.devs[c.dev]
-	st, err := d.f.Stat()
-	if err != nil {
-		return Extent{}, false
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return Extent{}, false
-	}
-	return Extent{PID: os.Getpid(), FD: int(d.f.Fd()), Dev: sys.Dev, Ino: sys.Ino, Off: c.off, Size: c.size}, true
+	return Extent{PID: os.Getpid(), FD: int(d.f.Fd()), Dev: d.dev, Ino: d.ino, Off: c.off, Size: c.size}, true
 }
 
 // OnFree sets f to be called with every replica about to be freed (dropped, or trimmed
