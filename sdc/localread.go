@@ -28,6 +28,10 @@ const (
 	// grantRefused is how long a chunk whose grant was refused (not allocated yet, writes not
 	// on every replica, not the primary any more) is not asked for again.
 	grantRefused = time.Second
+	// grantRenewBefore: a grant with less than this left is asked for again in the background
+	// while it still serves reads. The SDS moves expiries on with its lease (2 s by default),
+	// so this happens only when its lease is in trouble, or the token is about to expire.
+	grantRenewBefore = 500 * time.Millisecond
 	// grantAskTimeout bounds one grant request.
 	grantAskTimeout = 2 * time.Second
 	// reportDelay is how soon reads done under grants are reported to their SDS (ledger).
@@ -83,7 +87,6 @@ type chunkGrant struct {
 	dev      *deviceFile
 	base     int64 // extent offset on the device
 	size     int64
-	renewAt  int64 // shm.Now(): past this, a read asks for the grant again in the background
 	askAfter int64 // shm.Now(): not asked again before
 	asking   bool
 }
@@ -107,7 +110,7 @@ func (lr *localReads) read(k chunkRef, epoch int64, p []byte, inChunk int64) boo
 		lr.mu.Unlock()
 		return false
 	}
-	e, gen, dev, pos, renewAt := g.e, g.gen, g.dev, g.base+inChunk, g.renewAt
+	e, gen, dev, pos := g.e, g.gen, g.dev, g.base+inChunk
 	lr.mu.Unlock()
 
 	now := shm.Now()
@@ -129,7 +132,7 @@ func (lr *localReads) read(k chunkRef, epoch int64, p []byte, inChunk int64) boo
 	}
 	lr.reads.Add(1)
 	lr.tally(k.vol, len(p))
-	if now > renewAt {
+	if e.Expires()-now < int64(grantRenewBefore) {
 		lr.ask(k, epoch, 0)
 	}
 	return true
@@ -200,7 +203,7 @@ func (lr *localReads) ask(k chunkRef, epoch, off int64) {
 		g.e, g.entryOff = lr.region.GrantEntry(i)
 		lr.grants[k] = g
 	}
-	if g.asking || now < g.askAfter || (g.gen != 0 && g.epoch == epoch && now < g.renewAt) {
+	if g.asking || now < g.askAfter || (g.gen != 0 && g.epoch == epoch && g.e.Expires()-now >= int64(grantRenewBefore)) {
 		lr.mu.Unlock()
 		return // being asked, refused lately, or in effect and not due for renewal
 	}
@@ -248,10 +251,6 @@ func (lr *localReads) grant(k chunkRef, g *chunkGrant, epoch, off int64) {
 		lr.grantsN.Add(1)
 	}
 	g.gen, g.epoch, g.dev, g.base, g.size = gen, epoch, dev, rg.Offset, rg.Size
-	// Renewed halfway through (the lease bounds a grant to a few seconds), so that reads keep
-	// finding one in effect.
-	now := shm.Now()
-	g.renewAt = now + (g.e.Expires()-now)/2
 }
 
 // device opens (once per connection) the SDS device a grant names, through /proc, and checks

@@ -183,6 +183,9 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		d.wg.Go(func() { d.acks.run(d.ctx) })
 	}
 	d.wg.Go(d.reconcileLoop)
+	if cfg.LocalReads && cfg.SharedMemory != nil {
+		d.wg.Go(d.extendGrants)
+	}
 	d.rebuild.finished, d.rebuild.lastSent = map[batchKey]api.RebuildReport{}, map[batchKey]time.Time{}
 	d.throttle = newThrottle(cfg.RebuildMBps)
 	if cfg.RebuildParallel <= 0 {
@@ -364,6 +367,7 @@ func (d *DataServer) auth(cs *connState, req *wire.Request) wire.Response {
 	cs.mu.Lock()
 	cs.tokens[t.Claims.VolumeID] = t
 	cs.mu.Unlock()
+	d.grants.tokenRenewed(cs, t.Claims.VolumeID, t.Claims.ExpiresAt)
 	return wire.Response{}
 }
 

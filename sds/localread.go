@@ -21,8 +21,11 @@ import (
 // when the lease or the token ends. The SDC checks the entry before and after each read, so a
 // read that overlapped any of this is done again over the socket.
 
-// DefaultReadGrantTTL bounds a grant's life when neither the lease nor the token ends sooner.
+// DefaultReadGrantTTL is how far a grant reaches when there is no lease to bound it (tests).
 const DefaultReadGrantTTL = 10 * time.Second
+
+// grantExtendEvery is how often the grants' expiries are moved on with the lease.
+const grantExtendEvery = 200 * time.Millisecond
 
 // maxGrantsConn bounds the grants of one connection (the SDC's table has this many entries).
 const maxGrantsConn = shm.GrantEntries
@@ -38,10 +41,11 @@ type readGrants struct {
 
 // readGrant is one grant: chunk key, to the connection cs, on the entry at off in its region.
 type readGrant struct {
-	key chunkstore.Key
-	cs  *connState
-	off uint64
-	e   *shm.GrantEntry
+	key      chunkstore.Key
+	cs       *connState
+	off      uint64
+	e        *shm.GrantEntry
+	tokenExp int64 // unix ms: the expiry of the token registered for the volume on cs
 }
 
 // add records g (replacing the grant cs had on the same entry) and starts it as generation gen,
@@ -143,6 +147,56 @@ func (rg *readGrants) end(k chunkstore.Key, revoke bool) {
 	rg.mu.Unlock()
 }
 
+// tokenRenewed moves the token expiry of cs's grants on volume vol to expMs (a new token was
+// registered on the connection).
+func (rg *readGrants) tokenRenewed(cs *connState, vol, expMs int64) {
+	if rg.n.Load() == 0 {
+		return
+	}
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	for _, g := range cs.grants {
+		if g.key.VolumeID == vol {
+			g.tokenExp = expMs
+		}
+	}
+}
+
+// extend sets every grant's expiry to what it may be now: at most ttl from now, and never
+// past its token.
+func (rg *readGrants) extend(ttl time.Duration, now time.Time) {
+	if rg.n.Load() == 0 {
+		return
+	}
+	mono := shm.Now()
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	for _, list := range rg.by {
+		for _, g := range list {
+			left := min(ttl, time.UnixMilli(g.tokenExp).Sub(now))
+			g.e.Extend(mono + int64(left))
+		}
+	}
+}
+
+// extendGrants keeps the grants' expiries moving with the lease, so that a grant lasts as long
+// as the lease and the token do, without the SDC asking again: the lease (2 s by default)
+// would otherwise end every grant within seconds.
+func (d *DataServer) extendGrants() {
+	t := time.NewTicker(grantExtendEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			if ttl := d.leaseTTL(); ttl > 0 {
+				d.grants.extend(ttl, d.cfg.Now())
+			}
+		}
+	}
+}
+
 // count is the number of grants held.
 func (rg *readGrants) count() int { return int(rg.n.Load()) }
 
@@ -202,7 +256,7 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if again, ok := d.cfg.Store.Locate(t.key); !ok || again != ext { // freed or moved meanwhile
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d moved", t.key.Chunk))
 	}
-	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e}, gr.Gen, shm.Now()+int64(ttl)) {
+	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e, tokenExp: claims.ExpiresAt}, gr.Gen, shm.Now()+int64(ttl)) {
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%d read grants on this connection already", maxGrantsConn))
 	}
 	d.stats.grants.Add(1)
@@ -211,15 +265,20 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 }
 
 // grantTTL is how long a grant made now may last: no longer than the lease (after which the
-// MDM may move the chunk), the token, or DefaultReadGrantTTL. <= 0: no grant.
+// MDM may move the chunk) or the token. <= 0: no grant.
 func (d *DataServer) grantTTL(c token.Claims, now time.Time) time.Duration {
-	ttl := DefaultReadGrantTTL
+	return min(d.leaseTTL(), time.UnixMilli(c.ExpiresAt).Sub(now))
+}
+
+// leaseTTL is how much longer a grant may reach by the lease alone (<= 0: none).
+func (d *DataServer) leaseTTL() time.Duration {
 	if d.cfg.LeaseRemaining != nil {
-		ttl = min(ttl, d.cfg.LeaseRemaining())
-	} else if !d.leaseValid() {
+		return d.cfg.LeaseRemaining()
+	}
+	if !d.leaseValid() {
 		return 0
 	}
-	return min(ttl, time.UnixMilli(c.ExpiresAt).Sub(now))
+	return DefaultReadGrantTTL
 }
 
 // readReport enters the reads an SDC did under this SDS's grants in the token ledger, under

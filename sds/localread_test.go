@@ -62,6 +62,8 @@ func TestReadGrants(t *testing.T) {
 	if s := e.Load(); !e.Usable(s, 7, shm.Now()) || e.Usable(s, 6, shm.Now()) {
 		t.Fatalf("entry state %x after the grant", s)
 	}
+	exp := e.Expires()
+	waitFor(t, "the grant's expiry to move on with the lease", func() bool { return e.Expires() > exp })
 	f, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", g.PID, g.FD))
 	if err != nil {
 		t.Fatal(err)

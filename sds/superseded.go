@@ -28,12 +28,12 @@ const reconcileRetry = 500 * time.Millisecond
 // lease of the same answer is taken (the agent calls OnIOState first), so that no request served
 // under that lease uses an older layout.
 func (d *DataServer) LayoutEpochs(epochs map[string]int64) {
-	if len(epochs) == 0 {
-		return
-	}
 	// An IO state comes when keys, map generations or layouts changed: read grants, which
 	// rest on all three, are asked for again.
 	d.grants.revoke(func(*readGrant) bool { return true })
+	if len(epochs) == 0 {
+		return
+	}
 	parsed := make(map[int64]int64, len(epochs))
 	for vol, e := range epochs {
 		id, err := strconv.ParseInt(vol, 10, 64)

@@ -12,6 +12,8 @@ heartbeat_interval = "500ms"
 gomaxprocs = 1
 # Write payloads in 32 MiB of memory the SDSs on this host map (the default; 0: off).
 shared_memory_mb = 32
+# Read chunks whose primary SDS is on this host from its device, under its grant (the default).
+local_reads = true
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 

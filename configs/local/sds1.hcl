@@ -12,6 +12,9 @@ heartbeat_interval = "500ms"
 gomaxprocs = 1
 # SDCs on this host pass write payloads in shared memory (the default; false: over the socket).
 shared_memory = true
+# SDCs on this host that share memory may read chunks from this SDS's devices under a read
+# grant (the default; false: every read is served over the socket).
+local_reads = true
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 

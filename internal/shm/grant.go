@@ -34,6 +34,9 @@ func (e *GrantEntry) Grant(gen uint32, expires int64) {
 	e.state.Store(uint64(gen) << 32)
 }
 
+// Extend (SDS) sets the grant's expiry (it may also come earlier).
+func (e *GrantEntry) Extend(expires int64) { e.expires.Store(expires) }
+
 // Revoke (SDS) ends the grant at once: generation 0 is never granted.
 func (e *GrantEntry) Revoke() { e.state.Store(0) }
 
