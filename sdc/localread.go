@@ -229,7 +229,13 @@ func (lr *localReads) grant(k chunkRef, g *chunkGrant, epoch, off int64) {
 	}
 	var dev *deviceFile
 	if err == nil {
-		dev, err = lr.device(rg)
+		if dev, err = lr.device(rg); err != nil {
+			// Not allowed to open its descriptors (another user), or not the same host after all.
+			lr.log.Warn("cannot open the device an SDS granted reads of; reads go over the connection", "error", err)
+			lr.mu.Lock()
+			lr.off = true
+			lr.mu.Unlock()
+		}
 	}
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
