@@ -209,6 +209,9 @@ func (c *LocalCluster) SDSID(i int) string { return c.specs[c.data.sds[i]].ID }
 // SDSAPI is SDS i's HTTP API address.
 func (c *LocalCluster) SDSAPI(i int) string { return c.specs[c.data.sds[i]].API }
 
+// SDCAPI is the SDC's HTTP API address.
+func (c *LocalCluster) SDCAPI() string { return c.specs[c.data.sdc].API }
+
 // KillSDS SIGKILLs SDS i and waits until it is reaped.
 func (c *LocalCluster) KillSDS(i int) error { return c.stop(c.data.sds[i], syscall.SIGKILL, 0) }
 
@@ -230,6 +233,7 @@ type DataPathCluster interface {
 	SDSCount() int
 	SDSID(i int) string
 	SDSAPI(i int) string
+	SDCAPI() string
 	KillSDS(i int) error
 	StartSDS(i int) error
 }

@@ -27,6 +27,10 @@ type dataPathSnapshot struct {
 	// Replicas: chunk -> SDS id -> CRC-32C of the chunk, for allocated replicas.
 	Replicas      map[int64]map[string]string `json:"replicas"`
 	ReplicaErrors []string                    `json:"replica_errors,omitempty"`
+	// SDCLocalReads: reads the SDC served from the SDS devices on its host under read grants
+	// (sds/DESIGN.md "Local reads"; 0 where SDC and SDSs do not share a host, -1: unknown),
+	// so a report shows whether the checked history went through them.
+	SDCLocalReads int64 `json:"sdc_local_reads"`
 	// Settled: the pool reported health OK and every chunk had two equal copies before the
 	// checksums were taken (rebuilds and moves done); false when that did not happen in time.
 	Settled bool `json:"settled"`
@@ -65,6 +69,38 @@ func stableLedger(ctx context.Context, e *Env, quiet time.Duration) (api.LedgerT
 	}
 }
 
+// getJSON GETs url and decodes its JSON answer into v.
+func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%d %s", resp.StatusCode, body)
+	}
+	return json.Unmarshal(body, v)
+}
+
+// sdcLocalReads is how many reads the SDC served from SDS devices under read grants
+// (sds/DESIGN.md "Local reads"); -1 when its status could not be read.
+func sdcLocalReads(ctx context.Context, d DataPathCluster) int64 {
+	var st struct {
+		SharedMemory *struct {
+			LocalReads int64 `json:"local_reads"`
+		} `json:"shared_memory"`
+	}
+	if err := getJSON(ctx, &http.Client{Timeout: 10 * time.Second}, "http://"+d.SDCAPI()+"/status", &st); err != nil {
+		return -1
+	}
+	if st.SharedMemory == nil {
+		return 0
+	}
+	return st.SharedMemory.LocalReads
+}
+
 // replicaChecksums asks every SDS for the CRC-32C of its replicas of the volume.
 func replicaChecksums(ctx context.Context, d DataPathCluster, volumeID int64) (map[int64]map[string]string, []string) {
 	out := map[int64]map[string]string{}
@@ -79,20 +115,7 @@ func replicaChecksums(ctx context.Context, d DataPathCluster, volumeID int64) (m
 				CRC32C    string `json:"crc32c"`
 			} `json:"chunks"`
 		}
-		err := func() error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			resp, err := hc.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%d %s", resp.StatusCode, body)
-			}
-			return json.Unmarshal(body, &list)
-		}()
-		if err != nil {
+		if err := getJSON(ctx, hc, url, &list); err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", d.SDSID(i), err))
 			continue
 		}
@@ -226,6 +249,7 @@ func CheckLedger(ops []Op, s dataPathSnapshot) CheckResult {
 		fmt.Sprintf("write ops   %d, history allows [%d, %d]", t.WriteOps, b.MinWriteOps, b.MaxWriteOps),
 		fmt.Sprintf("read bytes  %d, history allows [%d, %d]", t.ReadBytes, b.MinReadBytes, b.MaxReadBytes),
 		fmt.Sprintf("read ops    %d, history allows [%d, %d]", t.ReadOps, b.MinReadOps, b.MaxReadOps),
+		fmt.Sprintf("reads the SDC served from SDS devices under read grants (reported to the SDSs): %d", s.SDCLocalReads),
 	}
 	ok := within(t.WriteBytes, b.MinWriteBytes, b.MaxWriteBytes) && within(t.WriteOps, b.MinWriteOps, b.MaxWriteOps) &&
 		within(t.ReadBytes, b.MinReadBytes, b.MaxReadBytes) && within(t.ReadOps, b.MinReadOps, b.MaxReadOps)

@@ -184,7 +184,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	}
 	d.wg.Go(d.reconcileLoop)
 	if cfg.LocalReads && cfg.SharedMemory != nil {
-		d.wg.Go(d.extendGrants)
+		d.wg.Go(func() { d.every(grantExtendEvery, d.extendGrants) })
 	}
 	d.rebuild.finished, d.rebuild.lastSent = map[batchKey]api.RebuildReport{}, map[batchKey]time.Time{}
 	d.throttle = newThrottle(cfg.RebuildMBps)
@@ -192,9 +192,23 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		d.cfg.RebuildParallel = DefaultRebuildParallel
 	}
 	if cfg.SignRebuild != nil {
-		d.wg.Go(d.rebuildLoop)
+		d.wg.Go(func() { d.every(rebuildScanInterval, d.rebuildScan) })
 	}
 	return d
+}
+
+// every runs f every interval until the server closes.
+func (d *DataServer) every(interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }
 
 // Serve accepts connections on ln and serves each with wire.Serve until ln is closed.

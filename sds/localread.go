@@ -3,6 +3,7 @@ package sds
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,13 +95,8 @@ func (rg *readGrants) revoke(drop func(*readGrant) bool) {
 	}
 	rg.mu.Lock()
 	defer rg.mu.Unlock()
-	for _, list := range rg.by {
-		for _, g := range append([]*readGrant(nil), list...) {
-			if drop(g) {
-				g.e.Revoke()
-				rg.remove(g)
-			}
-		}
+	for k := range rg.by {
+		rg.revokeLocked(k, drop)
 	}
 }
 
@@ -111,9 +107,17 @@ func (rg *readGrants) revokeKey(k chunkstore.Key) {
 	}
 	rg.mu.Lock()
 	defer rg.mu.Unlock()
-	for _, g := range append([]*readGrant(nil), rg.by[k]...) {
-		g.e.Revoke()
-		rg.remove(g)
+	rg.revokeLocked(k, nil)
+}
+
+// revokeLocked ends and forgets the grants on chunk k for which drop is true (nil: all).
+// Under mu.
+func (rg *readGrants) revokeLocked(k chunkstore.Key, drop func(*readGrant) bool) {
+	for _, g := range slices.Clone(rg.by[k]) {
+		if drop == nil || drop(g) {
+			g.e.Revoke()
+			rg.remove(g)
+		}
 	}
 }
 
@@ -179,21 +183,12 @@ func (rg *readGrants) extend(ttl time.Duration, now time.Time) {
 	}
 }
 
-// extendGrants keeps the grants' expiries moving with the lease, so that a grant lasts as long
-// as the lease and the token do, without the SDC asking again: the lease (2 s by default)
-// would otherwise end every grant within seconds.
+// extendGrants moves the grants' expiries on with the lease (every grantExtendEvery), so that
+// a grant lasts as long as the lease and the token do, without the SDC asking again: the lease
+// (2 s by default) would otherwise end every grant within seconds.
 func (d *DataServer) extendGrants() {
-	t := time.NewTicker(grantExtendEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.ctx.Done():
-			return
-		case <-t.C:
-			if ttl := d.leaseTTL(); ttl > 0 {
-				d.grants.extend(ttl, d.cfg.Now())
-			}
-		}
+	if ttl := d.leaseTTL(); ttl > 0 {
+		d.grants.extend(ttl, d.cfg.Now())
 	}
 }
 

@@ -74,30 +74,21 @@ func (s *rebuildState) stats() RebuildStats {
 		AbsentReceived: s.absentIn.Load(), Batches: s.batches.Load()}
 }
 
-// rebuildLoop looks for batches this SDS is a source of, every rebuildScanInterval.
-func (d *DataServer) rebuildLoop() {
-	t := time.NewTicker(rebuildScanInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.ctx.Done():
+// rebuildScan looks for batches this SDS is a source of (every rebuildScanInterval).
+func (d *DataServer) rebuildScan() {
+	if d.cfg.SelfID() == 0 || !d.leaseValid() {
+		return
+	}
+	epochs := d.epochs.Load()
+	if epochs == nil {
+		return
+	}
+	for _, vol := range slices.Sorted(maps.Keys(*epochs)) {
+		if d.ctx.Err() != nil {
 			return
-		case <-t.C:
 		}
-		if d.cfg.SelfID() == 0 || !d.leaseValid() {
-			continue
-		}
-		epochs := d.epochs.Load()
-		if epochs == nil {
-			continue
-		}
-		for _, vol := range slices.Sorted(maps.Keys(*epochs)) {
-			if d.ctx.Err() != nil {
-				return
-			}
-			if err := d.rebuildVolume(vol); err != nil && !errors.Is(err, context.Canceled) {
-				d.log.Warn("rebuild batch not finished; will try again", "volume", vol, "error", err)
-			}
+		if err := d.rebuildVolume(vol); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Warn("rebuild batch not finished; will try again", "volume", vol, "error", err)
 		}
 	}
 }
