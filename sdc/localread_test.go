@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"pflex/fsm"
+	"pflex/internal/nowait"
 	"pflex/internal/shm"
 )
 
@@ -91,4 +92,88 @@ func TestLocalReadsUnderGrants(t *testing.T) {
 		}
 		return ops == local
 	})
+
+	// The SDSs drop their connections (a restart): the grants go with them, reads go over the
+	// new connections and ask again.
+	dials := e.cfg.Conns.Dials()
+	for _, s := range c.sds {
+		s.dropConns()
+	}
+	copy(want[testChunkSize:], newer) // chunk 1 holds newer now
+	waitFor(t, "grants on the new connections", 5*time.Second, func() bool {
+		for ch := range chunks {
+			if err := v.ReadAt(ctx, got, ch*testChunkSize); err != nil || !bytes.Equal(got, want[ch*testChunkSize:][:testChunkSize]) {
+				t.Fatalf("chunk %d after the SDSs dropped their connections: %v", ch, err)
+			}
+		}
+		return e.cfg.Conns.Dials() >= dials+2 && e.cfg.Conns.sharedMemoryStatus().ReadGrants == chunks
+	})
+}
+
+// The checks around a local read: a grant in effect serves it; a write in progress, a revoked
+// or an expired grant, another epoch, or a range outside the extent do not (and a revoked or
+// expired grant is forgotten, so that the next read over the connection asks again).
+func TestLocalReadChecksTheGrantEntry(t *testing.T) {
+	region, err := newSharedRegion(minSharedMemoryMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer region.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "dev.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := pattern(8192, 5)
+	if _, err := f.WriteAt(data, 4096); err != nil {
+		t.Fatal(err)
+	}
+	lr := newLocalReads(region, nil, nil)
+	lr.armed = true // no connection to report to: keep the report from being scheduled
+	i, _ := region.AllocGrant()
+	e, off := region.GrantEntry(i)
+	k := chunkRef{1, 0}
+	dev := &deviceFile{f: f, rd: nowait.New(0, nil)}
+	install := func(gen uint32) {
+		e.Grant(gen, shm.Now()+int64(time.Minute))
+		lr.mu.Lock()
+		lr.grants[k] = &chunkGrant{entry: i, e: e, entryOff: off, gen: gen, epoch: 3, dev: dev, base: 4096, size: 8192}
+		lr.mu.Unlock()
+	}
+	install(7)
+	got := make([]byte, 4096)
+	if !lr.read(k, 3, got, 1024) || !bytes.Equal(got, data[1024:][:4096]) {
+		t.Fatal("a read under a grant in effect was not served, or wrong")
+	}
+	if lr.read(k, 4, got, 0) {
+		t.Fatal("served under a grant of another epoch")
+	}
+	if lr.read(k, 3, got, 8192-100) {
+		t.Fatal("served beyond the extent")
+	}
+	e.Begin()
+	if lr.read(k, 3, got, 0) {
+		t.Fatal("served while the chunk is being written")
+	}
+	e.End()
+	if !lr.read(k, 3, got, 0) {
+		t.Fatal("not served after the write ended")
+	}
+	e.Revoke()
+	if lr.read(k, 3, got, 0) || lr.grants[k].gen != 0 {
+		t.Fatal("a revoked grant served a read, or was kept")
+	}
+	install(8)
+	e.Extend(shm.Now() - 1)
+	if lr.read(k, 3, got, 0) || lr.grants[k].gen != 0 {
+		t.Fatal("an expired grant served a read, or was kept")
+	}
+	install(9)
+	e.Grant(10, shm.Now()+int64(time.Minute)) // the entry now holds another grant
+	if lr.read(k, 3, got, 0) {
+		t.Fatal("served under a generation the entry no longer holds")
+	}
+	if n := lr.reads.Load(); n != 2 {
+		t.Fatalf("%d local reads counted, want 2", n)
+	}
 }
