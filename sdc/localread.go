@@ -130,6 +130,11 @@ func (lr *localReads) read(k chunkRef, epoch int64, p []byte, inChunk int64) boo
 	if e.Load() != s { // written, revoked or replaced meanwhile: p may hold anything
 		return false
 	}
+	if shm.Now() >= e.Expires() {
+		// Expired during the read (this process was paused, say): the SDS's lease may have
+		// ended before the data was read, and another copy taken writes since.
+		return false
+	}
 	lr.reads.Add(1)
 	lr.tally(k.vol, len(p))
 	if e.Expires()-now < int64(grantRenewBefore) {
