@@ -166,13 +166,12 @@ func (rg *readGrants) tokenRenewed(cs *connState, vol, expMs int64) {
 	}
 }
 
-// extend sets every grant's expiry to what it may be now: at most ttl from now, and never
-// past its token.
-func (rg *readGrants) extend(ttl time.Duration, now time.Time) {
+// extend sets every grant's expiry to what it may be: at most ttl after mono (the monotonic
+// time taken before ttl was), and never past its token (now: wall time at mono).
+func (rg *readGrants) extend(mono int64, ttl time.Duration, now time.Time) {
 	if rg.n.Load() == 0 {
 		return
 	}
-	mono := shm.Now()
 	rg.mu.Lock()
 	defer rg.mu.Unlock()
 	for _, list := range rg.by {
@@ -187,8 +186,10 @@ func (rg *readGrants) extend(ttl time.Duration, now time.Time) {
 // a grant lasts as long as the lease and the token do, without the SDC asking again: the lease
 // (2 s by default) would otherwise end every grant within seconds.
 func (d *DataServer) extendGrants() {
+	// The clocks first, the lease after: a pause in between can only shorten the expiry.
+	mono, now := shm.Now(), d.cfg.Now()
 	if ttl := d.leaseTTL(); ttl > 0 {
-		d.grants.extend(ttl, d.cfg.Now())
+		d.grants.extend(mono, ttl, now)
 	}
 }
 
@@ -217,7 +218,9 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if err != nil || ref.Length != shm.GrantEntrySize {
 		return statusResp(wire.StatusProto, 0, fmt.Sprintf("grant entry [%d, +%d) is not one of the region's entries", ref.Offset, ref.Length))
 	}
-	now := d.cfg.Now()
+	// The clocks before the lease and token are read: the expiry is counted from here, so a
+	// pause (or a layout fetch) before the grant is made can only shorten it.
+	mono, now := shm.Now(), d.cfg.Now()
 	claims, err := cs.cache.Authorize(req.VolumeID, false, now)
 	if err != nil {
 		return statusResp(tokenStatus(err), 0, err.Error())
@@ -251,7 +254,7 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if again, ok := d.cfg.Store.Locate(t.key); !ok || again != ext { // freed or moved meanwhile
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d moved", t.key.Chunk))
 	}
-	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e, tokenExp: claims.ExpiresAt}, gr.Gen, shm.Now()+int64(ttl)) {
+	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e, tokenExp: claims.ExpiresAt}, gr.Gen, mono+int64(ttl)) {
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%d read grants on this connection already", maxGrantsConn))
 	}
 	d.stats.grants.Add(1)
