@@ -241,18 +241,17 @@ func (d *DataServer) grantRead(ctx context.Context, cs *connState, req *wire.Req
 	if len(t.replicas) == 0 || t.replicas[0] != self {
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the primary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
 	}
-	ext, ok := d.cfg.Store.Locate(t.key)
-	if !ok || ext.Size != t.l.ChunkSize {
-		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d holds no data here yet: read it over the connection", t.key.Chunk))
-	}
 	mu := d.lock(t.key)
 	mu.Lock() // no write of the chunk in progress, none starts until the grant is in place
 	defer mu.Unlock()
 	if d.unrepl.has(t.key) {
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d has writes its other replicas lack", t.key.Chunk))
 	}
-	if again, ok := d.cfg.Store.Locate(t.key); !ok || again != ext { // freed or moved meanwhile
-		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d moved", t.key.Chunk))
+	// Under the lock: a primary's chunk is freed (a whole-chunk TRIM, a dropped copy) only
+	// under it, so the extent stays the chunk's until the grant is in place (then OnFree).
+	ext, ok := d.cfg.Store.Locate(t.key)
+	if !ok || ext.Size != t.l.ChunkSize {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d holds no data here yet: read it over the connection", t.key.Chunk))
 	}
 	if !d.grants.add(&readGrant{key: t.key, cs: cs, off: ref.Offset, e: e, tokenExp: claims.ExpiresAt}, gr.Gen, mono+int64(ttl)) {
 		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("%d read grants on this connection already", maxGrantsConn))
