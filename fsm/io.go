@@ -59,6 +59,41 @@ func init() {
 // MaxAckEntries bounds one ACK batch.
 const MaxAckEntries = 4096
 
+// Ledger counts are bounded so that no sum of them overflows int64 (SQLite would turn the sum
+// into a float, and Go would wrap it negative). A field of an ACK entry is at most MaxAckCount
+// (a pebibyte, or that many ops: far beyond what an SDS serves between two batches), and a ledger
+// row's field stops at MaxLedgerCount, which the next entry cannot carry past int64.
+const (
+	MaxAckCount    = 1 << 50
+	MaxLedgerCount = 1 << 62
+)
+
+// AddCount adds n (>= 0) to a count, saturating at limit.
+func AddCount(count, n, limit int64) int64 {
+	if n > limit-count {
+		return limit
+	}
+	return count + n
+}
+
+// Add adds ops and bytes to the entry, each field saturating at MaxAckCount.
+func (e *TokenAck) Add(readOps, readBytes, writeOps, writeBytes int64) {
+	e.ReadOps = AddCount(e.ReadOps, readOps, MaxAckCount)
+	e.ReadBytes = AddCount(e.ReadBytes, readBytes, MaxAckCount)
+	e.WriteOps = AddCount(e.WriteOps, writeOps, MaxAckCount)
+	e.WriteBytes = AddCount(e.WriteBytes, writeBytes, MaxAckCount)
+}
+
+// countsValid reports whether every count of the entry is within [0, MaxAckCount].
+func (e *TokenAck) countsValid() bool {
+	for _, n := range []int64{e.ReadOps, e.WriteOps, e.ReadBytes, e.WriteBytes} {
+		if n < 0 || n > MaxAckCount {
+			return false
+		}
+	}
+	return true
+}
+
 // TokenKey is a signing key.
 type TokenKey struct {
 	ID        uint32 `json:"id"`
@@ -137,15 +172,16 @@ func applyAckTokens(t *applyTx, h Header, c *AckTokens) (any, error) {
 		return nil, err
 	}
 	for _, e := range c.Entries {
-		if e.TokenID == "" || len(e.TokenID) > 64 || e.ReadOps < 0 || e.WriteOps < 0 || e.ReadBytes < 0 || e.WriteBytes < 0 {
-			return nil, invalid("ACK entry %+v is malformed", e)
+		if e.TokenID == "" || len(e.TokenID) > 64 || !e.countsValid() {
+			return nil, invalid("ACK entry %+v is malformed (counts must be 0 to %d)", e, MaxAckCount)
 		}
+		// ?11 is MaxLedgerCount: a row at it plus an entry's count stays within int64.
 		if _, err := t.exec(`INSERT INTO token_ledger(token_id, sds_id, volume_id, sdc_id, read_ops, write_ops, read_bytes, write_bytes, first_at, last_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT(token_id, sds_id) DO UPDATE SET read_ops = read_ops + excluded.read_ops,
-				write_ops = write_ops + excluded.write_ops, read_bytes = read_bytes + excluded.read_bytes,
-				write_bytes = write_bytes + excluded.write_bytes, last_at = excluded.last_at`,
-			e.TokenID, c.SDSID, e.VolumeID, e.SDCID, e.ReadOps, e.WriteOps, e.ReadBytes, e.WriteBytes, h.Time, h.Time); err != nil {
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+			ON CONFLICT(token_id, sds_id) DO UPDATE SET read_ops = MIN(read_ops + excluded.read_ops, ?11),
+				write_ops = MIN(write_ops + excluded.write_ops, ?11), read_bytes = MIN(read_bytes + excluded.read_bytes, ?11),
+				write_bytes = MIN(write_bytes + excluded.write_bytes, ?11), last_at = excluded.last_at`,
+			e.TokenID, c.SDSID, e.VolumeID, e.SDCID, e.ReadOps, e.WriteOps, e.ReadBytes, e.WriteBytes, h.Time, h.Time, int64(MaxLedgerCount)); err != nil {
 			return nil, err
 		}
 	}

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"math"
 	"testing"
 
 	"pflex/internal/layout"
@@ -51,6 +52,8 @@ func TestLayoutAndLedger(t *testing.T) {
 	a.ok(&AckTokens{SDSID: s1, Entries: []TokenAck{{TokenID: "t1", VolumeID: vol, SDCID: 1, ReadOps: 1, ReadBytes: 4096, WriteOps: 1, WriteBytes: 4096}}})
 	a.ok(&AckTokens{SDSID: s2, Entries: []TokenAck{{TokenID: "t1", VolumeID: vol, SDCID: 1, WriteOps: 3, WriteBytes: 12288}}})
 	a.reject(KindInvalid, &AckTokens{SDSID: s2, Entries: []TokenAck{{TokenID: "", VolumeID: vol}}})
+	a.reject(KindInvalid, &AckTokens{SDSID: s2, Entries: []TokenAck{{TokenID: "t1", VolumeID: vol, ReadBytes: -1}}})
+	a.reject(KindInvalid, &AckTokens{SDSID: s2, Entries: []TokenAck{{TokenID: "t1", VolumeID: vol, WriteOps: MaxAckCount + 1}}})
 	a.reject(KindNotFound, &AckTokens{SDSID: 99})
 	var rows []LedgerRow
 	a.read(func(r *Reader) (err error) { rows, err = r.Ledger(LedgerFilter{SDSID: s1}); return })
@@ -60,5 +63,34 @@ func TestLayoutAndLedger(t *testing.T) {
 	a.read(func(r *Reader) (err error) { rows, err = r.Ledger(LedgerFilter{VolumeID: vol}); return })
 	if len(rows) != 2 {
 		t.Fatalf("ledger by volume %+v", rows)
+	}
+
+	// A row saturates at MaxLedgerCount instead of overflowing: 4096 entries of MaxAckCount
+	// reach it exactly, and one more leaves it there.
+	full := make([]TokenAck, MaxAckEntries)
+	for i := range full {
+		full[i] = TokenAck{TokenID: "big", VolumeID: vol, SDCID: 7, ReadOps: 1, ReadBytes: MaxAckCount, WriteBytes: MaxAckCount}
+	}
+	a.ok(&AckTokens{SDSID: s1, Entries: full})
+	a.ok(&AckTokens{SDSID: s1, Entries: full[:1]})
+	a.read(func(r *Reader) (err error) { rows, err = r.Ledger(LedgerFilter{SDCID: 7}); return })
+	if len(rows) != 1 || rows[0].ReadBytes != MaxLedgerCount || rows[0].WriteBytes != MaxLedgerCount || rows[0].ReadOps != MaxAckEntries+1 {
+		t.Fatalf("saturated ledger row %+v", rows)
+	}
+}
+
+func TestAddCountSaturates(t *testing.T) {
+	for _, c := range []struct{ count, n, limit, want int64 }{
+		{1, 2, 10, 3}, {8, 2, 10, 10}, {8, 3, 10, 10}, {10, 0, 10, 10}, {1, math.MaxInt64, math.MaxInt64, math.MaxInt64},
+	} {
+		if got := AddCount(c.count, c.n, c.limit); got != c.want {
+			t.Errorf("AddCount(%d, %d, %d) = %d, want %d", c.count, c.n, c.limit, got, c.want)
+		}
+	}
+	var e TokenAck
+	e.Add(math.MaxInt64, 1, 0, 0)
+	e.Add(math.MaxInt64, 1, 0, 0)
+	if e.ReadOps != MaxAckCount || e.ReadBytes != 2 {
+		t.Fatalf("entry %+v", e)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -164,10 +165,10 @@ func (n *Node) Ledger(f fsm.LedgerFilter) (api.Ledger, error) {
 	tokens := map[string]bool{}
 	for _, row := range l.Rows {
 		tokens[row.TokenID] = true
-		l.Totals.ReadOps += row.ReadOps
-		l.Totals.WriteOps += row.WriteOps
-		l.Totals.ReadBytes += row.ReadBytes
-		l.Totals.WriteBytes += row.WriteBytes
+		l.Totals.ReadOps = fsm.AddCount(l.Totals.ReadOps, row.ReadOps, math.MaxInt64)
+		l.Totals.WriteOps = fsm.AddCount(l.Totals.WriteOps, row.WriteOps, math.MaxInt64)
+		l.Totals.ReadBytes = fsm.AddCount(l.Totals.ReadBytes, row.ReadBytes, math.MaxInt64)
+		l.Totals.WriteBytes = fsm.AddCount(l.Totals.WriteBytes, row.WriteBytes, math.MaxInt64)
 	}
 	l.Totals.Tokens = len(tokens)
 	return l, err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,7 @@ type ackBatcher struct {
 	dropped atomic.Int64
 	sent    atomic.Int64 // batches the leader took
 	failed  atomic.Int64 // failed attempts
+	refused atomic.Int64 // batches the leader refused as malformed, dropped
 }
 
 type pendingAcks struct {
@@ -86,10 +89,7 @@ func (b *ackBatcher) add(c token.Claims, readOps, readBytes, writeOps, writeByte
 		e = &fsm.TokenAck{TokenID: fmt.Sprintf("%016x", c.TokenID), VolumeID: c.VolumeID, SDCID: c.SDCID}
 		b.cur[c.TokenID] = e
 	}
-	e.ReadOps += readOps
-	e.ReadBytes += readBytes
-	e.WriteOps += writeOps
-	e.WriteBytes += writeBytes
+	e.Add(readOps, readBytes, writeOps, writeBytes) // saturating: an entry stays one the MDM takes
 	full := len(b.cur) >= b.batch
 	b.mu.Unlock()
 	if full && !ok {
@@ -150,6 +150,16 @@ func (b *ackBatcher) flush(ctx context.Context) bool {
 		b.pending = p
 	}
 	if err := b.post(ctx, b.pending.id, b.pending.req); err != nil {
+		var ae *api.APIError
+		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
+			// Refused as malformed: the same batch never will be taken, and kept it would hold
+			// back every later one. Entries are bounded where they are counted, so this is a bug.
+			b.refused.Add(1)
+			b.log.Error("token ACK batch refused as malformed; dropping it", "entries", len(b.pending.req.Entries),
+				"request_id", b.pending.id, "error", err)
+			b.pending = nil
+			return true
+		}
 		n := b.failed.Add(1)
 		lvl := hclog.Debug
 		if n%10 == 1 {

@@ -135,6 +135,7 @@ type DataStats struct {
 	AckBatchesSent  int64        `json:"ack_batches_sent"`
 	AckFailures     int64        `json:"ack_failures"`
 	AckDroppedCount int64        `json:"ack_dropped"`
+	AckRefused      int64        `json:"ack_refused"` // batches the leader refused as malformed, dropped
 	// Shared memory (sharedmem.go): regions attached by connections, writes whose data came
 	// from a region (as primary or replica), forwards to a secondary that passed a reference
 	// instead of the bytes, and reads answered into a region.
@@ -281,6 +282,7 @@ func (d *DataServer) Stats() DataStats {
 	}
 	if d.acks != nil {
 		st.AckBatchesSent, st.AckFailures, st.AckDroppedCount = d.acks.sent.Load(), d.acks.failed.Load(), d.acks.dropped.Load()
+		st.AckRefused = d.acks.refused.Load()
 	}
 	return st
 }

@@ -686,3 +686,39 @@ func TestAckBatcherRetriesWithTheSameRequestID(t *testing.T) {
 		t.Fatalf("counted %d writes, %d reads", w, r)
 	}
 }
+
+// A batch the leader refuses as malformed (400) is dropped, not retried forever: later batches
+// are taken.
+func TestAckBatcherDropsARefusedBatch(t *testing.T) {
+	var mu sync.Mutex
+	var attempts int
+	var taken []api.AckRequest
+	b := newAckBatcher(func(ctx context.Context, id string, req api.AckRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts++
+		if attempts == 1 {
+			return fmt.Errorf("post: %w", &api.APIError{Status: http.StatusBadRequest, Code: "invalid", Message: "ACK entry is malformed"})
+		}
+		taken = append(taken, req)
+		return nil
+	}, func() int64 { return 9 }, hclog.NewNullLogger())
+	b.interval = 5 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	b.record(token.Claims{TokenID: 1, VolumeID: 1, SDCID: 2}, 0, 100, true)
+	waitFor(t, "the first batch refused", func() bool { return b.refused.Load() == 1 })
+	b.record(token.Claims{TokenID: 2, VolumeID: 1, SDCID: 2}, 0, 200, true)
+	waitFor(t, "the next batch taken", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(taken) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if e := taken[0].Entries; len(e) != 1 || e[0].TokenID != fmt.Sprintf("%016x", 2) || attempts != 2 {
+		t.Fatalf("taken %+v after %d attempts", taken, attempts)
+	}
+}

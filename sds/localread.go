@@ -31,6 +31,14 @@ const grantExtendEvery = 200 * time.Millisecond
 // maxGrantsConn bounds the grants of one connection (the SDC's table has this many entries).
 const maxGrantsConn = shm.GrantEntries
 
+// One read report covers half a second of an SDC's local reads of a volume. Reports beyond these
+// bounds are refused, so that no SDC can send the ledger counts that are not IO (a wrapped
+// negative, or a sum past what the MDM accepts); both are far beyond what can be read in one.
+const (
+	maxReportOps   = 1 << 32
+	maxReportBytes = 1 << 40
+)
+
 // readGrants is the grants this SDS keeps. Every change of an entry happens under mu, so that
 // one removed here (revoked) is never touched again, and its connection can unmap the region.
 // mu is a leaf: nothing else is locked, and the store is not called, while it is held.
@@ -290,6 +298,9 @@ func (d *DataServer) readReport(cs *connState, req *wire.Request) wire.Response 
 	cs.mu.Unlock()
 	if !ok {
 		return statusResp(wire.StatusAuth, 0, fmt.Sprintf("no token registered for volume %d on this connection", req.VolumeID))
+	}
+	if rep.Ops > maxReportOps || rep.Bytes > maxReportBytes {
+		return statusResp(wire.StatusProto, 0, fmt.Sprintf("read report of %d reads and %d bytes: one report holds at most %d reads and %d bytes", rep.Ops, rep.Bytes, uint64(maxReportOps), uint64(maxReportBytes)))
 	}
 	d.stats.localReads.Add(int64(rep.Ops))
 	d.stats.localReadBytes.Add(int64(rep.Bytes))

@@ -115,6 +115,20 @@ func TestReadGrants(t *testing.T) {
 		t.Fatalf("report: %v", st)
 	}
 	waitFor(t, "the reported reads in the ledger", func() bool { return c.mdm.ledger()[reps[0]].ReadBytes >= 12288 })
+	// Reports beyond what one can hold are refused, and nothing of them reaches the ledger (a
+	// count of 1<<63 would be negative there, and the MDM would refuse the whole batch).
+	for _, rep := range []wire.ReadReport{{Ops: 1 << 63, Bytes: 1}, {Ops: 1, Bytes: 1 << 63}, {Ops: maxReportOps + 1}, {Bytes: maxReportBytes + 1}} {
+		if _, st := do(conn, wire.Request{Op: wire.OpReadReport, VolumeID: 1, Data: rep.Encode()}); st != wire.StatusProto {
+			t.Fatalf("report %+v: %v", rep, st)
+		}
+	}
+	if _, st := do(conn, wire.Request{Op: wire.OpReadReport, VolumeID: 1, Data: wire.ReadReport{Ops: 1, Bytes: 4096}.Encode()}); st != wire.StatusOK {
+		t.Fatalf("report: %v", st)
+	}
+	waitFor(t, "the next report in the ledger", func() bool { return c.mdm.ledger()[reps[0]].ReadBytes >= 12288+4096 })
+	if l := c.mdm.ledger()[reps[0]]; l.ReadBytes != 12288+4096 || l.ReadOps != 4 {
+		t.Fatalf("ledger after refused reports: %+v", l)
+	}
 
 	// Freeing the chunk (a TRIM of all of it) revokes.
 	if _, st := do(conn, wire.Request{Op: wire.OpTrim, VolumeID: 1, Offset: 0, Length: testChunk, Epoch: epoch}); st != wire.StatusOK {
