@@ -42,6 +42,9 @@ type DataConfig struct {
 	// SignRebuild signs the tokens of this SDS's rebuild copies; nil: this SDS copies nothing
 	// (it still takes copies as a target).
 	SignRebuild TokenSigner
+	// SignPeer signs the Peer token this SDS presents to the SDSs it forwards and copies to
+	// (OpPeerAuth); nil: it presents none, and they refuse its replica and rebuild writes.
+	SignPeer func(ttl time.Duration) (token.Token, error)
 	// Rebuild posts rebuild progress to the MDM leader; nil: none is posted.
 	Rebuild RebuildPoster
 	// RebuildMBps caps the rebuild bytes this SDS sends per second (0: unthrottled);
@@ -172,7 +175,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 	d.writeIDs = newWriteIDs(DefaultWriteIDRetention, DefaultWriteIDMax, cfg.Now)
 	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
 	cfg.Store.OnFree(d.grants.revokeKey)
-	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout)
+	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout, cfg.SignPeer)
 	if cfg.Acks != nil {
 		d.acks = newAckBatcher(cfg.Acks, cfg.SelfID, cfg.Logger.Named("acks"))
 		if cfg.AckInterval > 0 {
@@ -290,6 +293,7 @@ func (d *DataServer) Stats() DataStats {
 // connState is one client connection's verified tokens.
 type connState struct {
 	cache *token.Cache
+	peer  atomic.Bool // an SDS of the cluster (OpPeerAuth): replica and rebuild writes are taken
 
 	mu      sync.Mutex
 	tokens  map[int64]token.Token   // the token registered per volume, to forward to secondaries
@@ -322,6 +326,8 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 		return wire.Response{}
 	case wire.OpAuth:
 		return d.auth(cs, req)
+	case wire.OpPeerAuth:
+		return d.peerAuth(cs, req)
 	case wire.OpFlush, wire.OpReplFlush:
 		d.stats.flushes.Add(1)
 		if err := d.cfg.Store.Flush(); err != nil {
@@ -387,6 +393,20 @@ func (d *DataServer) auth(cs *connState, req *wire.Request) wire.Response {
 	return wire.Response{}
 }
 
+// peerAuth marks the connection as coming from an SDS of the cluster, on a Peer token signed
+// with a key this SDS holds.
+func (d *DataServer) peerAuth(cs *connState, req *wire.Request) wire.Response {
+	t, err := token.Parse(req.Data)
+	if err == nil {
+		err = d.cfg.Verifier.VerifyPeer(t, d.cfg.Now())
+	}
+	if err != nil {
+		return statusResp(wire.StatusAuth, 0, "peer authentication: "+err.Error())
+	}
+	cs.peer.Store(true)
+	return wire.Response{}
+}
+
 // tokenStatus maps a token verification error to its wire status.
 func tokenStatus(err error) wire.Status {
 	switch {
@@ -440,6 +460,10 @@ type target struct {
 func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, src *shmSource) wire.Response {
 	replica := req.Op == wire.OpReplWrite || (req.Flags&wire.FlagReplica != 0 && req.Op != wire.OpRead)
 	write := req.Op != wire.OpRead
+	if (replica || req.Op == wire.OpChunkWrite) && !cs.peer.Load() {
+		// A client writing one replica alone would leave the two copies different.
+		return statusResp(wire.StatusAuth, 0, req.Op.String()+" (a replica or rebuild write) is taken only from SDS peers, after PEER_AUTH")
+	}
 	claims, err := cs.cache.Authorize(req.VolumeID, write, d.cfg.Now())
 	if err != nil {
 		return statusResp(tokenStatus(err), 0, err.Error())

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -285,6 +286,25 @@ func (c *cluster) dial(t *testing.T, id int64, tok *token.Token) *wire.Conn {
 	return conn
 }
 
+// dialPeer is dial on a connection that presented a Peer token first, as SDSs do.
+func (c *cluster) dialPeer(t *testing.T, id int64, tok *token.Token) *wire.Conn {
+	t.Helper()
+	conn := c.dial(t, id, nil)
+	if _, st := do(conn, wire.Request{Op: wire.OpPeerAuth, Data: c.peerToken().Bytes()}); st != wire.StatusOK {
+		t.Fatalf("peer auth on SDS %d: %v", id, st)
+	}
+	if tok != nil {
+		if _, st := do(conn, wire.Request{Op: wire.OpAuth, VolumeID: tok.Claims.VolumeID, Data: tok.Bytes()}); st != wire.StatusOK {
+			t.Fatalf("auth on SDS %d: %v", id, st)
+		}
+	}
+	return conn
+}
+
+func (c *cluster) peerToken() token.Token {
+	return token.Sign(token.Claims{TokenID: 77, Mode: token.Peer, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, c.mdm.key)
+}
+
 func do(conn *wire.Conn, req wire.Request) (wire.Response, wire.Status) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -540,6 +560,51 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// Replica and rebuild writes are taken only from SDS peers: a client that sent one to a
+// secondary would leave the two copies different.
+func TestReplicaWritesOnlyFromPeers(t *testing.T) {
+	c := startCluster(t, 2)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
+	if _, st := do(c.dial(t, p, &tok), wire.Request{Op: wire.OpWrite, VolumeID: 1, Offset: 0, Epoch: 1, Data: []byte("hello")}); st != wire.StatusOK {
+		t.Fatalf("write: %v", st)
+	}
+	client := c.dial(t, s, &tok)
+	for _, req := range []wire.Request{
+		{Op: wire.OpReplWrite, VolumeID: 1, Offset: 0, Epoch: 1, Tag: 91, Data: []byte("EVIL!")},
+		{Op: wire.OpWrite, Flags: wire.FlagReplica, VolumeID: 1, Offset: 0, Epoch: 1, Tag: 92, Data: []byte("EVIL!")},
+		{Op: wire.OpTrim, Flags: wire.FlagReplica, VolumeID: 1, Offset: 0, Length: testChunk, Epoch: 1, Tag: 93},
+		{Op: wire.OpWriteZeroes, Flags: wire.FlagReplica, VolumeID: 1, Offset: 0, Length: 5, Epoch: 1, Tag: 94},
+		{Op: wire.OpChunkWrite, VolumeID: 1, Offset: 0, Epoch: 1, Data: []byte("EVIL!")},
+	} {
+		if _, st := do(client, req); st != wire.StatusAuth {
+			t.Fatalf("%v (flags %d) from a client: %v", req.Op, req.Flags, st)
+		}
+	}
+	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C != b.CRC32C || a.CRC32C == "" {
+		t.Fatalf("replicas differ after refused writes: %+v %+v", a, b)
+	}
+	// A Peer token is no volume token, and a volume token is no Peer token; forged ones fail.
+	if _, st := do(client, wire.Request{Op: wire.OpAuth, VolumeID: 1, Data: c.peerToken().Bytes()}); st != wire.StatusAuth {
+		t.Fatalf("peer token registered for volume IO: %v", st)
+	}
+	forged := c.peerToken()
+	forged.MAC[0] ^= 1
+	for _, b := range [][]byte{tok.Bytes(), forged.Bytes(), []byte("not a token")} {
+		if _, st := do(client, wire.Request{Op: wire.OpPeerAuth, Data: b}); st != wire.StatusAuth {
+			t.Fatalf("peer auth with %x: %v", b[:8], st)
+		}
+	}
+	if _, st := do(client, wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Offset: 0, Epoch: 1, Tag: 95, Data: []byte("EVIL!")}); st != wire.StatusAuth {
+		t.Fatalf("replica write after refused peer auths: %v", st)
+	}
+	// An SDS peer's replica write is taken (the gate is the peer, not the op).
+	if _, st := do(c.dialPeer(t, s, &tok), wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Offset: 0, Epoch: 1, Tag: 96, Data: []byte("hello")}); st != wire.StatusOK {
+		t.Fatalf("replica write from a peer: %v", st)
+	}
+}
+
 func TestOversizedFrameClosesConnection(t *testing.T) {
 	c := startCluster(t, 2)
 	tok := c.token(1, token.ReadWrite, time.Minute)
@@ -720,5 +785,62 @@ func TestAckBatcherDropsARefusedBatch(t *testing.T) {
 	defer mu.Unlock()
 	if e := taken[0].Entries; len(e) != 1 || e[0].TokenID != fmt.Sprintf("%016x", 2) || attempts != 2 {
 		t.Fatalf("taken %+v after %d attempts", taken, attempts)
+	}
+}
+
+// A primary dialing an SDS of a version without PEER_AUTH (it closes the connection on the
+// unknown opcode) dials again without it; an SDS that refuses the Peer token is not used.
+func TestPeerAuthDial(t *testing.T) {
+	peer := func(time.Duration) (token.Token, error) {
+		return token.Sign(token.Claims{TokenID: 1, Mode: token.Peer, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey()), nil
+	}
+	serve := func(t *testing.T, onPeerAuth func(net.Conn) bool) (string, *atomic.Int64) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		var accepted atomic.Int64
+		go func() {
+			for {
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if accepted.Add(1) == 1 && !onPeerAuth(nc) {
+					continue
+				}
+				go wire.Serve(nc, wire.HandlerFunc(func(_ context.Context, req *wire.Request) wire.Response {
+					if req.Op == wire.OpPeerAuth {
+						return wire.Response{Status: wire.StatusAuth, Data: []byte("unknown key")}
+					}
+					return wire.Response{}
+				}), wire.ServerOptions{})
+			}
+		}()
+		return ln.Addr().String(), &accepted
+	}
+	ctx := context.Background()
+
+	// An old SDS: the first connection is closed on PEER_AUTH, the second carries the writes.
+	addr, accepted := serve(t, func(nc net.Conn) bool {
+		io.ReadFull(nc, make([]byte, wire.RequestHeaderSize))
+		nc.Close()
+		return false
+	})
+	p := newReplicaPool(wire.ClientOptions{}, time.Second, peer)
+	defer p.close()
+	rc, err := p.conn(ctx, replicaKey{addr: addr, sdc: 5})
+	if err != nil {
+		t.Fatalf("dial of an SDS without PEER_AUTH: %v", err)
+	}
+	if _, err := rc.c.Do(ctx, wire.Request{Op: wire.OpPing}); err != nil || accepted.Load() != 2 {
+		t.Fatalf("ping: %v after %d connections", err, accepted.Load())
+	}
+
+	// An SDS that refuses the token: no connection.
+	addr, _ = serve(t, func(net.Conn) bool { return true })
+	if _, err := p.conn(ctx, replicaKey{addr: addr, sdc: 5}); err == nil || !strings.Contains(err.Error(), "peer authentication") {
+		t.Fatalf("dial of an SDS refusing the peer token: %v", err)
 	}
 }

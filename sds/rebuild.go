@@ -400,21 +400,32 @@ func (t *throttle) wait(ctx context.Context, n int64) error {
 // volume's current map generation.
 func SignRebuildToken(keys *token.Keyring, v *token.Verifier, keyID func() (uint32, bool)) TokenSigner {
 	return func(volumeID int64, ttl time.Duration) (token.Token, error) {
-		id, ok := keyID()
-		if !ok {
-			return token.Token{}, errors.New("no token key from the MDM yet")
-		}
-		key, ok := keys.Key(id)
-		if !ok {
-			return token.Token{}, fmt.Errorf("token key %d not held", id)
-		}
-		var b [8]byte
-		rand.Read(b[:])
-		return token.Sign(token.Claims{
-			TokenID: binary.BigEndian.Uint64(b[:]), VolumeID: volumeID, SDCID: 0, Mode: token.ReadWrite,
-			MapGeneration: v.Generation(volumeID), ExpiresAt: time.Now().Add(ttl).UnixMilli(), KeyID: id,
-		}, key), nil
+		return signNewest(keys, keyID, token.Claims{VolumeID: volumeID, Mode: token.ReadWrite,
+			MapGeneration: v.Generation(volumeID), ExpiresAt: time.Now().Add(ttl).UnixMilli()})
 	}
+}
+
+// SignPeerToken signs the Peer token an SDS presents to other SDSs, with the newest key held.
+func SignPeerToken(keys *token.Keyring, keyID func() (uint32, bool)) func(ttl time.Duration) (token.Token, error) {
+	return func(ttl time.Duration) (token.Token, error) {
+		return signNewest(keys, keyID, token.Claims{Mode: token.Peer, ExpiresAt: time.Now().Add(ttl).UnixMilli()})
+	}
+}
+
+// signNewest signs c with a random token id and the newest key held.
+func signNewest(keys *token.Keyring, keyID func() (uint32, bool), c token.Claims) (token.Token, error) {
+	id, ok := keyID()
+	if !ok {
+		return token.Token{}, errors.New("no token key from the MDM yet")
+	}
+	key, ok := keys.Key(id)
+	if !ok {
+		return token.Token{}, fmt.Errorf("token key %d not held", id)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	c.TokenID, c.KeyID = binary.BigEndian.Uint64(b[:]), id
+	return token.Sign(c, key), nil
 }
 
 // dirtyChunks remembers the chunks this SDS wrote with a single copy (degraded, or the forward to

@@ -240,7 +240,7 @@ func TestRebuildTargetRefusesReadsAndStrangers(t *testing.T) {
 		t.Fatalf("read from a pending target: %v", st)
 	}
 	// A CHUNK_WRITE sent to the chunk's source, which is not its target.
-	src := c.dial(t, ids[0], &tok)
+	src := c.dialPeer(t, ids[0], &tok)
 	if _, st := do(src, wire.Request{Op: wire.OpChunkWrite, VolumeID: 1, Offset: 0, Epoch: l2.Epoch, Data: []byte("x")}); st != wire.StatusNotPrimary {
 		t.Fatalf("CHUNK_WRITE to the source of chunk 0: %v", st)
 	}

@@ -23,6 +23,7 @@ const DefaultReplicaTimeout = 5 * time.Second
 type replicaPool struct {
 	opts    wire.ClientOptions
 	timeout time.Duration
+	peer    func(ttl time.Duration) (token.Token, error) // signs the PEER_AUTH token (nil: none)
 
 	mu     sync.Mutex
 	conns  map[replicaKey]*replicaConn
@@ -60,8 +61,35 @@ type volAuth struct {
 	ok      bool
 }
 
-func newReplicaPool(opts wire.ClientOptions, timeout time.Duration) *replicaPool {
-	return &replicaPool{opts: opts, timeout: timeout, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
+func newReplicaPool(opts wire.ClientOptions, timeout time.Duration, peer func(time.Duration) (token.Token, error)) *replicaPool {
+	return &replicaPool{opts: opts, timeout: timeout, peer: peer, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
+}
+
+// peerTokenTTL: the Peer token is checked once, when the connection begins.
+const peerTokenTTL = time.Minute
+
+// dial connects to an SDS and presents this SDS's Peer token. An SDS of a version without
+// OpPeerAuth closes the connection on it (it takes replica writes without one): the dial is
+// then repeated without it, so a rolling upgrade keeps replicating.
+func (p *replicaPool) dial(ctx context.Context, addr string) (*wire.Conn, error) {
+	c, err := wire.Dial(ctx, addr, p.opts)
+	if err != nil || p.peer == nil {
+		return c, err
+	}
+	t, err := p.peer(peerTokenTTL)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("sign a peer token: %w", err)
+	}
+	_, err = c.Do(ctx, wire.Request{Op: wire.OpPeerAuth, Data: t.Bytes()})
+	if err == nil {
+		return c, nil
+	}
+	c.Close()
+	if _, isStatus := wire.StatusOf(err); isStatus || ctx.Err() != nil {
+		return nil, fmt.Errorf("peer authentication with %s: %w", addr, err)
+	}
+	return wire.Dial(ctx, addr, p.opts)
 }
 
 // conn returns a live connection for k, dialing if needed.
@@ -79,7 +107,7 @@ func (p *replicaPool) conn(ctx context.Context, k replicaKey) (*replicaConn, err
 	delete(p.conns, k)
 	p.mu.Unlock()
 
-	c, err := wire.Dial(ctx, k.addr, p.opts)
+	c, err := p.dial(ctx, k.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -141,6 +141,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Logger:         logger.Named("data"),
 
 		SignRebuild:     SignRebuildToken(&s.tokens.keys, s.tokens.verifier, s.tokens.newestKey),
+		SignPeer:        SignPeerToken(&s.tokens.keys, s.tokens.newestKey),
 		Rebuild:         s.postRebuildReport,
 		RebuildMBps:     cfg.RebuildMBps,
 		RebuildParallel: cfg.RebuildParallel,

@@ -13,6 +13,10 @@ type Mode uint8
 const (
 	ReadOnly  Mode = 1
 	ReadWrite Mode = 2
+	// Peer is not an access: a Peer token (volume 0, SDC 0), signed by an SDS with the cluster's
+	// key, proves to another SDS that the connection comes from an SDS (VerifyPeer). Replica and
+	// rebuild writes are taken only on such connections. It authorizes no volume IO.
+	Peer Mode = 3
 )
 
 func (m Mode) String() string {
@@ -21,6 +25,8 @@ func (m Mode) String() string {
 		return "ro"
 	case ReadWrite:
 		return "rw"
+	case Peer:
+		return "peer"
 	}
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
@@ -92,7 +98,7 @@ func decodeClaims(b []byte) (Claims, error) {
 		ExpiresAt:     int64(binary.BigEndian.Uint64(b[34:])),
 		KeyID:         binary.BigEndian.Uint32(b[42:]),
 	}
-	if !c.Mode.valid() {
+	if !c.Mode.valid() && c.Mode != Peer {
 		return Claims{}, fmt.Errorf("token: access %v: %w", c.Mode, ErrMalformed)
 	}
 	return c, nil

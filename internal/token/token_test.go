@@ -152,6 +152,41 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// A Peer token passes VerifyPeer and authorizes no volume IO; no other token passes VerifyPeer.
+func TestPeerTokens(t *testing.T) {
+	v, tok, key := setup(t)
+	pc := Claims{TokenID: 9, Mode: Peer, ExpiresAt: testNow.Add(time.Minute).UnixMilli(), KeyID: 1}
+	peer := Sign(pc, key)
+	parsed, err := Parse(peer.Bytes())
+	if err != nil || parsed != peer {
+		t.Fatalf("parse of a peer token: %+v %v", parsed, err)
+	}
+	if err := v.VerifyPeer(parsed, testNow); err != nil {
+		t.Fatalf("peer token: %v", err)
+	}
+	if err := v.Verify(peer, 0, false, testNow); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("peer token for volume IO: %v", err)
+	}
+	forged := peer
+	forged.MAC[3] ^= 1
+	other := pc
+	other.KeyID = 2
+	for name, tc := range map[string]struct {
+		tok  Token
+		now  time.Time
+		want error
+	}{
+		"volume token": {tok, testNow, ErrMalformed},
+		"forged":       {forged, testNow, ErrBadSignature},
+		"unknown key":  {Sign(other, key), testNow, ErrUnknownKey},
+		"expired":      {peer, time.UnixMilli(pc.ExpiresAt), ErrExpired},
+	} {
+		if err := v.VerifyPeer(tc.tok, tc.now); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+}
+
 // TestForgery flips every bit of the binary token: each must be refused.
 func TestForgery(t *testing.T) {
 	v, tok, _ := setup(t)

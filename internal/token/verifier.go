@@ -63,9 +63,10 @@ func (v *Verifier) stamp() uint64 {
 // Verify reports whether t authorizes an IO on volumeID at time now; write asks for write access.
 // The checks, in order, and the error each failure wraps:
 //
-//	access mode is valid                    ErrMalformed
+//	access mode is valid (or Peer)          ErrMalformed
 //	KeyID is in the keyring                 ErrUnknownKey
 //	MAC matches (constant time)             ErrBadSignature
+//	not a Peer token                        ErrMalformed
 //	token is for volumeID                   ErrWrongVolume
 //	now is before ExpiresAt                 ErrExpired
 //	MapGeneration >= the volume's current   ErrRevoked
@@ -74,7 +75,7 @@ func (v *Verifier) stamp() uint64 {
 // The signature is checked first so that a forged token learns nothing from the other checks.
 func (v *Verifier) Verify(t Token, volumeID int64, write bool, now time.Time) error {
 	c := &t.Claims
-	if !c.Mode.valid() {
+	if !c.Mode.valid() && c.Mode != Peer {
 		return fmt.Errorf("token %d: access %v: %w", c.TokenID, c.Mode, ErrMalformed)
 	}
 	e := v.keys.entry(c.KeyID)
@@ -84,7 +85,28 @@ func (v *Verifier) Verify(t Token, volumeID int64, write bool, now time.Time) er
 	if !e.check(c, &t.MAC) {
 		return fmt.Errorf("token %d: %w", c.TokenID, ErrBadSignature)
 	}
+	if c.Mode == Peer { // after the signature, so a flipped mode byte reads as a forgery
+		return fmt.Errorf("token %d is a peer token, which authorizes no volume IO: %w", c.TokenID, ErrMalformed)
+	}
 	return v.checkClaims(c, volumeID, write, now)
+}
+
+// VerifyPeer reports whether t is a Peer token signed with a key in the keyring and not expired
+// at now: whether the connection that presented it comes from an SDS of the cluster. It wraps
+// ErrMalformed (not a Peer token), ErrUnknownKey, ErrBadSignature or ErrExpired.
+func (v *Verifier) VerifyPeer(t Token, now time.Time) error {
+	c := &t.Claims
+	if c.Mode != Peer {
+		return fmt.Errorf("token %d: access %v, not a peer token: %w", c.TokenID, c.Mode, ErrMalformed)
+	}
+	e := v.keys.entry(c.KeyID)
+	if e == nil {
+		return fmt.Errorf("token %d: key %d: %w", c.TokenID, c.KeyID, ErrUnknownKey)
+	}
+	if !e.check(c, &t.MAC) {
+		return fmt.Errorf("token %d: %w", c.TokenID, ErrBadSignature)
+	}
+	return checkLive(c, false, now)
 }
 
 // checkClaims runs the checks after the signature.

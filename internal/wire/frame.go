@@ -72,7 +72,11 @@ const (
 	// from the SDS's device itself, under a grant the SDS keeps in the SDC's region.
 	OpReadGrant  Opcode = 16 // payload: a GrantRequest; reply payload: a ReadGrant
 	OpReadReport Opcode = 17 // payload: a ReadReport of the reads done under grants of VolumeID
-	opMax               = OpReadReport
+	// SDS -> SDS: the first request of a peer connection. Replica and rebuild writes (OpReplWrite,
+	// OpShmReplWrite, FlagReplica, OpChunkWrite) are taken only after it, so that a client
+	// cannot write one replica behind its primary's back.
+	OpPeerAuth Opcode = 18 // payload: a token of mode Peer, signed by the SDS with the cluster's key
+	opMax             = OpPeerAuth
 )
 
 var opNames = [...]string{
@@ -80,7 +84,7 @@ var opNames = [...]string{
 	OpWriteZeroes: "WRITE_ZEROES", OpReplWrite: "REPL_WRITE", OpReplFlush: "REPL_FLUSH",
 	OpPing: "PING", OpChunkRead: "CHUNK_READ", OpChunkWrite: "CHUNK_WRITE",
 	OpShmAttach: "SHM_ATTACH", OpShmWrite: "SHM_WRITE", OpShmReplWrite: "SHM_REPL_WRITE", OpShmRead: "SHM_READ",
-	OpReadGrant: "READ_GRANT", OpReadReport: "READ_REPORT",
+	OpReadGrant: "READ_GRANT", OpReadReport: "READ_REPORT", OpPeerAuth: "PEER_AUTH",
 }
 
 func (op Opcode) String() string {
@@ -97,7 +101,7 @@ func (op Opcode) Valid() bool { return op >= OpAuth && op <= opMax }
 func (op Opcode) HasPayload() bool {
 	switch op {
 	case OpAuth, OpWrite, OpReplWrite, OpChunkWrite, OpShmAttach, OpShmWrite, OpShmReplWrite, OpShmRead,
-		OpReadGrant, OpReadReport:
+		OpReadGrant, OpReadReport, OpPeerAuth:
 		return true
 	}
 	return false
