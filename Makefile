@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/pflex
 PKGS      := ./...
 
-.PHONY: all build test test-short race lint vet fmt-check bench bench-etcd demo clean jepsen image
+.PHONY: all build test test-short race lint vet fmt-check bench bench-etcd demo clean jepsen image fuzz
 
 all: build
 
@@ -39,6 +39,17 @@ bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkNBDAgainstQemuNBD' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_io|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkSDSKillNBDStall' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'run [0-9]+:|bench_sds_kill|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkRebuildThroughput' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'bench_rebuild|ok'
+
+# make fuzz: every fuzz target for FUZZTIME each (make test runs only their seed corpora): the
+# data protocol's frame decoders, a live two-SDS cluster fed arbitrary requests (FuzzDataServer),
+# token parsing and the NBD server's input. Findings land in the package's testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzReplyHeader$$' -fuzztime $(FUZZTIME) ./internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzDataServer$$' -fuzztime $(FUZZTIME) ./sds/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/token/
+	$(GO) test -run '^$$' -fuzz '^FuzzServerInput$$' -fuzztime $(FUZZTIME) ./sdc/nbd/
 
 # make bench-etcd: a three-node etcd (3.6, from the Go module proxy) on this machine under the same
 # closed-loop load as BenchmarkCommit, for issue 2's "beat etcd" target. Its own module (bench/etcd)

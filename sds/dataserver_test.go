@@ -38,7 +38,7 @@ const (
 // fakeMDM is a one-MDM API: registration (SDS ids in order), heartbeats carrying the IO state,
 // volume layouts over the registered SDSs, and the token ACK ledger.
 type fakeMDM struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	key []byte
 
@@ -65,7 +65,7 @@ type fakeMDM struct {
 	epochsKnown map[string]bool // node ids that were sent layout epochs
 }
 
-func newFakeMDM(t *testing.T) *fakeMDM {
+func newFakeMDM(t testing.TB) *fakeMDM {
 	f := &fakeMDM{t: t, key: token.NewKey(), ids: map[string]int64{}, addrs: map[int64]string{},
 		ioVersion: 1, gen: 1, epoch: 1, thick: map[int64]bool{}, joined: map[int64]int64{}, epochsKnown: map[string]bool{}, ackIDs: map[string]bool{}, leaseMs: 5000, noLease: map[string]bool{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
@@ -222,7 +222,7 @@ type cluster struct {
 func startCluster(t *testing.T, n int) *cluster { t.Helper(); return newCluster(t, n, nil) }
 
 // newCluster is startCluster with the fake MDM set up by setup first.
-func newCluster(t *testing.T, n int, setup func(*fakeMDM)) *cluster {
+func newCluster(t testing.TB, n int, setup func(*fakeMDM)) *cluster {
 	t.Helper()
 	c := &cluster{mdm: newFakeMDM(t), sdss: map[int64]*Service{}}
 	c.mdm.expect = n
@@ -251,7 +251,7 @@ func newCluster(t *testing.T, n int, setup func(*fakeMDM)) *cluster {
 	return c
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -271,7 +271,7 @@ func (c *cluster) token(vol int64, mode token.Mode, ttl time.Duration) token.Tok
 }
 
 // dial opens a data connection to the SDS with id and registers tok on it (if tok is not nil).
-func (c *cluster) dial(t *testing.T, id int64, tok *token.Token) *wire.Conn {
+func (c *cluster) dial(t testing.TB, id int64, tok *token.Token) *wire.Conn {
 	t.Helper()
 	conn, err := wire.Dial(context.Background(), c.sdss[id].DataAddr(), wire.ClientOptions{})
 	if err != nil {
@@ -325,7 +325,7 @@ func fill(n int, seed byte) []byte {
 }
 
 // chunks fetches GET /volumes/{vol}/chunks?checksum=1 of the SDS with id.
-func (c *cluster) chunks(t *testing.T, id, vol int64) map[int64]ChunkReplica {
+func (c *cluster) chunks(t testing.TB, id, vol int64) map[int64]ChunkReplica {
 	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://%s/volumes/%d/chunks?checksum=1", c.sdss[id].APIAddr(), vol))
 	if err != nil {
