@@ -121,8 +121,15 @@ func TestTokenAuthorityLedgerAndLayout(t *testing.T) {
 			t.Fatalf("ack: %d %v", code, err)
 		}
 	}
+	// A count beyond what an entry may hold is refused with a JSON error, and nothing of the
+	// batch is entered.
+	huge := api.AckRequest{SDSID: rr.SDSID, Entries: []fsm.TokenAck{ack.Entries[0], {TokenID: tr.TokenID, VolumeID: 1, SDCID: 1, ReadOps: 1, ReadBytes: fsm.MaxAckCount + 1}}}
+	var ae api.Error
+	if code, _, err := mdmtest.DoJSONWithHeaders(c.URL(0), "", "POST", "/token/ack", huge, &ae, map[string]string{api.HeaderRequestID: "batch-2"}); err != nil || code != http.StatusBadRequest || ae.Error == "" {
+		t.Fatalf("ack of a huge count: %d %+v %v", code, ae, err)
+	}
 	var ledger api.Ledger
-	if code, _, _ := c.Do(2, "GET", "/token/ledger?volume_id=1", nil, &ledger); code != 200 || ledger.Totals.WriteOps != 3 || ledger.Totals.Tokens != 1 {
+	if code, _, _ := c.Do(2, "GET", "/token/ledger?volume_id=1", nil, &ledger); code != 200 || ledger.Totals.WriteOps != 3 || ledger.Totals.ReadBytes != 0 || ledger.Totals.Tokens != 1 {
 		t.Fatalf("ledger: %d %+v", code, ledger)
 	}
 
