@@ -788,59 +788,87 @@ func TestAckBatcherDropsARefusedBatch(t *testing.T) {
 	}
 }
 
-// A primary dialing an SDS of a version without PEER_AUTH (it closes the connection on the
-// unknown opcode) dials again without it; an SDS that refuses the Peer token is not used.
+// fakeSecondary answers SDS -> SDS connections for TestPeerAuthDial: every request is taken,
+// except PEER_AUTH when refuseToken, and replica writes on a connection without PEER_AUTH when
+// requirePeer. With closeFirst the first connection is closed on its first request (an older
+// SDS that does not know PEER_AUTH, or a connection that failed just then).
+type fakeSecondary struct {
+	closeFirst, requirePeer, refuseToken bool
+	accepted                             atomic.Int64
+}
+
+type fakeSecondaryConn struct{ peer atomic.Bool }
+
+func (f *fakeSecondary) Open(net.Conn) *fakeSecondaryConn { return &fakeSecondaryConn{} }
+func (f *fakeSecondary) Close(*fakeSecondaryConn)         {}
+func (f *fakeSecondary) Handle(_ context.Context, s *fakeSecondaryConn, req *wire.Request) wire.Response {
+	switch {
+	case req.Op == wire.OpPeerAuth && f.refuseToken:
+		return wire.Response{Status: wire.StatusAuth, Data: []byte("unknown key")}
+	case req.Op == wire.OpPeerAuth:
+		s.peer.Store(true)
+	case req.Op == wire.OpReplWrite && f.requirePeer && !s.peer.Load():
+		return wire.Response{Status: wire.StatusAuth, Data: []byte("replica writes only from peers")}
+	}
+	return wire.Response{}
+}
+
+func (f *fakeSecondary) serve(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if f.accepted.Add(1) == 1 && f.closeFirst {
+				go func() {
+					io.ReadFull(nc, make([]byte, wire.RequestHeaderSize))
+					nc.Close()
+				}()
+				continue
+			}
+			go wire.Serve(nc, f, wire.ServerOptions{})
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A primary presents PEER_AUTH on its replica connections. An SDS of a version without it
+// closes the connection: the primary dials again without it and replicates. A current SDS that
+// refuses a connection without it gets it on the next one. An SDS refusing the token is not used.
 func TestPeerAuthDial(t *testing.T) {
 	peer := func(time.Duration) (token.Token, error) {
 		return token.Sign(token.Claims{TokenID: 1, Mode: token.Peer, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey()), nil
 	}
-	serve := func(t *testing.T, onPeerAuth func(net.Conn) bool) (string, *atomic.Int64) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		var accepted atomic.Int64
-		go func() {
-			for {
-				nc, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				if accepted.Add(1) == 1 && !onPeerAuth(nc) {
-					continue
-				}
-				go wire.Serve(nc, wire.HandlerFunc(func(_ context.Context, req *wire.Request) wire.Response {
-					if req.Op == wire.OpPeerAuth {
-						return wire.Response{Status: wire.StatusAuth, Data: []byte("unknown key")}
-					}
-					return wire.Response{}
-				}), wire.ServerOptions{})
-			}
-		}()
-		return ln.Addr().String(), &accepted
-	}
+	tok := token.Sign(token.Claims{TokenID: 2, VolumeID: 1, SDCID: 5, Mode: token.ReadWrite, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey())
+	repl := wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Data: []byte("hello")}
 	ctx := context.Background()
-
-	// An old SDS: the first connection is closed on PEER_AUTH, the second carries the writes.
-	addr, accepted := serve(t, func(nc net.Conn) bool {
-		io.ReadFull(nc, make([]byte, wire.RequestHeaderSize))
-		nc.Close()
-		return false
-	})
 	p := newReplicaPool(wire.ClientOptions{}, time.Second, peer)
 	defer p.close()
-	rc, err := p.conn(ctx, replicaKey{addr: addr, sdc: 5})
-	if err != nil {
-		t.Fatalf("dial of an SDS without PEER_AUTH: %v", err)
-	}
-	if _, err := rc.c.Do(ctx, wire.Request{Op: wire.OpPing}); err != nil || accepted.Load() != 2 {
-		t.Fatalf("ping: %v after %d connections", err, accepted.Load())
+
+	old := &fakeSecondary{closeFirst: true}
+	addr := old.serve(t)
+	if _, err := p.forwardFrom(ctx, addr, tok, repl, nil); err != nil || old.accepted.Load() != 2 {
+		t.Fatalf("forward to an SDS without PEER_AUTH: %v after %d connections", err, old.accepted.Load())
 	}
 
-	// An SDS that refuses the token: no connection.
-	addr, _ = serve(t, func(net.Conn) bool { return true })
-	if _, err := p.conn(ctx, replicaKey{addr: addr, sdc: 5}); err == nil || !strings.Contains(err.Error(), "peer authentication") {
-		t.Fatalf("dial of an SDS refusing the peer token: %v", err)
+	current := &fakeSecondary{closeFirst: true, requirePeer: true}
+	addr = current.serve(t)
+	if _, err := p.forwardFrom(ctx, addr, tok, repl, nil); err == nil {
+		t.Fatal("a replica write without PEER_AUTH was taken by an SDS that wants it")
+	}
+	if _, err := p.forwardFrom(ctx, addr, tok, repl, nil); err != nil || current.accepted.Load() != 3 {
+		t.Fatalf("forward after the refusal: %v after %d connections", err, current.accepted.Load())
+	}
+
+	refusing := &fakeSecondary{refuseToken: true}
+	addr = refusing.serve(t)
+	if _, err := p.forwardFrom(ctx, addr, tok, repl, nil); err == nil || !strings.Contains(err.Error(), "peer authentication") {
+		t.Fatalf("forward to an SDS refusing the peer token: %v", err)
 	}
 }

@@ -42,7 +42,8 @@ type replicaKey struct {
 
 // replicaConn is one connection and the token registered on it per volume.
 type replicaConn struct {
-	c *wire.Conn
+	c      *wire.Conn
+	peered bool // PEER_AUTH was taken (false: the secondary closed on it, as older versions do)
 
 	mu   sync.Mutex
 	vols map[int64]*volAuth
@@ -68,28 +69,32 @@ func newReplicaPool(opts wire.ClientOptions, timeout time.Duration, peer func(ti
 // peerTokenTTL: the Peer token is checked once, when the connection begins.
 const peerTokenTTL = time.Minute
 
-// dial connects to an SDS and presents this SDS's Peer token. An SDS of a version without
-// OpPeerAuth closes the connection on it (it takes replica writes without one): the dial is
-// then repeated without it, so a rolling upgrade keeps replicating.
-func (p *replicaPool) dial(ctx context.Context, addr string) (*wire.Conn, error) {
-	c, err := wire.Dial(ctx, addr, p.opts)
+// dial connects to an SDS and presents this SDS's Peer token; peered tells whether it was
+// taken. An SDS of a version without OpPeerAuth closes the connection on it (it takes replica
+// writes without one): the dial is then repeated without it, so a rolling upgrade keeps
+// replicating. Should a current SDS have closed it instead (the connection failed just then),
+// its refusal of the first replica write drops the connection (forwardFrom), and the next
+// dial presents the token again.
+func (p *replicaPool) dial(ctx context.Context, addr string) (c *wire.Conn, peered bool, err error) {
+	c, err = wire.Dial(ctx, addr, p.opts)
 	if err != nil || p.peer == nil {
-		return c, err
+		return c, false, err
 	}
 	t, err := p.peer(peerTokenTTL)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("sign a peer token: %w", err)
+		return nil, false, fmt.Errorf("sign a peer token: %w", err)
 	}
 	_, err = c.Do(ctx, wire.Request{Op: wire.OpPeerAuth, Data: t.Bytes()})
 	if err == nil {
-		return c, nil
+		return c, true, nil
 	}
 	c.Close()
 	if _, isStatus := wire.StatusOf(err); isStatus || ctx.Err() != nil {
-		return nil, fmt.Errorf("peer authentication with %s: %w", addr, err)
+		return nil, false, fmt.Errorf("peer authentication with %s: %w", addr, err)
 	}
-	return wire.Dial(ctx, addr, p.opts)
+	c, err = wire.Dial(ctx, addr, p.opts)
+	return c, false, err
 }
 
 // conn returns a live connection for k, dialing if needed.
@@ -107,11 +112,11 @@ func (p *replicaPool) conn(ctx context.Context, k replicaKey) (*replicaConn, err
 	delete(p.conns, k)
 	p.mu.Unlock()
 
-	c, err := p.dial(ctx, k.addr)
+	c, peered, err := p.dial(ctx, k.addr)
 	if err != nil {
 		return nil, err
 	}
-	rc = &replicaConn{c: c, vols: map[int64]*volAuth{}, shm: map[uint64]bool{}}
+	rc = &replicaConn{c: c, peered: peered, vols: map[int64]*volAuth{}, shm: map[uint64]bool{}}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -203,6 +208,9 @@ func (p *replicaPool) forwardFrom(ctx context.Context, addr string, tok token.To
 			return resp, nil
 		case !isStatus:
 			p.drop(k, rc)
+			return resp, err
+		case st == wire.StatusAuth && !rc.peered && p.peer != nil:
+			p.drop(k, rc) // maybe a current SDS that wants PEER_AUTH: the next dial presents it
 			return resp, err
 		case (st == wire.StatusAuth || st == wire.StatusExpired) && !reauthed:
 			reauthed = true
