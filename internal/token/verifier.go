@@ -78,12 +78,8 @@ func (v *Verifier) Verify(t Token, volumeID int64, write bool, now time.Time) er
 	if !c.Mode.valid() && c.Mode != Peer {
 		return fmt.Errorf("token %d: access %v: %w", c.TokenID, c.Mode, ErrMalformed)
 	}
-	e := v.keys.entry(c.KeyID)
-	if e == nil {
-		return fmt.Errorf("token %d: key %d: %w", c.TokenID, c.KeyID, ErrUnknownKey)
-	}
-	if !e.check(c, &t.MAC) {
-		return fmt.Errorf("token %d: %w", c.TokenID, ErrBadSignature)
+	if err := v.signed(&t); err != nil {
+		return err
 	}
 	if c.Mode == Peer { // after the signature, so a flipped mode byte reads as a forgery
 		return fmt.Errorf("token %d is a peer token, which authorizes no volume IO: %w", c.TokenID, ErrMalformed)
@@ -99,6 +95,15 @@ func (v *Verifier) VerifyPeer(t Token, now time.Time) error {
 	if c.Mode != Peer {
 		return fmt.Errorf("token %d: access %v, not a peer token: %w", c.TokenID, c.Mode, ErrMalformed)
 	}
+	if err := v.signed(&t); err != nil {
+		return err
+	}
+	return checkLive(c, false, now)
+}
+
+// signed checks that t's key is in the keyring and its MAC matches (constant time).
+func (v *Verifier) signed(t *Token) error {
+	c := &t.Claims
 	e := v.keys.entry(c.KeyID)
 	if e == nil {
 		return fmt.Errorf("token %d: key %d: %w", c.TokenID, c.KeyID, ErrUnknownKey)
@@ -106,7 +111,7 @@ func (v *Verifier) VerifyPeer(t Token, now time.Time) error {
 	if !e.check(c, &t.MAC) {
 		return fmt.Errorf("token %d: %w", c.TokenID, ErrBadSignature)
 	}
-	return checkLive(c, false, now)
+	return nil
 }
 
 // checkClaims runs the checks after the signature.
