@@ -1,10 +1,14 @@
 package mdm
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 func TestLocalConfigsLoad(t *testing.T) {
@@ -49,5 +53,17 @@ raft_addr = "127.0.0.1:8101"
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %q: got %v, want an error naming %q", tc.body, err, tc.want)
 		}
+	}
+}
+
+// The raft transport never pipelines (mdm/DESIGN.md "No pipelined replication").
+func TestRaftTransportDoesNotPipeline(t *testing.T) {
+	tr, err := newRaftTransport("127.0.0.1:0", nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if _, err := tr.AppendEntriesPipeline("mdm-2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: %v, want ErrPipelineReplicationNotSupported", err)
 	}
 }

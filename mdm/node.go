@@ -109,7 +109,7 @@ func openNode(cfg *Config, logger hclog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mdm: raft_advertise %q: %w", cfg.raftAdvertise(), err)
 	}
-	if n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 4, 10*time.Second, logger.Named("transport")); err != nil {
+	if n.trans, err = newRaftTransport(cfg.RaftAddr, advertise, logger.Named("transport")); err != nil {
 		return nil, fmt.Errorf("mdm: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
 	if err := n.joinGossip(); err != nil {
@@ -517,6 +517,16 @@ func (n *Node) TransferLeadership(id string) error {
 		}
 	}
 	return &fsm.Error{Kind: fsm.KindNotFound, Message: fmt.Sprintf("MDM %q is not in the cluster", id)}
+}
+
+// newRaftTransport is raft's TCP transport without pipelined replication (MaxRPCsInFlight 1).
+// In hashicorp/raft v1.8.0 a pipeline can deadlock when a follower answers with a newer term or
+// a refusal: replication to that follower stops for good while heartbeats go on, and Shutdown
+// never returns (mdm/DESIGN.md "No pipelined replication").
+func newRaftTransport(bind string, advertise net.Addr, logger hclog.Logger) (*raft.NetworkTransport, error) {
+	return raft.NewTCPTransportWithConfig(bind, advertise, &raft.NetworkTransportConfig{
+		MaxPool: 4, Timeout: 10 * time.Second, Logger: logger, MaxRPCsInFlight: 1,
+	})
 }
 
 // Close stops raft and closes the stores.
