@@ -511,6 +511,9 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, s
 	return d.writePrimary(ctx, claims, tok, req, t, src)
 }
 
+// span is where in its chunk the request lies.
+func (t target) span() span { return span{t.inChunk, t.length} }
+
 func (d *DataServer) leaseValid() bool { return d.cfg.LeaseValid == nil || d.cfg.LeaseValid() }
 
 // noLease refuses a request: without a lease the MDM may already have given this SDS's chunks to
@@ -649,7 +652,10 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 			return resp
 		}
 	}
-	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
+	if held, reused := d.writeIDs.applied(claims.SDCID, req.Tag, t.key, t.span()); reused {
+		d.unlockWritten(mu, t.key)
+		return tagReused(req, t)
+	} else if held {
 		resp := d.replay(ctx, claims, tok, req, t, secs)
 		d.unlockWritten(mu, t.key)
 		return resp
@@ -660,7 +666,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	}
 	lerr := d.apply(req, t)
 	if lerr == nil {
-		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+		d.writeIDs.add(claims.SDCID, req.Tag, t.key, t.span())
 	}
 	wg.Wait()
 	failed := slices.IndexFunc(results, func(r result) bool { return r.err != nil })
@@ -686,6 +692,12 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	return wire.Response{Epoch: t.epoch}
 }
 
+// tagReused refuses a write whose tag this chunk's copy holds for a write of another span: a
+// client reusing tags, whose write taken as a retry would be acknowledged without being applied.
+func tagReused(req *wire.Request, t target) wire.Response {
+	return statusResp(wire.StatusProto, t.epoch, fmt.Sprintf("write tag %d was already used for another write of chunk %d; every write needs a tag of its own", req.Tag, t.key.Chunk))
+}
+
 // unlockWritten ends a write of chunk k begun with grants.begin under its lock mu, and
 // releases mu. A chunk left with writes its other replicas lack loses its read grants.
 func (d *DataServer) unlockWritten(mu *sync.RWMutex, k chunkstore.Key) {
@@ -700,7 +712,10 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 	mu := d.lock(t.key)
 	mu.Lock()
 	d.unrepl.clear(t.key) // no other replica left to send it to
-	if d.writeIDs.applied(claims.SDCID, req.Tag, t.key) {
+	if held, reused := d.writeIDs.applied(claims.SDCID, req.Tag, t.key, t.span()); reused {
+		mu.Unlock()
+		return tagReused(req, t)
+	} else if held {
 		mu.Unlock()
 		d.stats.replays.Add(1)
 		return wire.Response{Epoch: t.epoch} // this copy, the only one, has it
@@ -708,7 +723,7 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 	d.grants.begin(t.key)
 	err := d.apply(req, t)
 	if err == nil {
-		d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+		d.writeIDs.add(claims.SDCID, req.Tag, t.key, t.span())
 	}
 	d.unlockWritten(mu, t.key)
 	if err != nil {
@@ -778,7 +793,7 @@ func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req 
 	}
 	// Always applied, even when already recorded: the primary orders the writes of a chunk, and a
 	// replay (below) carries the primary's current bytes.
-	d.writeIDs.add(claims.SDCID, req.Tag, t.key)
+	d.writeIDs.add(claims.SDCID, req.Tag, t.key, t.span())
 	if d.unrepl.has(t.key) {
 		d.unrepl.clear(t.key) // left from when this SDS was primary: the primary decides now
 	}

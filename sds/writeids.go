@@ -29,9 +29,15 @@ type writeID struct {
 }
 
 type writeRec struct {
-	key chunkstore.Key
-	seq uint64 // when it was applied, in writeIDs.seq order
+	key  chunkstore.Key
+	span span
+	seq  uint64 // when it was applied, in writeIDs.seq order
 }
+
+// span is where in its chunk a write lies. Every attempt of a write covers the same span; a
+// tag seen again with another span is a client reusing tags, refused rather than taken as a
+// retry (which would acknowledge data that was never written).
+type span struct{ off, n int64 }
 
 type queued struct {
 	id  writeID
@@ -61,20 +67,24 @@ func newWriteIDs(retention time.Duration, max int, now func() time.Time) *writeI
 		recs: map[writeID]writeRec{}, changed: map[chunkstore.Key]uint64{}}
 }
 
-// applied reports whether this SDS's current copy of k holds the write (sdc, tag).
-func (w *writeIDs) applied(sdc int64, tag uint64, k chunkstore.Key) bool {
+// applied reports whether this SDS's current copy of k holds the write (sdc, tag), and whether
+// that tag was recorded there for a write of another span (reused: not a retry).
+func (w *writeIDs) applied(sdc int64, tag uint64, k chunkstore.Key, s span) (held, reused bool) {
 	if tag == 0 {
-		return false
+		return false, false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r, ok := w.recs[writeID{sdc, tag}]
-	return ok && r.key == k && r.seq > w.changed[k]
+	if !ok || r.key != k || r.seq <= w.changed[k] {
+		return false, false
+	}
+	return r.span == s, r.span != s
 }
 
 // add records that the copy of k now holds the write (sdc, tag). Called under k's chunk lock
 // (or, on a replica, while the primary holds its own), so records of a chunk follow its writes.
-func (w *writeIDs) add(sdc int64, tag uint64, k chunkstore.Key) {
+func (w *writeIDs) add(sdc int64, tag uint64, k chunkstore.Key, s span) {
 	if tag == 0 {
 		return
 	}
@@ -83,7 +93,7 @@ func (w *writeIDs) add(sdc int64, tag uint64, k chunkstore.Key) {
 	defer w.mu.Unlock()
 	w.seq++
 	id := writeID{sdc, tag}
-	w.recs[id] = writeRec{key: k, seq: w.seq}
+	w.recs[id] = writeRec{key: k, span: s, seq: w.seq}
 	w.queue = append(w.queue, queued{id: id, seq: w.seq, at: now})
 	w.expire(now)
 }

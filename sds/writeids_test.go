@@ -9,42 +9,52 @@ import (
 	"pflex/sds/chunkstore"
 )
 
+// held is writeIDs.applied for writes of one span.
+func held(w *writeIDs, sdc int64, tag uint64, k chunkstore.Key) bool {
+	h, _ := w.applied(sdc, tag, k, span{})
+	return h
+}
+
 func TestWriteIDsRecordsExpiryAndReplacement(t *testing.T) {
 	now := time.Unix(1000, 0)
 	w := newWriteIDs(time.Minute, 3, func() time.Time { return now })
 	k, other := chunkstore.Key{VolumeID: 1, Chunk: 2}, chunkstore.Key{VolumeID: 1, Chunk: 3}
-	if w.applied(5, 0, k) {
+	if held(w, 5, 0, k) {
 		t.Fatal("an untagged write counts as applied")
 	}
-	w.add(5, 0, k)
-	w.add(5, 10, k)
+	w.add(5, 0, k, span{})
+	w.add(5, 10, k, span{})
 	switch {
-	case !w.applied(5, 10, k):
+	case !held(w, 5, 10, k):
 		t.Fatal("recorded write not found")
-	case w.applied(6, 10, k):
+	case held(w, 6, 10, k):
 		t.Fatal("the same tag from another SDC counts")
-	case w.applied(5, 10, other):
+	case held(w, 5, 10, other):
 		t.Fatal("a record counts for another chunk")
 	case w.size() != 1:
 		t.Fatalf("size %d, want 1 (untagged writes are not recorded)", w.size())
 	}
+	// The same tag for a write of another span of the chunk is a reused tag, not a retry.
+	if h, reused := w.applied(5, 10, k, span{off: 4096, n: 512}); h || !reused {
+		t.Fatalf("tag reused for another span: held %v, reused %v", h, reused)
+	}
 	w.replaced(k)
-	if w.applied(5, 10, k) {
+	if held(w, 5, 10, k) {
 		t.Fatal("a record survives the replacement of its copy")
 	}
-	w.add(5, 11, k) // applied to the new copy
-	if !w.applied(5, 11, k) {
+	w.add(5, 11, k, span{}) // applied to the new copy
+	if !held(w, 5, 11, k) {
 		t.Fatal("a write applied after the replacement does not count")
 	}
 	now = now.Add(2 * time.Minute)
-	w.add(5, 12, other)
-	if w.applied(5, 11, k) || w.size() != 1 || w.evicted.Load() != 0 {
-		t.Fatalf("after retention: applied %v, size %d, evicted %d", w.applied(5, 11, k), w.size(), w.evicted.Load())
+	w.add(5, 12, other, span{})
+	if held(w, 5, 11, k) || w.size() != 1 || w.evicted.Load() != 0 {
+		t.Fatalf("after retention: applied %v, size %d, evicted %d", held(w, 5, 11, k), w.size(), w.evicted.Load())
 	}
 	for tag := uint64(20); tag < 25; tag++ {
-		w.add(5, tag, other)
+		w.add(5, tag, other, span{})
 	}
-	if w.size() != 3 || w.evicted.Load() != 3 || w.applied(5, 21, other) || !w.applied(5, 24, other) {
+	if w.size() != 3 || w.evicted.Load() != 3 || held(w, 5, 21, other) || !held(w, 5, 24, other) {
 		t.Fatalf("over the cap: size %d, evicted %d", w.size(), w.evicted.Load())
 	}
 }
@@ -83,6 +93,13 @@ func TestRetriedWriteIsNotAppliedTwice(t *testing.T) {
 	if got := read(1, 0); got != "bbbb" {
 		t.Fatalf("after the retry of an older write: %q, want the newer \"bbbb\"", got)
 	}
+	// Tag 2 again for a write elsewhere in the chunk is not a retry: refused, nothing written.
+	if st := write(2, 1, 8, "zzzz"); st != wire.StatusProto {
+		t.Fatalf("write reusing a tag for another span: %v", st)
+	}
+	if got := read(1, 8); got != "\x00\x00\x00\x00" {
+		t.Fatalf("a write with a reused tag changed the data: %q", got)
+	}
 	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C != b.CRC32C || a.CRC32C == "" {
 		t.Fatalf("replicas differ after a replay: %+v %+v", a, b)
 	}
@@ -93,7 +110,7 @@ func TestRetriedWriteIsNotAppliedTwice(t *testing.T) {
 	if err := d.cfg.Store.WriteAt(k, l.ChunkSize, 1, []byte("xxxx"), 0, false); err != nil {
 		t.Fatal(err)
 	}
-	d.writeIDs.add(5, 9, k)
+	d.writeIDs.add(5, 9, k, span{0, 4})
 	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C == b.CRC32C {
 		t.Fatal("the copies should differ before the retry")
 	}
