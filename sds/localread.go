@@ -131,16 +131,7 @@ func (rg *readGrants) revokeLocked(k chunkstore.Key, drop func(*readGrant) bool)
 
 // begin marks chunk k as being written (its entries odd); called under the chunk's write
 // lock, so no grant on k is added until the matching end.
-func (rg *readGrants) begin(k chunkstore.Key) {
-	if rg.n.Load() == 0 {
-		return
-	}
-	rg.mu.Lock()
-	for _, g := range rg.by[k] {
-		g.e.Begin()
-	}
-	rg.mu.Unlock()
-}
+func (rg *readGrants) begin(k chunkstore.Key) { rg.each(k, func(e *shm.GrantEntry) { e.Begin() }) }
 
 // end closes what begin opened, still under the chunk's lock. With revoke, the grants end
 // instead (the write changed where the chunk is, or left it unreplicated).
@@ -149,12 +140,17 @@ func (rg *readGrants) end(k chunkstore.Key, revoke bool) {
 		rg.revokeKey(k)
 		return
 	}
+	rg.each(k, func(e *shm.GrantEntry) { e.End() })
+}
+
+// each calls f on the entry of every grant on chunk k, under mu (skipped while none is held).
+func (rg *readGrants) each(k chunkstore.Key, f func(*shm.GrantEntry)) {
 	if rg.n.Load() == 0 {
 		return
 	}
 	rg.mu.Lock()
 	for _, g := range rg.by[k] {
-		g.e.End()
+		f(g.e)
 	}
 	rg.mu.Unlock()
 }
