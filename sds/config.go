@@ -35,6 +35,9 @@ type Config struct {
 	// going (0: unthrottled). RebuildParallel is how many chunks it copies at once.
 	RebuildMBps     int `hcl:"rebuild_mbps,optional"`
 	RebuildParallel int `hcl:"rebuild_parallel,optional"`
+	// ReplicaTimeout is how long a primary waits for a secondary to take a forwarded write
+	// before it answers its client Retry (default "5s", at most 30s).
+	ReplicaTimeout string `hcl:"replica_timeout,optional"`
 
 	// SharedMemory lets SDCs (and primaries) on the same host pass write payloads in memory
 	// shared with this SDS instead of through the socket (sds/DESIGN.md "Shared memory").
@@ -122,6 +125,11 @@ func (c *Config) Validate() error {
 	if c.RebuildParallel < 0 || c.RebuildParallel > 64 {
 		return fmt.Errorf("rebuild_parallel: %d must be from 1 to 64 (0: the default)", c.RebuildParallel)
 	}
+	if d, err := config.Duration("replica_timeout", c.ReplicaTimeout, DefaultReplicaTimeout); err != nil {
+		return err
+	} else if d > maxReplicaTimeout {
+		return fmt.Errorf("replica_timeout: %v is longer than %v: a client would give up on the write first", d, maxReplicaTimeout)
+	}
 	if c.GoMaxProcs < 0 {
 		return fmt.Errorf("gomaxprocs: %d must be 0 (Go's default) or positive", c.GoMaxProcs)
 	}
@@ -132,6 +140,16 @@ func (c *Config) Validate() error {
 		return errors.New("gossip.join: neither gossip join addresses nor mdm addresses: the SDS could not find the MDMs")
 	}
 	return nil
+}
+
+// maxReplicaTimeout bounds replica_timeout: an SDC gives up on an IO after its io_timeout (30 s
+// by default), and a replica write is remembered in order for DefaultOrderRetention.
+const maxReplicaTimeout = 30 * time.Second
+
+// replicaTimeout is the parsed replica_timeout (validated).
+func (c *Config) replicaTimeout() time.Duration {
+	d, _ := config.Duration("replica_timeout", c.ReplicaTimeout, DefaultReplicaTimeout)
+	return d
 }
 
 // heartbeatInterval is the parsed heartbeat_interval (validated).

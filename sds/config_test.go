@@ -38,6 +38,8 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"devices", func(c *Config) { c.Devices = nil }},
 		{"devices[1]", func(c *Config) { c.Devices = []string{"a", ""} }},
 		{"total_capacity_gb", func(c *Config) { c.TotalCapacityGB = 0 }},
+		{"replica_timeout", func(c *Config) { c.ReplicaTimeout = "-1s" }},
+		{"replica_timeout", func(c *Config) { c.ReplicaTimeout = "2m" }},
 		{"gossip", func(c *Config) { c.Gossip = nil }},
 		{"gossip.bind_addr", func(c *Config) { c.Gossip.BindAddr = "" }},
 		{"gossip.advertise_addr", func(c *Config) { c.Gossip.AdvertiseAddr = "x" }},

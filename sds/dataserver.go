@@ -76,7 +76,11 @@ type DataServer struct {
 	replicas *replicaPool
 	acks     *ackBatcher
 	locks    [1024]sync.RWMutex // per chunk (striped), held by the primary across the forward
-	seed     maphash.Seed
+	// copyLocks (per chunk, striped) are held around every change of a chunk's local copy and
+	// never across a network wait: a replica write checks its order and epoch and is applied
+	// under one, so nothing it was checked against changes before it lands.
+	copyLocks [1024]sync.Mutex
+	seed      maphash.Seed
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -99,13 +103,18 @@ type DataServer struct {
 	rebuild  rebuildState
 	throttle *throttle
 	dirty    dirtyChunks
-	writeIDs *writeIDs    // tagged writes applied here recently (writeids.go)
-	unrepl   unreplicated // chunks with writes not on all their replicas (unreplicated.go)
+	writeIDs *writeIDs     // tagged writes applied here recently (writeids.go)
+	order    *replicaOrder // the newest replica write each chunk took (replicaorder.go)
+	unrepl   unreplicated  // chunks with writes not on all their replicas (unreplicated.go)
 
 	shmMu      sync.Mutex
 	shmClients map[uint64]int // per shared region, connections its owner attached it on
 
 	grants readGrants // local reads (localread.go)
+
+	// stallReplica, when set, is called before a replica write takes its copy lock: fault
+	// injection for tests (a write delayed in the secondary while its primary gives up on it).
+	stallReplica atomic.Pointer[func(*wire.Request)]
 }
 
 type dataCounters struct {
@@ -131,14 +140,19 @@ type DataStats struct {
 	DroppedCopies  int64 `json:"dropped_copies"`  // copies freed: a newer layout placed them elsewhere
 	// Retried writes (writeids.go): re-sent writes this SDS already held and did not apply
 	// again, the writes remembered, and those forgotten early because of the cap.
-	ReplayedWrites  int64        `json:"replayed_writes"`
-	WriteIDs        int          `json:"write_ids"`
-	WriteIDsEvicted int64        `json:"write_ids_evicted"`
-	Rebuild         RebuildStats `json:"rebuild"`
-	AckBatchesSent  int64        `json:"ack_batches_sent"`
-	AckFailures     int64        `json:"ack_failures"`
-	AckDroppedCount int64        `json:"ack_dropped"`
-	AckRefused      int64        `json:"ack_refused"` // batches the leader refused as malformed, dropped
+	ReplayedWrites  int64 `json:"replayed_writes"`
+	WriteIDs        int   `json:"write_ids"`
+	WriteIDsEvicted int64 `json:"write_ids_evicted"`
+	// Replica order (replicaorder.go): replica and rebuild writes refused because a newer one
+	// of their chunk from the same primary was applied first (or their primary restarted since),
+	// and the chunks whose newest replica write is remembered.
+	ReplicaOutOfOrder int64        `json:"replica_out_of_order"`
+	ReplicaOrders     int          `json:"replica_orders"`
+	Rebuild           RebuildStats `json:"rebuild"`
+	AckBatchesSent    int64        `json:"ack_batches_sent"`
+	AckFailures       int64        `json:"ack_failures"`
+	AckDroppedCount   int64        `json:"ack_dropped"`
+	AckRefused        int64        `json:"ack_refused"` // batches the leader refused as malformed, dropped
 	// Shared memory (sharedmem.go): regions attached by connections, writes whose data came
 	// from a region (as primary or replica), forwards to a secondary that passed a reference
 	// instead of the bytes, and reads answered into a region.
@@ -173,9 +187,10 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		recPending: map[int64]int64{}, reconciled: map[int64]int64{}, recWake: make(chan struct{}, 1)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.writeIDs = newWriteIDs(DefaultWriteIDRetention, DefaultWriteIDMax, cfg.Now)
+	d.order = newReplicaOrder(DefaultOrderRetention, DefaultOrderMax, cfg.Now)
 	d.layouts = newLayoutCache(cfg.Layouts, d.learned)
 	cfg.Store.OnFree(d.grants.revokeKey)
-	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout, cfg.SignPeer)
+	d.replicas = newReplicaPool(wire.ClientOptions{MaxPayload: cfg.Wire.MaxPayload, Logger: cfg.Wire.Logger}, cfg.ReplicaTimeout, cfg.SignPeer, cfg.SelfID)
 	if cfg.Acks != nil {
 		d.acks = newAckBatcher(cfg.Acks, cfg.SelfID, cfg.Logger.Named("acks"))
 		if cfg.AckInterval > 0 {
@@ -276,6 +291,7 @@ func (d *DataServer) Stats() DataStats {
 		Retries: d.stats.retries.Load(), DegradedWrites: d.stats.degradedWrites.Load(), NoLease: d.stats.noLease.Load(),
 		DroppedCopies: d.stats.dropped.Load(), Rebuild: d.rebuild.stats(),
 		ReplayedWrites: d.stats.replays.Load(), WriteIDs: d.writeIDs.size(), WriteIDsEvicted: d.writeIDs.evicted.Load(),
+		ReplicaOutOfOrder: d.order.refused.Load(), ReplicaOrders: d.order.size(),
 		ShmAttached: d.stats.shmAttached.Load(), ShmWrites: d.stats.shmWrites.Load(), ShmForwards: d.replicas.shmForwards.Load(),
 		ShmReads: d.stats.shmReads.Load(), ReadGrants: d.grants.count(), GrantsMade: d.stats.grants.Load(),
 		LocalReads: d.stats.localReads.Load(), LocalReadBytes: d.stats.localReadBytes.Load(),
@@ -294,6 +310,8 @@ func (d *DataServer) Stats() DataStats {
 type connState struct {
 	cache *token.Cache
 	peer  atomic.Bool // an SDS of the cluster (OpPeerAuth): replica and rebuild writes are taken
+	// from is the peer's PeerHello (nil: its request ids are not ordered; replicaorder.go).
+	from atomic.Pointer[wire.PeerHello]
 
 	mu      sync.Mutex
 	tokens  map[int64]token.Token   // the token registered per volume, to forward to secondaries
@@ -403,6 +421,12 @@ func (d *DataServer) peerAuth(cs *connState, req *wire.Request) wire.Response {
 	if err != nil {
 		return statusResp(wire.StatusAuth, 0, "peer authentication: "+err.Error())
 	}
+	if h, ok := wire.PeerHelloOf(req); ok {
+		d.order.hello(h)
+		cs.from.Store(&h)
+	} else {
+		cs.from.Store(nil)
+	}
 	cs.peer.Store(true)
 	return wire.Response{}
 }
@@ -434,6 +458,15 @@ func storeStatus(err error) wire.Status {
 }
 
 func (d *DataServer) lock(k chunkstore.Key) *sync.RWMutex {
+	return &d.locks[d.stripe(k)%uint64(len(d.locks))]
+}
+
+func (d *DataServer) copyLock(k chunkstore.Key) *sync.Mutex {
+	return &d.copyLocks[d.stripe(k)%uint64(len(d.copyLocks))]
+}
+
+// stripe hashes k for the striped lock tables.
+func (d *DataServer) stripe(k chunkstore.Key) uint64 {
 	var h maphash.Hash
 	h.SetSeed(d.seed)
 	var b [16]byte
@@ -442,7 +475,7 @@ func (d *DataServer) lock(k chunkstore.Key) *sync.RWMutex {
 		b[8+i] = byte(k.Chunk >> (8 * i))
 	}
 	h.Write(b[:])
-	return &d.locks[h.Sum64()%uint64(len(d.locks))]
+	return h.Sum64()
 }
 
 // target is a request resolved against the layout: the chunk, its replicas and epoch.
@@ -480,7 +513,7 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, s
 		return resp
 	}
 	if req.Op == wire.OpChunkWrite {
-		return d.applyChunkCopy(req, t)
+		return d.applyChunkCopy(req, t, cs.peerWrite(req))
 	}
 	if t.length == 0 {
 		return wire.Response{Epoch: t.epoch}
@@ -489,7 +522,7 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, s
 		if len(t.replicas) < 2 || !slices.Contains(t.replicas[1:], self) {
 			return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the secondary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
 		}
-		return d.applyReplica(ctx, claims, req, t)
+		return d.applyReplica(ctx, claims, req, t, cs.peerWrite(req))
 	}
 	if len(t.replicas) == 0 || t.replicas[0] != self {
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the primary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))
@@ -605,8 +638,16 @@ func (d *DataServer) read(claims token.Claims, req *wire.Request, t target, into
 	return wire.Response{Epoch: t.epoch, Data: buf}
 }
 
-// apply performs a write, trim or write-zeroes on the local replica.
+// apply performs a write, trim or write-zeroes on the local copy, under the chunk's copy lock.
 func (d *DataServer) apply(req *wire.Request, t target) error {
+	mu := d.copyLock(t.key)
+	mu.Lock()
+	defer mu.Unlock()
+	return d.applyLocked(req, t)
+}
+
+// applyLocked is apply with the chunk's copy lock held.
+func (d *DataServer) applyLocked(req *wire.Request, t target) error {
 	fua := req.Flags&wire.FlagFUA != 0
 	switch req.Op {
 	case wire.OpWrite, wire.OpReplWrite:
@@ -780,14 +821,29 @@ func (d *DataServer) secondaryFailed(t target, sec layout.Member, resp wire.Resp
 }
 
 // applyReplica applies a write forwarded by the chunk's primary. The primary holds the chunk's
-// lock until this answers, so no lock is needed here (and taking one could deadlock two SDSs
-// that are each other's secondary).
-func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req *wire.Request, t target) wire.Response {
+// lock until this answers, so the chunk lock is not taken here (that could deadlock two SDSs
+// that are each other's secondary); the copy lock, held for the local write alone, orders it
+// against a forward the primary gave up on (inOrder).
+func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req *wire.Request, t target, w peerWrite) wire.Response {
 	if ctx.Err() != nil {
 		// The primary's connection is gone: it has already answered its client.
 		return statusResp(wire.StatusRetry, t.epoch, "connection closing")
 	}
-	if err := d.apply(req, t); err != nil {
+	if stall := d.stallReplica.Load(); stall != nil {
+		(*stall)(req)
+	}
+	mu := d.copyLock(t.key)
+	mu.Lock()
+	resp, ok := d.inOrder(t, w)
+	var err error
+	if ok {
+		err = d.applyLocked(req, t)
+	}
+	mu.Unlock()
+	if !ok {
+		return resp
+	}
+	if err != nil {
 		d.log.Error("replica write failed", "op", req.Op.String(), "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 		return statusResp(storeStatus(err), t.epoch, err.Error())
 	}
@@ -799,6 +855,31 @@ func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req 
 	}
 	d.count(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
+}
+
+// inOrder decides, under t's copy lock, whether w, a replica or rebuild write resolved as t, may
+// be applied now: the chunk must still be at the epoch it was resolved at (while it waited the
+// layout may have moved on, and a new primary written the chunk), and no newer write from its
+// primary may have been applied before it (replicaorder.go).
+func (d *DataServer) inOrder(t target, w peerWrite) (wire.Response, bool) {
+	if l := d.layouts.snapshot(t.key.VolumeID); l != nil {
+		if e := l.ChunkEpoch(t.key.Chunk); e > t.epoch {
+			return statusResp(wire.StatusStaleEpoch, e, fmt.Sprintf("chunk %d moved to epoch %d while a write of epoch %d waited", t.key.Chunk, e, t.epoch)), false
+		}
+	}
+	if err := d.order.admit(t.key, w); err != nil {
+		d.log.Warn("replica write out of order; not applied", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
+		return statusResp(wire.StatusRetry, t.epoch, err.Error()), false
+	}
+	return wire.Response{}, true
+}
+
+// peerWrite is who sent req on this connection (replicaorder.go).
+func (cs *connState) peerWrite(req *wire.Request) peerWrite {
+	if h := cs.from.Load(); h != nil {
+		return peerWrite{from: *h, seq: req.ID}
+	}
+	return peerWrite{}
 }
 
 // count records a successful write-type op in the token ledger and the counters.

@@ -221,8 +221,9 @@ type cluster struct {
 
 func startCluster(t *testing.T, n int) *cluster { t.Helper(); return newCluster(t, n, nil) }
 
-// newCluster is startCluster with the fake MDM set up by setup first.
-func newCluster(t testing.TB, n int, setup func(*fakeMDM)) *cluster {
+// newCluster is startCluster with the fake MDM set up by setup first, and each SDS's
+// configuration changed by opts.
+func newCluster(t testing.TB, n int, setup func(*fakeMDM), opts ...func(*Config)) *cluster {
 	t.Helper()
 	c := &cluster{mdm: newFakeMDM(t), sdss: map[int64]*Service{}}
 	c.mdm.expect = n
@@ -240,6 +241,9 @@ func newCluster(t testing.TB, n int, setup func(*fakeMDM)) *cluster {
 		cfg.HeartbeatInterval = "20ms"
 		cfg.MDM = []string{c.mdm.addr()}
 		cfg.Gossip.BindAddr, cfg.Gossip.Join = "127.0.0.1:0", nil
+		for _, o := range opts {
+			o(cfg)
+		}
 		s, err := Start(cfg, hclog.NewNullLogger())
 		if err != nil {
 			t.Fatal(err)
@@ -795,6 +799,10 @@ func TestAckBatcherDropsARefusedBatch(t *testing.T) {
 type fakeSecondary struct {
 	closeFirst, requirePeer, refuseToken bool
 	accepted                             atomic.Int64
+
+	mu     sync.Mutex
+	hellos []wire.PeerHello // of the OpPeerAuths taken
+	ids    []uint64         // of the replica writes taken, in order
 }
 
 type fakeSecondaryConn struct{ peer atomic.Bool }
@@ -807,8 +815,17 @@ func (f *fakeSecondary) Handle(_ context.Context, s *fakeSecondaryConn, req *wir
 		return wire.Response{Status: wire.StatusAuth, Data: []byte("unknown key")}
 	case req.Op == wire.OpPeerAuth:
 		s.peer.Store(true)
+		if h, ok := wire.PeerHelloOf(req); ok {
+			f.mu.Lock()
+			f.hellos = append(f.hellos, h)
+			f.mu.Unlock()
+		}
 	case req.Op == wire.OpReplWrite && f.requirePeer && !s.peer.Load():
 		return wire.Response{Status: wire.StatusAuth, Data: []byte("replica writes only from peers")}
+	case req.Op == wire.OpReplWrite:
+		f.mu.Lock()
+		f.ids = append(f.ids, req.ID)
+		f.mu.Unlock()
 	}
 	return wire.Response{}
 }
@@ -848,7 +865,7 @@ func TestPeerAuthDial(t *testing.T) {
 	tok := token.Sign(token.Claims{TokenID: 2, VolumeID: 1, SDCID: 5, Mode: token.ReadWrite, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey())
 	repl := wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Data: []byte("hello")}
 	ctx := context.Background()
-	p := newReplicaPool(wire.ClientOptions{}, time.Second, peer)
+	p := newReplicaPool(wire.ClientOptions{}, time.Second, peer, func() int64 { return 3 })
 	defer p.close()
 
 	old := &fakeSecondary{closeFirst: true}
@@ -870,5 +887,42 @@ func TestPeerAuthDial(t *testing.T) {
 	addr = refusing.serve(t)
 	if _, err := p.forwardFrom(ctx, addr, tok, repl, nil); err == nil || !strings.Contains(err.Error(), "peer authentication") {
 		t.Fatalf("forward to an SDS refusing the peer token: %v", err)
+	}
+}
+
+// A primary names itself on its replica connections, and the ids of its replica writes increase
+// across them (connections per SDC), so its secondary can order a chunk's writes.
+func TestReplicaPoolOrdersIDs(t *testing.T) {
+	peer := func(time.Duration) (token.Token, error) {
+		return token.Sign(token.Claims{TokenID: 1, Mode: token.Peer, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey()), nil
+	}
+	p := newReplicaPool(wire.ClientOptions{}, time.Second, peer, func() int64 { return 3 })
+	defer p.close()
+	sec := &fakeSecondary{}
+	addr := sec.serve(t)
+	for i := range 6 {
+		sdc := int64(1 + i%3) // a connection per SDC
+		tok := token.Sign(token.Claims{TokenID: uint64(sdc), VolumeID: 1, SDCID: sdc, Mode: token.ReadWrite, ExpiresAt: time.Now().Add(time.Minute).UnixMilli(), KeyID: 1}, token.NewKey())
+		if _, err := p.forward(context.Background(), addr, tok, wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	if len(sec.hellos) != 3 {
+		t.Fatalf("%d connections named their SDS, want 3", len(sec.hellos))
+	}
+	for _, h := range sec.hellos {
+		if h != (wire.PeerHello{SDSID: 3, Run: p.run}) {
+			t.Fatalf("PEER_AUTH named %+v, want SDS 3 run %d", h, p.run)
+		}
+	}
+	if len(sec.ids) != 6 {
+		t.Fatalf("%d replica writes taken, want 6", len(sec.ids))
+	}
+	for i, id := range sec.ids {
+		if i > 0 && id <= sec.ids[i-1] {
+			t.Fatalf("replica write ids %v: want 6, increasing across connections", sec.ids)
+		}
 	}
 }

@@ -331,13 +331,20 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 	return sent, nil
 }
 
-// applyChunkCopy takes a CHUNK_WRITE as a chunk's pending rebuild target. No lock: the source
-// holds the chunk's lock across the copy, as a primary does across a forwarded write.
-func (d *DataServer) applyChunkCopy(req *wire.Request, t target) wire.Response {
+// applyChunkCopy takes a CHUNK_WRITE as a chunk's pending rebuild target. The source holds the
+// chunk's lock across the copy, as a primary does across a forwarded write; the copy lock
+// orders it as a replica write (inOrder).
+func (d *DataServer) applyChunkCopy(req *wire.Request, t target, w peerWrite) wire.Response {
 	self := d.cfg.SelfID()
 	ids, pending := t.l.ReplicaSet(t.key.Chunk)
 	if !pending || ids[len(ids)-1] != self {
 		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the rebuild target of chunk %d (replicas %v, pending %v)", self, t.key.Chunk, ids, pending))
+	}
+	mu := d.copyLock(t.key)
+	mu.Lock()
+	defer mu.Unlock()
+	if resp, ok := d.inOrder(t, w); !ok {
+		return resp
 	}
 	// The copy replaces whatever this SDS held: the writes it remembers applying to it no longer
 	// count (a retry of one is applied again; the source's copy may not have it).

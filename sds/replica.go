@@ -2,6 +2,8 @@ package sds
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -24,6 +26,11 @@ type replicaPool struct {
 	opts    wire.ClientOptions
 	timeout time.Duration
 	peer    func(ttl time.Duration) (token.Token, error) // signs the PEER_AUTH token (nil: none)
+	self    func() int64                                 // this SDS's id, named in PEER_AUTH (0: none yet)
+	// ids numbers the requests of every connection of the pool (opts.IDs), and run names this
+	// process: a secondary orders a chunk's replica writes by them (replicaorder.go).
+	ids atomic.Uint64
+	run uint64
 
 	mu     sync.Mutex
 	conns  map[replicaKey]*replicaConn
@@ -62,8 +69,13 @@ type volAuth struct {
 	ok      bool
 }
 
-func newReplicaPool(opts wire.ClientOptions, timeout time.Duration, peer func(time.Duration) (token.Token, error)) *replicaPool {
-	return &replicaPool{opts: opts, timeout: timeout, peer: peer, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
+func newReplicaPool(opts wire.ClientOptions, timeout time.Duration, peer func(time.Duration) (token.Token, error), self func() int64) *replicaPool {
+	p := &replicaPool{opts: opts, timeout: timeout, peer: peer, self: self, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
+	p.opts.IDs = &p.ids
+	var b [8]byte
+	rand.Read(b[:])
+	p.run = binary.BigEndian.Uint64(b[:])
+	return p
 }
 
 // peerTokenTTL: the Peer token is checked once, when the connection begins.
@@ -85,7 +97,11 @@ func (p *replicaPool) dial(ctx context.Context, addr string) (c *wire.Conn, peer
 		c.Close()
 		return nil, false, fmt.Errorf("sign a peer token: %w", err)
 	}
-	_, err = c.Do(ctx, wire.Request{Op: wire.OpPeerAuth, Data: t.Bytes()})
+	req := wire.Request{Op: wire.OpPeerAuth, Data: t.Bytes()}
+	if id := p.self(); id > 0 {
+		req = wire.PeerHello{SDSID: id, Run: p.run}.Request(t.Bytes())
+	}
+	_, err = c.Do(ctx, req)
 	if err == nil {
 		return c, true, nil
 	}

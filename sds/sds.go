@@ -145,6 +145,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 		Rebuild:         s.postRebuildReport,
 		RebuildMBps:     cfg.RebuildMBps,
 		RebuildParallel: cfg.RebuildParallel,
+		ReplicaTimeout:  cfg.replicaTimeout(),
 		SharedMemory:    sharedMemory(cfg.SharedMemory),
 		LocalReads:      cfg.LocalReads,
 	})

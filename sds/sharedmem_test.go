@@ -209,7 +209,7 @@ func TestSecondaryThatDropsTheAttachGetsBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	p := newReplicaPool(wire.ClientOptions{}, time.Second, nil)
+	p := newReplicaPool(wire.ClientOptions{}, time.Second, nil, func() int64 { return 3 })
 	defer p.close()
 	ctx := context.Background()
 	k := replicaKey{addr: ln.Addr().String(), sdc: 5}

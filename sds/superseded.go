@@ -131,9 +131,11 @@ func (d *DataServer) dropSuperseded(l *layout.Layout) {
 			continue // still a replica, or kept through this SDS's maintenance
 		}
 		k := chunkstore.Key{VolumeID: l.VolumeID, Chunk: c.Chunk}
-		mu := d.lock(k)
+		mu, cmu := d.lock(k), d.copyLock(k)
 		mu.Lock()
+		cmu.Lock()
 		err := d.cfg.Store.Drop(k)
+		cmu.Unlock()
 		d.writeIDs.replaced(k)
 		d.unrepl.clear(k)
 		mu.Unlock()

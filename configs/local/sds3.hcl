@@ -15,6 +15,9 @@ shared_memory = true
 # SDCs on this host that share memory may read chunks from this SDS's devices under a read
 # grant (the default; false: every read is served over the socket).
 local_reads = true
+# How long a primary waits for its secondary to take a forwarded write before it answers its
+# client Retry (the default; at most 30s).
+replica_timeout = "5s"
 # Asked for the leader only while gossip has not named one.
 mdm = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
 

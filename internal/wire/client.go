@@ -113,7 +113,11 @@ func (c *Conn) Do(ctx context.Context, req Request) (Response, error) {
 	}
 
 	cl := calls.Get().(*call)
-	req.ID = c.nextID.Add(1)
+	if c.opts.IDs != nil {
+		req.ID = c.opts.IDs.Add(1)
+	} else {
+		req.ID = c.nextID.Add(1)
+	}
 	putRequestHeader(&cl.hdr, &req)
 	cl.readInto = req.ReadInto
 

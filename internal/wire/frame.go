@@ -124,6 +124,10 @@ const (
 	// FlagChunkAbsent marks an OpChunkWrite without payload: the rebuild source holds no copy
 	// of the chunk (never written, or trimmed), so the target drops whatever it holds.
 	FlagChunkAbsent Flags = 1 << 2
+	// FlagOrdered marks an OpPeerAuth whose sender draws the request ids of all its peer
+	// connections from one increasing sequence (ClientOptions.IDs) and names itself (PeerHello):
+	// the receiver then applies a chunk's replica writes only in the order of their ids.
+	FlagOrdered Flags = 1 << 3
 )
 
 // Request is one request. On the client, fill it and pass it to Conn.Do; ID is assigned by Do.

@@ -3,6 +3,7 @@ package wire
 import (
 	"fmt"
 	"math"
+	"sync/atomic"
 )
 
 // Logger is the logging the package needs; *slog.Logger and hclog.Logger both satisfy it.
@@ -26,6 +27,11 @@ type ClientOptions struct {
 	// 0 means DefaultMaxPayload. Keep it equal to the server's.
 	MaxPayload int
 	Logger     Logger // nil discards
+	// IDs, when set, is where request ids come from: shared by several connections, the ids of
+	// their requests increase across all of them in the order Do sends them, which a server
+	// can use to order requests that arrive on different connections (SDS replica writes,
+	// FlagOrdered). nil: each connection counts its own.
+	IDs *atomic.Uint64
 }
 
 // ServerOptions configure Serve. The zero value gives the defaults.
