@@ -22,7 +22,7 @@ const (
 	// DefaultOrderRetention is how long a chunk's newest replica write is remembered: far longer
 	// than a primary waits for one (DefaultReplicaTimeout).
 	DefaultOrderRetention = 60 * time.Second
-	// DefaultOrderMax bounds the chunks remembered (about 100 bytes each); beyond it the oldest
+	// DefaultOrderMax bounds the chunks remembered (about 150 bytes each); beyond it the oldest
 	// are forgotten early.
 	DefaultOrderMax = 1 << 18
 )
@@ -34,15 +34,18 @@ type peerWrite struct {
 	seq  uint64
 }
 
-// orderRec is the newest replica write a chunk's copy took from its primary.
+// orderRec is the newest replica write a chunk's copy took from its primary, and when.
 type orderRec struct {
 	from wire.PeerHello
 	seq  uint64
+	at   time.Time
 }
 
+// orderQueued is a chunk in the expiry queue, at the time of the write it was queued for. A
+// chunk is queued once: a newer write only updates its record, and expire queues it again at
+// that write's time, so the queue holds chunks, not writes (a hot chunk costs one entry).
 type orderQueued struct {
 	key chunkstore.Key
-	rec orderRec
 	at  time.Time
 }
 
@@ -63,7 +66,7 @@ type replicaOrder struct {
 	mu    sync.Mutex
 	runs  map[int64]peerRun // by sending SDS id
 	recs  map[chunkstore.Key]orderRec
-	queue []orderQueued // in the order they were recorded; queue[head:] is live
+	queue []orderQueued // oldest first; queue[head:] is live
 	head  int
 }
 
@@ -96,9 +99,10 @@ func (o *replicaOrder) admit(k chunkstore.Key, w peerWrite) error {
 		o.refused.Add(1)
 		return err
 	}
-	rec := orderRec{from: w.from, seq: w.seq}
-	o.recs[k] = rec
-	o.queue = append(o.queue, orderQueued{key: k, rec: rec, at: now})
+	if _, ok := o.recs[k]; !ok {
+		o.queue = append(o.queue, orderQueued{key: k, at: now})
+	}
+	o.recs[k] = orderRec{from: w.from, seq: w.seq, at: now}
 	return nil
 }
 
@@ -122,19 +126,21 @@ func (o *replicaOrder) check(k chunkstore.Key, w peerWrite) error {
 func (o *replicaOrder) expire(now time.Time) {
 	for o.head < len(o.queue) {
 		q := o.queue[o.head]
-		old := now.Sub(q.at) > o.retention
-		if !old && len(o.queue)-o.head < o.max {
+		if now.Sub(q.at) <= o.retention && len(o.queue)-o.head < o.max {
 			break
-		}
-		if cur, ok := o.recs[q.key]; ok && cur == q.rec {
-			delete(o.recs, q.key)
-			if r := o.runs[q.rec.from.SDSID]; r.run == q.rec.from.Run && q.rec.seq > r.floor {
-				r.floor = q.rec.seq
-				o.runs[q.rec.from.SDSID] = r
-			}
 		}
 		o.queue[o.head] = orderQueued{}
 		o.head++
+		rec := o.recs[q.key]
+		if rec.at.After(q.at) { // written since it was queued: queued again, at that write
+			o.queue = append(o.queue, orderQueued{key: q.key, at: rec.at})
+			continue
+		}
+		delete(o.recs, q.key)
+		if r := o.runs[rec.from.SDSID]; r.run == rec.from.Run && rec.seq > r.floor {
+			r.floor = rec.seq
+			o.runs[rec.from.SDSID] = r
+		}
 	}
 	if o.head > 1024 && o.head*2 > len(o.queue) {
 		o.queue = append(o.queue[:0], o.queue[o.head:]...)

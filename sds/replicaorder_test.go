@@ -67,6 +67,20 @@ func TestReplicaOrder(t *testing.T) {
 	if n := o.refused.Load(); n != 5 {
 		t.Fatalf("%d refusals counted, want 5", n)
 	}
+
+	// A chunk written over and over is one entry of the queue, remembered from its last write.
+	o = newReplicaOrder(time.Minute, 4, func() time.Time { return now })
+	o.hello(a)
+	for seq := range uint64(100) {
+		admit(k0, a, seq+1, "")
+		now = now.Add(time.Second)
+	}
+	if n := len(o.queue) - o.head; n != 1 {
+		t.Fatalf("%d queue entries for one chunk, want 1", n)
+	}
+	now = now.Add(30 * time.Second) // 31 s after its last write
+	admit(k1, a, 200, "")
+	admit(k0, a, 99, "arrived after its write 100")
 }
 
 // readCopy reads n bytes at the start of chunk 0 of volume 1 from the SDS id's own copy.
