@@ -94,6 +94,38 @@ func (c *cluster) readCopy(t *testing.T, id int64, n int) []byte {
 	return b
 }
 
+// dialOrdered opens a peer connection to the SDS id as SDS from does in its run, with request
+// ids from ids, and registers tok on it.
+func (c *cluster) dialOrdered(t *testing.T, id int64, from wire.PeerHello, ids *atomic.Uint64, tok token.Token) *wire.Conn {
+	t.Helper()
+	conn, err := wire.Dial(context.Background(), c.sdss[id].DataAddr(), wire.ClientOptions{IDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	for _, req := range []wire.Request{from.Request(c.peerToken().Bytes()), {Op: wire.OpAuth, VolumeID: 1, Data: tok.Bytes()}} {
+		if _, st := do(conn, req); st != wire.StatusOK {
+			t.Fatalf("%v on SDS %d: %v", req.Op, id, st)
+		}
+	}
+	return conn
+}
+
+// stallFirst makes the SDS id hold the first replica write whose data is data before its copy
+// lock, until release is sent to (or closed); stalled is closed when it is held.
+func (c *cluster) stallFirst(id int64, data []byte) (stalled, release chan struct{}) {
+	stalled, release = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	stall := func(req *wire.Request) {
+		if bytes.Equal(req.Data, data) && first.CompareAndSwap(false, true) {
+			close(stalled)
+			<-release
+		}
+	}
+	c.sdss[id].data.stallReplica.Store(&stall)
+	return stalled, release
+}
+
 // A secondary applies a primary's replica writes of a chunk in the order of their ids, whatever
 // connection each came on; a write from an earlier run of the primary is refused. A primary that
 // does not name itself (an older version) is not checked.
@@ -103,52 +135,35 @@ func TestReplicaWritesApplyInOrder(t *testing.T) {
 	tok := c.token(1, token.ReadWrite, time.Minute)
 	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
 	ids := new(atomic.Uint64)
-	dial := func(run uint64) *wire.Conn {
-		t.Helper()
-		conn, err := wire.Dial(context.Background(), c.sdss[s].DataAddr(), wire.ClientOptions{IDs: ids})
-		if err != nil {
-			t.Fatal(err)
+	run1, run2 := wire.PeerHello{SDSID: p, Run: 1}, wire.PeerHello{SDSID: p, Run: 2}
+	early, late := c.dialOrdered(t, s, run1, ids, tok), c.dialOrdered(t, s, run1, ids, tok)
+	var restarted *wire.Conn
+	for _, step := range []struct {
+		restart    bool // first the primary restarts: its earlier run's connection carries stale writes
+		conn       **wire.Conn
+		id         uint64
+		data, what string
+		want       wire.Status
+	}{
+		{false, &late, 200, "newer", "a write", wire.StatusOK},
+		{false, &early, 150, "older", "an older write after it, on another connection", wire.StatusRetry},
+		{false, &early, 250, "third", "a newer write on that connection", wire.StatusOK},
+		{true, &early, 300, "stale", "a write from the earlier run", wire.StatusRetry},
+		{false, &restarted, 1, "fresh", "a write of the new run", wire.StatusOK},
+	} {
+		if step.restart {
+			restarted = c.dialOrdered(t, s, run2, ids, tok)
 		}
-		t.Cleanup(func() { conn.Close() })
-		for _, req := range []wire.Request{
-			wire.PeerHello{SDSID: p, Run: run}.Request(c.peerToken().Bytes()),
-			{Op: wire.OpAuth, VolumeID: 1, Data: tok.Bytes()},
-		} {
-			if _, st := do(conn, req); st != wire.StatusOK {
-				t.Fatalf("%v on SDS %d: %v", req.Op, s, st)
-			}
+		before := string(c.readCopy(t, s, 5))
+		ids.Store(step.id - 1)
+		_, st := do(*step.conn, wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Epoch: l.ChunkEpoch(0), Data: []byte(step.data)})
+		want := step.data
+		if step.want != wire.StatusOK {
+			want = before
 		}
-		return conn
-	}
-	write := func(conn *wire.Conn, id uint64, data string) wire.Status {
-		ids.Store(id - 1)
-		_, st := do(conn, wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Epoch: l.ChunkEpoch(0), Data: []byte(data)})
-		return st
-	}
-	early, late := dial(1), dial(1)
-	if st := write(late, 200, "newer"); st != wire.StatusOK {
-		t.Fatalf("replica write 200: %v", st)
-	}
-	if st := write(early, 150, "older"); st != wire.StatusRetry {
-		t.Fatalf("replica write 150 after 200: %v, want Retry", st)
-	}
-	if got := c.readCopy(t, s, 5); string(got) != "newer" {
-		t.Fatalf("secondary holds %q after a late write, want \"newer\"", got)
-	}
-	if st := write(early, 250, "third"); st != wire.StatusOK {
-		t.Fatalf("replica write 250: %v", st)
-	}
-
-	// The primary restarted: the connection of its earlier run carries stale writes.
-	restarted := dial(2)
-	if st := write(early, 300, "stale"); st != wire.StatusRetry {
-		t.Fatalf("replica write from an earlier run: %v, want Retry", st)
-	}
-	if st := write(restarted, 1, "fresh"); st != wire.StatusOK {
-		t.Fatalf("replica write of the new run: %v", st)
-	}
-	if got := c.readCopy(t, s, 5); string(got) != "fresh" {
-		t.Fatalf("secondary holds %q, want \"fresh\"", got)
+		if got := string(c.readCopy(t, s, 5)); st != step.want || got != want {
+			t.Fatalf("%s (id %d): %v, the copy holds %q; want %v and %q", step.what, step.id, st, got, step.want, want)
+		}
 	}
 
 	// A peer that does not name itself counts its ids per connection: not compared.
@@ -174,15 +189,7 @@ func TestDelayedReplicaWriteIsNotAppliedLate(t *testing.T) {
 	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
 	old, cur := bytes.Repeat([]byte("A"), 4096), bytes.Repeat([]byte("B"), 4096)
 
-	stalled, release := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	stall := func(req *wire.Request) {
-		if bytes.Equal(req.Data, old) && first.CompareAndSwap(false, true) {
-			close(stalled)
-			<-release
-		}
-	}
-	c.sdss[s].data.stallReplica.Store(&stall)
+	stalled, release := c.stallFirst(s, old)
 	defer close(release)
 
 	client := c.dial(t, p, &tok)
@@ -218,29 +225,9 @@ func TestReplicaWriteOfAnEarlierEpochIsNotAppliedLate(t *testing.T) {
 	l := c.mdm.layout(1)
 	tok := c.token(1, token.ReadWrite, time.Minute)
 	p, s := l.Replicas(0)[0], l.Replicas(0)[1]
-	stalled, release := make(chan struct{}), make(chan struct{})
-	stall := func(req *wire.Request) {
-		if string(req.Data) == "older" {
-			close(stalled)
-			<-release
-		}
-	}
-	c.sdss[s].data.stallReplica.Store(&stall)
+	stalled, release := c.stallFirst(s, []byte("older"))
 	defer close(release)
-
-	peer, err := wire.Dial(context.Background(), c.sdss[s].DataAddr(), wire.ClientOptions{IDs: new(atomic.Uint64)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	for _, req := range []wire.Request{
-		wire.PeerHello{SDSID: p, Run: 1}.Request(c.peerToken().Bytes()),
-		{Op: wire.OpAuth, VolumeID: 1, Data: tok.Bytes()},
-	} {
-		if _, st := do(peer, req); st != wire.StatusOK {
-			t.Fatalf("%v: %v", req.Op, st)
-		}
-	}
+	peer := c.dialOrdered(t, s, wire.PeerHello{SDSID: p, Run: 1}, new(atomic.Uint64), tok)
 	answer := make(chan wire.Status, 1)
 	go func() {
 		_, st := do(peer, wire.Request{Op: wire.OpReplWrite, VolumeID: 1, Epoch: l.ChunkEpoch(0), Data: []byte("older")})
