@@ -48,6 +48,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadRequest$$' -fuzztime $(FUZZTIME) ./internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplyHeader$$' -fuzztime $(FUZZTIME) ./internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzDataServer$$' -fuzztime $(FUZZTIME) ./sds/
+	$(GO) test -run '^$$' -fuzz '^FuzzReplicaOrder$$' -fuzztime $(FUZZTIME) ./sds/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/token/
 	$(GO) test -run '^$$' -fuzz '^FuzzServerInput$$' -fuzztime $(FUZZTIME) ./sdc/nbd/
 

@@ -16,7 +16,7 @@ import (
 // while the next one travels on a new connection and arrives first. Applied late, the old write
 // would put back bytes the newer one replaced, and the two copies would differ with both
 // acknowledged. A primary's request ids increase across all its peer connections (FlagOrdered),
-// so a replica remembers, per chunk, the newest write it applied from that primary and refuses
+// so a replica remembers, per chunk and primary, the newest write it applied from it and refuses
 // an older one. It is checked and applied under the chunk's copy lock.
 const (
 	// DefaultOrderRetention is how long a chunk's newest replica write is remembered: far longer
@@ -34,18 +34,25 @@ type peerWrite struct {
 	seq  uint64
 }
 
-// orderRec is the newest replica write a chunk's copy took from its primary, and when.
+// orderKey is a chunk and a primary that sent it replica writes: one in steady state, two while
+// the layout hands the chunk from one primary to another.
+type orderKey struct {
+	chunk chunkstore.Key
+	sds   int64
+}
+
+// orderRec is the newest replica write a chunk's copy took from a primary, and when.
 type orderRec struct {
 	from wire.PeerHello
 	seq  uint64
 	at   time.Time
 }
 
-// orderQueued is a chunk in the expiry queue, at the time of the write it was queued for. A
-// chunk is queued once: a newer write only updates its record, and expire queues it again at
-// that write's time, so the queue holds chunks, not writes (a hot chunk costs one entry).
+// orderQueued is a record in the expiry queue, at the time of the write it was queued for. A
+// record is queued once: a newer write only updates it, and expire queues it again at that
+// write's time, so the queue holds chunks, not writes (a hot chunk costs one entry).
 type orderQueued struct {
-	key chunkstore.Key
+	key orderKey
 	at  time.Time
 }
 
@@ -65,13 +72,13 @@ type replicaOrder struct {
 
 	mu    sync.Mutex
 	runs  map[int64]peerRun // by sending SDS id
-	recs  map[chunkstore.Key]orderRec
+	recs  map[orderKey]orderRec
 	queue []orderQueued // oldest first; queue[head:] is live
 	head  int
 }
 
 func newReplicaOrder(retention time.Duration, max int, now func() time.Time) *replicaOrder {
-	return &replicaOrder{retention: retention, max: max, now: now, runs: map[int64]peerRun{}, recs: map[chunkstore.Key]orderRec{}}
+	return &replicaOrder{retention: retention, max: max, now: now, runs: map[int64]peerRun{}, recs: map[orderKey]orderRec{}}
 }
 
 // hello records that SDS h.SDSID now runs as h.Run: writes still arriving from an earlier run
@@ -94,20 +101,21 @@ func (o *replicaOrder) admit(k chunkstore.Key, w peerWrite) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.expire(now)
-	err := o.check(k, w)
+	key := orderKey{chunk: k, sds: w.from.SDSID}
+	err := o.check(key, w)
 	if err != nil {
 		o.refused.Add(1)
 		return err
 	}
-	if _, ok := o.recs[k]; !ok {
-		o.queue = append(o.queue, orderQueued{key: k, at: now})
+	if _, ok := o.recs[key]; !ok {
+		o.queue = append(o.queue, orderQueued{key: key, at: now})
 	}
-	o.recs[k] = orderRec{from: w.from, seq: w.seq, at: now}
+	o.recs[key] = orderRec{from: w.from, seq: w.seq, at: now}
 	return nil
 }
 
 // check is admit's decision. Called with mu held.
-func (o *replicaOrder) check(k chunkstore.Key, w peerWrite) error {
+func (o *replicaOrder) check(k orderKey, w peerWrite) error {
 	r, ok := o.runs[w.from.SDSID]
 	if !ok || r.run != w.from.Run {
 		return fmt.Errorf("replica write from an earlier run of SDS %d", w.from.SDSID)
@@ -115,7 +123,7 @@ func (o *replicaOrder) check(k chunkstore.Key, w peerWrite) error {
 	if w.seq <= r.floor {
 		return fmt.Errorf("replica write %d from SDS %d is older than every write remembered from it", w.seq, w.from.SDSID)
 	}
-	if rec, ok := o.recs[k]; ok && rec.from == w.from && w.seq <= rec.seq {
+	if rec, ok := o.recs[k]; ok && rec.from.Run == w.from.Run && w.seq <= rec.seq {
 		return fmt.Errorf("replica write %d from SDS %d arrived after its write %d of the same chunk", w.seq, w.from.SDSID, rec.seq)
 	}
 	return nil
@@ -148,7 +156,7 @@ func (o *replicaOrder) expire(now time.Time) {
 	}
 }
 
-// size is the number of chunks remembered.
+// size is the number of records (chunk and primary) remembered.
 func (o *replicaOrder) size() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()

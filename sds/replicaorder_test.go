@@ -42,7 +42,8 @@ func TestReplicaOrder(t *testing.T) {
 	b := wire.PeerHello{SDSID: 2, Run: 9}
 	o.hello(b)
 	admit(k0, b, 1, "")
-	admit(k0, a2, 2, "") // the chunk's newest write is b's now: a2's ids are not compared to it
+	admit(k0, a2, 2, "")
+	admit(k0, a2, 1, "arrived after its write 2") // each primary's writes are ordered on their own
 	admit(chunkstore.Key{VolumeID: 5}, b, 2, "")
 
 	// Past retention a chunk is forgotten, and its primary's writes not newer than the newest
@@ -64,8 +65,8 @@ func TestReplicaOrder(t *testing.T) {
 	}
 	admit(chunkstore.Key{VolumeID: 4}, b, 3, "older than every write remembered")
 	admit(chunkstore.Key{VolumeID: 4}, b, 20, "")
-	if n := o.refused.Load(); n != 5 {
-		t.Fatalf("%d refusals counted, want 5", n)
+	if n := o.refused.Load(); n != 6 {
+		t.Fatalf("%d refusals counted, want 6", n)
 	}
 
 	// A chunk written over and over is one entry of the queue, remembered from its last write.
@@ -250,4 +251,60 @@ func TestReplicaWriteOfAnEarlierEpochIsNotAppliedLate(t *testing.T) {
 	if got := c.readCopy(t, s, 5); string(got) != "newer" {
 		t.Fatalf("the new primary holds %q, want the acknowledged \"newer\"", got)
 	}
+}
+
+// FuzzReplicaOrder drives the order table with writes of a few chunks from two primaries, new
+// runs and the passing of time, against two properties: the writes admitted for a chunk from
+// one run of a primary have increasing ids, whatever was forgotten meanwhile; and a write with
+// an id above every id its run has sent before (a primary's writes as it sends them) is always
+// admitted.
+func FuzzReplicaOrder(f *testing.F) {
+	f.Add([]byte{0x00, 0x11, 0x05, 0x40, 0x00, 0x80, 0x02, 0x11, 0xc0, 0x03})
+	f.Add([]byte{0x01, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xa9, 0xba, 0xcb})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		now := time.Unix(0, 0)
+		o := newReplicaOrder(10*time.Second, 3, func() time.Time { return now })
+		runs := map[int64]uint64{1: 1, 2: 1}
+		sent := map[wire.PeerHello]uint64{} // the highest id each run has sent
+		type stream struct {
+			key  chunkstore.Key
+			from wire.PeerHello
+		}
+		admitted := map[stream]uint64{}
+		for _, h := range []wire.PeerHello{{SDSID: 1, Run: 1}, {SDSID: 2, Run: 1}} {
+			o.hello(h)
+		}
+		for i := 0; i+1 < len(ops); i += 2 {
+			op, arg := ops[i], ops[i+1]
+			sender := int64(1 + op&1)
+			switch op >> 6 {
+			case 0: // time passes
+				now = now.Add(time.Duration(arg) * 100 * time.Millisecond)
+			case 1: // the primary restarts
+				runs[sender]++
+				o.hello(wire.PeerHello{SDSID: sender, Run: runs[sender]})
+			default: // a write of chunk arg&3 with an id near the run's newest (older ones too)
+				from := wire.PeerHello{SDSID: sender, Run: runs[sender]}
+				seq := sent[from] + uint64(arg>>2)
+				if seq >= 32 {
+					seq -= 32 // an older write, arriving late
+				}
+				fresh := seq > sent[from]
+				if fresh {
+					sent[from] = seq
+				}
+				s := stream{chunkstore.Key{VolumeID: 1, Chunk: int64(arg & 3)}, from}
+				err := o.admit(s.key, peerWrite{from: from, seq: seq})
+				if err == nil && seq <= admitted[s] {
+					t.Fatalf("write %d of %+v admitted after write %d", seq, s, admitted[s])
+				}
+				if err != nil && fresh {
+					t.Fatalf("write %d, the newest %+v has sent, refused: %v", seq, from, err)
+				}
+				if err == nil {
+					admitted[s] = seq
+				}
+			}
+		}
+	})
 }
