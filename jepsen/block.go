@@ -170,7 +170,7 @@ func (w *BlockWorkload) Final(ctx context.Context, e *Env) error {
 	b.close()
 	snap := dataPathSnapshot{VolumeID: e.Data.VolumeID()}
 	for _, op := range e.History.Ops() {
-		if op.Process == NemesisProcess && op.Key == sdsKillName && op.F == "kill" {
+		if op.Process == NemesisProcess && ((op.Key == sdsKillName && op.F == "kill") || (op.Key == sdsPauseName && op.F == "pause")) {
 			snap.SDSFaults++
 		}
 	}

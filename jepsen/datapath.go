@@ -218,6 +218,12 @@ func (c *LocalCluster) KillSDS(i int) error { return c.stop(c.data.sds[i], sysca
 // StartSDS starts SDS i again (same config, same device file).
 func (c *LocalCluster) StartSDS(i int) error { return c.startProc(c.data.sds[i]) }
 
+// PauseSDS SIGSTOPs SDS i; ResumeSDS SIGCONTs it.
+func (c *LocalCluster) PauseSDS(i int) error { return c.setPaused(c.data.sds[i], true) }
+
+// ResumeSDS SIGCONTs SDS i.
+func (c *LocalCluster) ResumeSDS(i int) error { return c.setPaused(c.data.sds[i], false) }
+
 // SDSRunning reports whether SDS i runs.
 func (c *LocalCluster) SDSRunning(i int) bool {
 	c.mu.Lock()
@@ -236,6 +242,8 @@ type DataPathCluster interface {
 	SDCAPI() string
 	KillSDS(i int) error
 	StartSDS(i int) error
+	PauseSDS(i int) error
+	ResumeSDS(i int) error
 }
 
 var _ DataPathCluster = (*LocalCluster)(nil)

@@ -287,19 +287,21 @@ func (c *LocalCluster) Pause(i int) error { return c.setPaused(i, true) }
 // Resume implements Cluster.
 func (c *LocalCluster) Resume(i int) error { return c.setPaused(i, false) }
 
-func (c *LocalCluster) setPaused(i int, paused bool) error {
+// setPaused SIGSTOPs or SIGCONTs process k (an index of specs: MDMs first, so an MDM's node
+// index is its k).
+func (c *LocalCluster) setPaused(k int, paused bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.procs[i]
+	p := c.procs[k]
 	if p == nil {
-		return fmt.Errorf("%w: %s", ErrNodeDown, c.nodes[i].ID)
+		return fmt.Errorf("%w: %s", ErrNodeDown, c.specs[k].ID)
 	}
 	sig := syscall.SIGCONT
 	if paused {
 		sig = syscall.SIGSTOP
 	}
-	if err := c.cfg.host.signal(c.specs[i].ID, p.cmd, sig); err != nil {
-		return fmt.Errorf("jepsen: signal %s: %w", c.nodes[i].ID, err)
+	if err := c.cfg.host.signal(c.specs[k].ID, p.cmd, sig); err != nil {
+		return fmt.Errorf("jepsen: signal %s: %w", c.specs[k].ID, err)
 	}
 	p.paused = paused
 	return nil

@@ -175,6 +175,8 @@ func NewNemesis(name string) (Nemesis, error) {
 		return rollingRestartNemesis{}, nil
 	case sdsKillName:
 		return sdsKillNemesis{}, nil
+	case sdsPauseName:
+		return sdsPauseNemesis{}, nil
 	case "partition-leader", "partition-majority", "partition-bridge":
 		return partitionNemesis{kind: strings.TrimPrefix(name, "partition-")}, nil
 	}
@@ -183,7 +185,7 @@ func NewNemesis(name string) (Nemesis, error) {
 
 // Nemeses lists the nemesis names.
 func Nemeses() []string {
-	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName,
+	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName, sdsPauseName,
 		"partition-leader", "partition-majority", "partition-bridge"}
 }
 
@@ -208,6 +210,32 @@ func (n sdsKillNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, r
 	rec.Fault(n.Name())
 	sleep(ctx, between(rng, 5*time.Second, 10*time.Second))
 	return rec.DoNamed(n.Name(), "start", d.SDSID(i), func() error { return d.StartSDS(i) })
+}
+
+// sdsPauseName names the SDS-pause nemesis.
+const sdsPauseName = "sds-pause"
+
+// sdsPauseNemesis SIGSTOPs a random SDS for 1-8 s, then SIGCONTs it. The pause spans, from run to
+// run, less and more than its lease (2 s), its primaries' wait for a forwarded write (5 s) and
+// the MDMs' sds_down_grace (5 s): the SDS's own IO in flight, and the replica writes it holds
+// when it resumes, meet a cluster that has moved on without it, or has not. It needs a
+// DataPathCluster.
+type sdsPauseNemesis struct{}
+
+func (sdsPauseNemesis) Name() string { return sdsPauseName }
+
+func (n sdsPauseNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	d, ok := c.(DataPathCluster)
+	if !ok || d.SDSCount() == 0 {
+		return fmt.Errorf("sds-pause: the cluster has no SDSs (use the block workload)")
+	}
+	i := rng.Intn(d.SDSCount())
+	if err := rec.DoNamed(n.Name(), "pause", d.SDSID(i), func() error { return d.PauseSDS(i) }); err != nil {
+		return err
+	}
+	rec.Fault(n.Name())
+	sleep(ctx, between(rng, time.Second, 8*time.Second))
+	return rec.DoNamed(n.Name(), "resume", d.SDSID(i), func() error { return d.ResumeSDS(i) })
 }
 
 // partitionNemesis cuts the network between MDMs for 3-6 s, then heals it. Kinds:

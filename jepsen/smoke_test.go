@@ -134,3 +134,22 @@ func TestSmokeBlockSDSKill(t *testing.T) {
 		t.Fatalf("too little happened: %v faults, %v", v.Faults, v.ByF)
 	}
 }
+
+// TestSmokeBlockSDSPause: the block workload while SDSs are paused (SIGSTOP) and resumed. A
+// paused secondary resumes holding replica writes its primary gave up on; applied late, they
+// would make the two copies differ (sds/DESIGN.md, "Replica order"), which the replica check
+// at the end would report.
+func TestSmokeBlockSDSPause(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts seven processes for about 45 s")
+	}
+	o := Options{
+		Binary: buildPflex(t), Workload: "block", Nemeses: []string{"sds-pause"},
+		Time: 20 * time.Second, Recovery: 5 * time.Second, Clients: 8, Keys: 4,
+		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second,
+	}
+	v := smokeRun(t, "pflex-jepsen-block-sds-pause-", o)
+	if v.Faults["sds-pause"] < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
+		t.Fatalf("too little happened: %v faults, %v", v.Faults, v.ByF)
+	}
+}
