@@ -22,8 +22,8 @@ const (
 	// DefaultOrderRetention is how long a chunk's newest replica write is remembered: far longer
 	// than a primary waits for one (DefaultReplicaTimeout).
 	DefaultOrderRetention = 60 * time.Second
-	// DefaultOrderMax bounds the chunks remembered (about 150 bytes each); beyond it the oldest
-	// are forgotten early.
+	// DefaultOrderMax bounds the records (a chunk and a primary, about 150 bytes each); beyond
+	// it the oldest are forgotten early.
 	DefaultOrderMax = 1 << 18
 )
 
@@ -57,8 +57,8 @@ type orderQueued struct {
 }
 
 // peerRun is what is known of a sending SDS: its current run (an earlier run's writes are
-// stale), and the newest of its writes forgotten from the table: anything not newer than that
-// is older than every write remembered, so older than the primary waits for a forward.
+// stale), and the newest of its writes forgotten from the table (its floor): a write not newer
+// than that is older than every write of the run still remembered, and is refused.
 type peerRun struct {
 	run   uint64
 	floor uint64
