@@ -174,9 +174,9 @@ func NewNemesis(name string) (Nemesis, error) {
 	case "rolling-restart":
 		return rollingRestartNemesis{}, nil
 	case sdsKillName:
-		return sdsKillNemesis{}, nil
+		return sdsKillNemesis, nil
 	case sdsPauseName:
-		return sdsPauseNemesis{}, nil
+		return sdsPauseNemesis, nil
 	case "partition-leader", "partition-majority", "partition-bridge":
 		return partitionNemesis{kind: strings.TrimPrefix(name, "partition-")}, nil
 	}
@@ -189,53 +189,47 @@ func Nemeses() []string {
 		"partition-leader", "partition-majority", "partition-bridge"}
 }
 
-// sdsKillName names the SDS-kill nemesis.
-const sdsKillName = "sds-kill"
+// Names of the SDS nemeses.
+const (
+	sdsKillName  = "sds-kill"
+	sdsPauseName = "sds-pause"
+)
 
-// sdsKillNemesis SIGKILLs a random SDS and starts it again 5-10 s later (past the MDMs'
-// sds_down_grace of 5 s, so the MDM marks it down and up again). It needs a DataPathCluster.
-type sdsKillNemesis struct{}
-
-func (sdsKillNemesis) Name() string { return sdsKillName }
-
-func (n sdsKillNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
-	d, ok := c.(DataPathCluster)
-	if !ok || d.SDSCount() == 0 {
-		return fmt.Errorf("sds-kill: the cluster has no SDSs (use the block workload)")
-	}
-	i := rng.Intn(d.SDSCount())
-	if err := rec.DoNamed(n.Name(), "kill", d.SDSID(i), func() error { return d.KillSDS(i) }); err != nil {
-		return err
-	}
-	rec.Fault(n.Name())
-	sleep(ctx, between(rng, 5*time.Second, 10*time.Second))
-	return rec.DoNamed(n.Name(), "start", d.SDSID(i), func() error { return d.StartSDS(i) })
+// sdsNemesis faults a random SDS and undoes it after a while. It needs a DataPathCluster.
+//   - sds-kill SIGKILLs it and starts it again 5-10 s later (past the MDMs' sds_down_grace of
+//     5 s, so the MDM marks it down and up again);
+//   - sds-pause SIGSTOPs it for 1-8 s, then SIGCONTs it. The pause spans, from run to run, less
+//     and more than its lease (2 s), its primaries' wait for a forwarded write (5 s) and the
+//     MDMs' sds_down_grace (5 s): the SDS's own IO in flight, and the replica writes it holds
+//     when it resumes, meet a cluster that has moved on without it, or has not.
+type sdsNemesis struct {
+	name         string
+	fault, undo  string // the actions recorded
+	lo, hi       time.Duration
+	do, undoFunc func(DataPathCluster, int) error
 }
 
-// sdsPauseName names the SDS-pause nemesis.
-const sdsPauseName = "sds-pause"
+var (
+	sdsKillNemesis = sdsNemesis{name: sdsKillName, fault: "kill", undo: "start", lo: 5 * time.Second, hi: 10 * time.Second,
+		do: DataPathCluster.KillSDS, undoFunc: DataPathCluster.StartSDS}
+	sdsPauseNemesis = sdsNemesis{name: sdsPauseName, fault: "pause", undo: "resume", lo: time.Second, hi: 8 * time.Second,
+		do: DataPathCluster.PauseSDS, undoFunc: DataPathCluster.ResumeSDS}
+)
 
-// sdsPauseNemesis SIGSTOPs a random SDS for 1-8 s, then SIGCONTs it. The pause spans, from run to
-// run, less and more than its lease (2 s), its primaries' wait for a forwarded write (5 s) and
-// the MDMs' sds_down_grace (5 s): the SDS's own IO in flight, and the replica writes it holds
-// when it resumes, meet a cluster that has moved on without it, or has not. It needs a
-// DataPathCluster.
-type sdsPauseNemesis struct{}
+func (n sdsNemesis) Name() string { return n.name }
 
-func (sdsPauseNemesis) Name() string { return sdsPauseName }
-
-func (n sdsPauseNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+func (n sdsNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
 	d, ok := c.(DataPathCluster)
 	if !ok || d.SDSCount() == 0 {
-		return fmt.Errorf("sds-pause: the cluster has no SDSs (use the block workload)")
+		return fmt.Errorf("%s: the cluster has no SDSs (use the block workload)", n.name)
 	}
 	i := rng.Intn(d.SDSCount())
-	if err := rec.DoNamed(n.Name(), "pause", d.SDSID(i), func() error { return d.PauseSDS(i) }); err != nil {
+	if err := rec.DoNamed(n.name, n.fault, d.SDSID(i), func() error { return n.do(d, i) }); err != nil {
 		return err
 	}
-	rec.Fault(n.Name())
-	sleep(ctx, between(rng, time.Second, 8*time.Second))
-	return rec.DoNamed(n.Name(), "resume", d.SDSID(i), func() error { return d.ResumeSDS(i) })
+	rec.Fault(n.name)
+	sleep(ctx, between(rng, n.lo, n.hi))
+	return rec.DoNamed(n.name, n.undo, d.SDSID(i), func() error { return n.undoFunc(d, i) })
 }
 
 // partitionNemesis cuts the network between MDMs for 3-6 s, then heals it. Kinds:

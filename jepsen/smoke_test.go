@@ -120,36 +120,26 @@ func TestSmokeBlockLeaderKill(t *testing.T) {
 // across the kill must take effect once (sds/DESIGN.md, "Retried writes"): before write tags,
 // a retried write re-applied after newer acknowledged writes showed as a linearizability
 // violation in about half of such runs.
-func TestSmokeBlockSDSKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts seven processes for about 45 s")
-	}
-	o := Options{
-		Binary: buildPflex(t), Workload: "block", Nemeses: []string{"sds-kill"},
-		Time: 20 * time.Second, Recovery: 5 * time.Second, Clients: 8, Keys: 4,
-		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second,
-	}
-	v := smokeRun(t, "pflex-jepsen-block-sds-", o)
-	if v.Faults["sds-kill"] < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
-		t.Fatalf("too little happened: %v faults, %v", v.Faults, v.ByF)
-	}
-}
+func TestSmokeBlockSDSKill(t *testing.T) { smokeBlockSDSFault(t, "sds-kill") }
 
 // TestSmokeBlockSDSPause: the block workload while SDSs are paused (SIGSTOP) and resumed. A
 // paused secondary resumes holding replica writes its primary gave up on; applied late, they
 // would make the two copies differ (sds/DESIGN.md, "Replica order"), which the replica check
 // at the end would report.
-func TestSmokeBlockSDSPause(t *testing.T) {
+func TestSmokeBlockSDSPause(t *testing.T) { smokeBlockSDSFault(t, "sds-pause") }
+
+// smokeBlockSDSFault runs the block workload for 20 s under the SDS nemesis named.
+func smokeBlockSDSFault(t *testing.T, nemesis string) {
 	if testing.Short() {
 		t.Skip("starts seven processes for about 45 s")
 	}
 	o := Options{
-		Binary: buildPflex(t), Workload: "block", Nemeses: []string{"sds-pause"},
+		Binary: buildPflex(t), Workload: "block", Nemeses: []string{nemesis},
 		Time: 20 * time.Second, Recovery: 5 * time.Second, Clients: 8, Keys: 4,
 		NemesisMin: 2 * time.Second, NemesisMax: 4 * time.Second,
 	}
-	v := smokeRun(t, "pflex-jepsen-block-sds-pause-", o)
-	if v.Faults["sds-pause"] < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
+	v := smokeRun(t, "pflex-jepsen-block-"+nemesis+"-", o)
+	if v.Faults[nemesis] < 1 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
 		t.Fatalf("too little happened: %v faults, %v", v.Faults, v.ByF)
 	}
 }
