@@ -170,8 +170,10 @@ func (w *BlockWorkload) Final(ctx context.Context, e *Env) error {
 	b.close()
 	snap := dataPathSnapshot{VolumeID: e.Data.VolumeID()}
 	for _, op := range e.History.Ops() {
-		if op.Process == NemesisProcess && ((op.Key == sdsKillName && op.F == "kill") || (op.Key == sdsPauseName && op.F == "pause")) {
-			snap.SDSFaults++
+		for _, n := range []sdsNemesis{sdsKillNemesis, sdsPauseNemesis} {
+			if op.Process == NemesisProcess && op.Key == n.name && op.F == n.fault {
+				snap.SDSFaults++
+			}
 		}
 	}
 	snap.SDCLocalReads = sdcLocalReads(ctx, e.Data)

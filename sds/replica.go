@@ -2,10 +2,9 @@ package sds
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,10 +70,7 @@ type volAuth struct {
 
 func newReplicaPool(opts wire.ClientOptions, timeout time.Duration, peer func(time.Duration) (token.Token, error), self func() int64) *replicaPool {
 	p := &replicaPool{opts: opts, timeout: timeout, peer: peer, self: self, conns: map[replicaKey]*replicaConn{}, shmOff: map[string]time.Time{}}
-	p.opts.IDs = &p.ids
-	var b [8]byte
-	rand.Read(b[:])
-	p.run = binary.BigEndian.Uint64(b[:])
+	p.opts.IDs, p.run = &p.ids, rand.Uint64() // a run needs to differ, not to be secret
 	return p
 }
 
