@@ -170,10 +170,8 @@ func (w *BlockWorkload) Final(ctx context.Context, e *Env) error {
 	b.close()
 	snap := dataPathSnapshot{VolumeID: e.Data.VolumeID()}
 	for _, op := range e.History.Ops() {
-		for _, n := range []sdsNemesis{sdsKillNemesis, sdsPauseNemesis} {
-			if op.Process == NemesisProcess && op.Key == n.name && op.F == n.fault {
-				snap.SDSFaults++
-			}
+		if op.Process == NemesisProcess && sdsFault(op.Key, op.F) {
+			snap.SDSFaults++
 		}
 	}
 	snap.SDCLocalReads = sdcLocalReads(ctx, e.Data)

@@ -64,6 +64,15 @@ type Partitioner interface {
 	Partition(groups [][]int) error
 }
 
+// ProcessPartitioner is the optional interface of backends that can cut any of their processes
+// apart, the data path's included (netns). Processes lists their ids (mdm-N, sds-N, sdc-N);
+// PartitionProcesses makes two processes unable to reach each other unless a group holds both.
+// Heal in Cluster rejoins them.
+type ProcessPartitioner interface {
+	Processes() []string
+	PartitionProcesses(groups [][]string) error
+}
+
 // Restart stops node i gracefully and starts it again.
 func Restart(ctx context.Context, c Cluster, i int) error {
 	if err := c.Stop(i); err != nil {

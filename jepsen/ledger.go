@@ -21,7 +21,7 @@ const dataPathFile = "datapath.json"
 // dataPathSnapshot is what the block workload reads from the cluster after recovery.
 type dataPathSnapshot struct {
 	VolumeID     int64            `json:"volume_id"`
-	SDSFaults    int              `json:"sds_faults"` // SDS kills and pauses during the run
+	SDSFaults    int              `json:"sds_faults"` // SDS kills, pauses and data path cuts during the run
 	Ledger       api.LedgerTotals `json:"ledger"`
 	LedgerStable bool             `json:"ledger_stable"` // unchanged for 3 s before it was taken
 	// Replicas: chunk -> SDS id -> CRC-32C of the chunk, for allocated replicas.
@@ -169,7 +169,7 @@ func CheckReplicas(s dataPathSnapshot) CheckResult {
 	res.Summary = fmt.Sprintf("%d chunks, %d with missing or different copies", len(chunks), bad)
 	if bad > 0 {
 		if s.SDSFaults > 0 && !s.Settled {
-			res.Summary += fmt.Sprintf(" (not counted: %d SDS kills or pauses and the pool did not settle to OK in time)", s.SDSFaults)
+			res.Summary += fmt.Sprintf(" (not counted: %d SDS faults and the pool did not settle to OK in time)", s.SDSFaults)
 		} else {
 			res.Valid = false
 		}
@@ -236,8 +236,8 @@ func hasAnyPrefix(s string, prefixes ...string) bool {
 
 // CheckLedger compares the ledger totals with the bounds of the history. Without SDS faults
 // both bounds must hold (exact equality when no op was of unknown outcome). With SDS kills a
-// killed SDS loses the counts it had not sent yet (up to a second's worth), and with kills or
-// pauses a retried IO may be counted by a second SDS, or twice by a paused one that finished
+// killed SDS loses the counts it had not sent yet (up to a second's worth), and with kills,
+// pauses or cuts a retried IO may be counted by a second SDS, or twice by a paused one that finished
 // the first attempt after its primary gave up on it; so neither bound is a promise: the
 // comparison is reported, not judged.
 func CheckLedger(ops []Op, s dataPathSnapshot) CheckResult {
@@ -257,7 +257,7 @@ func CheckLedger(ops []Op, s dataPathSnapshot) CheckResult {
 	switch {
 	case s.SDSFaults > 0:
 		res.Valid = true
-		res.Summary = fmt.Sprintf("not comparable after %d SDS kills or pauses (counts lost or repeated); within bounds: %v", s.SDSFaults, ok)
+		res.Summary = fmt.Sprintf("not comparable after %d SDS faults (counts lost or repeated); within bounds: %v", s.SDSFaults, ok)
 	case !s.LedgerStable:
 		res.Inconclusive = true
 		res.Summary = "the ledger did not settle within 30 s"

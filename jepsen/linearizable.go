@@ -96,9 +96,16 @@ var CASRegisterModel = porcupine.Model{
 // mismatch, which says the value was not the expected one. A write whose outcome is unknown may
 // take effect at any time after its invocation: its return is moved to the earliest return of an
 // operation that observed its (unique) value, or past the end of the history.
+//
+// An unknown write that nobody observed, on a key without cas operations, is dropped: it can
+// always be placed last, after everything, and removing it from a linearization of the rest
+// changes no read (none returned its value). Kept, each one is an operation porcupine may place
+// anywhere until the end, and a few dozen on one key (a block whose SDS was cut off while
+// clients timed out on it) made the search give up.
 func LabelOperations(ops []Op) []porcupine.Operation {
 	var end int64
 	observed := map[string]int64{} // key/value -> earliest return of an op that saw it
+	casKeys := map[string]bool{}   // keys with cas operations: a failed cas depends on the value too
 	note := func(key, value string, ret int64) {
 		k := key + "\x00" + value
 		if t, ok := observed[k]; !ok || ret < t {
@@ -108,6 +115,9 @@ func LabelOperations(ops []Op) []porcupine.Operation {
 	for _, op := range ops {
 		if op.Return > end {
 			end = op.Return
+		}
+		if op.F == "cas" {
+			casKeys[op.Key] = true
 		}
 		if op.Outcome != OK {
 			continue
@@ -143,9 +153,13 @@ func LabelOperations(ops []Op) []porcupine.Operation {
 		case op.Outcome == Fail:
 			continue
 		default: // unknown
+			t, seen := observed[op.Key+"\x00"+op.Value]
+			if !seen && op.F == "write" && !casKeys[op.Key] {
+				continue
+			}
 			po.Output = casOutput{Unknown: true}
 			po.Return = end + 1
-			if t, ok := observed[op.Key+"\x00"+op.Value]; ok && t >= op.Invoke {
+			if seen && t >= op.Invoke {
 				po.Return = t
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -180,13 +181,16 @@ func NewNemesis(name string) (Nemesis, error) {
 	case "partition-leader", "partition-majority", "partition-bridge":
 		return partitionNemesis{kind: strings.TrimPrefix(name, "partition-")}, nil
 	}
+	if slices.Contains(dataPartitions, name) {
+		return dataPartitionNemesis{name: name}, nil
+	}
 	return nil, fmt.Errorf("jepsen: unknown nemesis %q (%s, none)", name, strings.Join(Nemeses(), ", "))
 }
 
 // Nemeses lists the nemesis names.
 func Nemeses() []string {
-	return []string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName, sdsPauseName,
-		"partition-leader", "partition-majority", "partition-bridge"}
+	return append([]string{"leader-kill", "kill", "pause", "rolling-restart", sdsKillName, sdsPauseName,
+		"partition-leader", "partition-majority", "partition-bridge"}, dataPartitions...)
 }
 
 // Names of the SDS nemeses.
@@ -288,6 +292,93 @@ func partitionGroups(kind string, n int, rng *rand.Rand, leader func() (int, boo
 		return [][]int{perm[:mid+1], perm[mid:]}, nil
 	}
 	return nil, fmt.Errorf("unknown partition kind %q", kind)
+}
+
+// Names of the data path's partition nemeses.
+const (
+	partitionSDS      = "partition-sds"
+	partitionSDSMDM   = "partition-sds-mdm"
+	partitionSDSPeers = "partition-sds-peers"
+	partitionSDCSDS   = "partition-sdc-sds"
+)
+
+var dataPartitions = []string{partitionSDS, partitionSDSMDM, partitionSDSPeers, partitionSDCSDS}
+
+// sdsFault tells whether the nemesis action is the start of a fault of an SDS: a kill, a pause
+// or a cut of the data path. After one, a write can be counted twice in the token ledger (a
+// forward that landed but whose answer was lost is retried).
+func sdsFault(nemesis, action string) bool {
+	for _, n := range []sdsNemesis{sdsKillNemesis, sdsPauseNemesis} {
+		if nemesis == n.name {
+			return action == n.fault
+		}
+	}
+	return slices.Contains(dataPartitions, nemesis) && action == "partition"
+}
+
+// dataPartitionNemesis cuts a random SDS off for 2-8 s, then heals the network. The cut spans,
+// from run to run, less and more than the SDS's lease (2 s), a primary's wait for a forward
+// (5 s) and the MDMs' sds_down_grace (5 s). Unlike a pause, the SDS keeps running on its side:
+//   - partition-sds: from every other process;
+//   - partition-sds-mdm: from the MDMs only. It still hears the SDC and its peers, so only its
+//     lease stops it serving chunks the MDMs give to others meanwhile;
+//   - partition-sds-peers: from the other SDSs only. Forwards to and from it hang (no reset),
+//     while it heartbeats to the MDMs as usual;
+//   - partition-sdc-sds: the SDC from the SDS.
+//
+// It needs the block workload on a backend that implements ProcessPartitioner (netns).
+type dataPartitionNemesis struct{ name string }
+
+func (n dataPartitionNemesis) Name() string { return n.name }
+
+func (n dataPartitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.Rand, rec *NemesisRecorder) error {
+	d, ok := c.(DataPathCluster)
+	p, okp := c.(ProcessPartitioner)
+	if !ok || !okp || d.SDSCount() == 0 {
+		return fmt.Errorf("%s: needs the block workload on a backend that cuts any process (netns)", n.name)
+	}
+	groups, err := dataPartitionGroups(n.name, p.Processes(), d.SDSID(rng.Intn(d.SDSCount())))
+	if err != nil {
+		return err
+	}
+	var desc []string
+	for _, g := range groups {
+		desc = append(desc, strings.Join(g, " "))
+	}
+	if err := rec.DoNamed(n.name, "partition", strings.Join(desc, " | "), func() error { return p.PartitionProcesses(groups) }); err != nil {
+		rec.DoNamed(n.name, "heal", "network", func() error { return c.Heal(context.Background()) })
+		return err
+	}
+	rec.Fault(n.name)
+	sleep(ctx, between(rng, 2*time.Second, 8*time.Second))
+	return rec.DoNamed(n.name, "heal", "network", func() error { return c.Heal(context.Background()) })
+}
+
+// dataPartitionGroups returns the groups (as PartitionProcesses takes them) of the partition
+// named for SDS sds among procs (ids mdm-N, sds-N, sdc-N). Each cuts sds from the processes
+// from picks: everyone but those in one group, everyone but sds in the other.
+func dataPartitionGroups(name string, procs []string, sds string) ([][]string, error) {
+	if !slices.Contains(procs, sds) {
+		return nil, fmt.Errorf("%s: no process %q", name, sds)
+	}
+	role := func(id string) string { r, _, _ := strings.Cut(id, "-"); return r }
+	var from func(id string) bool
+	switch name {
+	case partitionSDS:
+		from = func(id string) bool { return id != sds }
+	case partitionSDSMDM:
+		from = func(id string) bool { return role(id) == "mdm" }
+	case partitionSDSPeers:
+		from = func(id string) bool { return role(id) == "sds" && id != sds }
+	case partitionSDCSDS:
+		from = func(id string) bool { return role(id) == "sdc" }
+	default:
+		return nil, fmt.Errorf("unknown data path partition %q", name)
+	}
+	return [][]string{
+		slices.DeleteFunc(slices.Clone(procs), from),
+		slices.DeleteFunc(slices.Clone(procs), func(id string) bool { return id == sds }),
+	}, nil
 }
 
 // runNemeses injects a random fault from list every interval (uniform in [lo, hi]) until ctx

@@ -286,8 +286,9 @@ type NetnsCluster struct {
 }
 
 var (
-	_ DataPathCluster = (*NetnsCluster)(nil)
-	_ Partitioner     = (*NetnsCluster)(nil)
+	_ DataPathCluster    = (*NetnsCluster)(nil)
+	_ Partitioner        = (*NetnsCluster)(nil)
+	_ ProcessPartitioner = (*NetnsCluster)(nil)
 )
 
 // NewNetnsCluster makes the namespaces and the configs (cfg as for NewLocalCluster; addresses
@@ -318,19 +319,48 @@ func (c *NetnsCluster) Partition(groups [][]int) error {
 	return partition(c.net.fw, ids, addrs, groups)
 }
 
-func (c *NetnsCluster) mdmAddrs() (ids, addrs []string) {
+// Processes implements ProcessPartitioner: the MDMs, then the SDSs and the SDC.
+func (c *NetnsCluster) Processes() []string {
+	ids, _ := c.addrsOf(len(c.specs))
+	return ids
+}
+
+// PartitionProcesses implements ProcessPartitioner: groups of process ids; a process in no
+// group is cut from every other.
+func (c *NetnsCluster) PartitionProcesses(groups [][]string) error {
+	ids, addrs := c.addrsOf(len(c.specs))
+	index := map[string]int{}
+	for i, id := range ids {
+		index[id] = i
+	}
+	g := make([][]int, len(groups))
+	for k, group := range groups {
+		for _, id := range group {
+			i, ok := index[id]
+			if !ok {
+				return fmt.Errorf("jepsen: partition: no process %q", id)
+			}
+			g[k] = append(g[k], i)
+		}
+	}
+	return partition(c.net.fw, ids, addrs, g)
+}
+
+func (c *NetnsCluster) mdmAddrs() (ids, addrs []string) { return c.addrsOf(len(c.nodes)) }
+
+// addrsOf returns the ids and addresses of the first n processes (the MDMs come first).
+func (c *NetnsCluster) addrsOf(n int) (ids, addrs []string) {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
-	for _, n := range c.nodes {
-		ids, addrs = append(ids, n.ID), append(addrs, c.net.addrs[n.ID])
+	for _, s := range c.specs[:n] {
+		ids, addrs = append(ids, s.ID), append(addrs, c.net.addrs[s.ID])
 	}
 	return ids, addrs
 }
 
-// healPartition removes every partition rule from every MDM's namespace.
+// healPartition removes every partition rule from every process's namespace.
 func (c *NetnsCluster) healPartition() error {
-	ids, _ := c.mdmAddrs()
-	return healAll(c.net.fw, ids, nil)
+	return healAll(c.net.fw, c.Processes(), nil)
 }
 
 // Heal implements Cluster: partitions first, then paused and stopped processes.

@@ -41,6 +41,67 @@ func TestPartitionDrops(t *testing.T) {
 	}
 }
 
+// TestDataPartitionGroups: each data path partition cuts exactly the pairs it names.
+func TestDataPartitionGroups(t *testing.T) {
+	procs := []string{"mdm-1", "mdm-2", "mdm-3", "sds-1", "sds-2", "sds-3", "sdc-1"}
+	for _, tc := range []struct {
+		name string
+		cut  []string // what sds-2 no longer reaches (the pairs are symmetric)
+	}{
+		{partitionSDS, []string{"mdm-1", "mdm-2", "mdm-3", "sds-1", "sds-3", "sdc-1"}},
+		{partitionSDSMDM, []string{"mdm-1", "mdm-2", "mdm-3"}},
+		{partitionSDSPeers, []string{"sds-1", "sds-3"}},
+		{partitionSDCSDS, []string{"sdc-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			groups, err := dataPartitionGroups(tc.name, procs, "sds-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			index := map[string]int{}
+			for i, id := range procs {
+				index[id] = i
+			}
+			g := make([][]int, len(groups))
+			for k, group := range groups {
+				for _, id := range group {
+					g[k] = append(g[k], index[id])
+				}
+			}
+			drops, err := partitionDrops(len(procs), g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, d := range drops {
+				var got []string
+				for _, j := range d {
+					got = append(got, procs[j])
+				}
+				var want []string
+				switch {
+				case procs[i] == "sds-2":
+					want = tc.cut
+				case slices.Contains(tc.cut, procs[i]):
+					want = []string{"sds-2"}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%s drops %v, want %v", procs[i], got, want)
+				}
+			}
+		})
+	}
+	if _, err := dataPartitionGroups(partitionSDS, procs, "sds-9"); err == nil {
+		t.Fatal("an unknown SDS was accepted")
+	}
+	if _, err := NewNemesis(partitionSDSPeers); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{ReportDir: t.TempDir(), Workload: "block", Backend: "docker", Nemeses: []string{partitionSDSMDM}, Clients: 1, Keys: 1}
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "netns") {
+		t.Fatalf("a data path partition on docker: %v", err)
+	}
+}
+
 func TestPartitionRuleArgs(t *testing.T) {
 	got := partitionRuleArgs([]string{"10.0.0.11", "10.0.0.12"})
 	want := [][]string{
@@ -189,6 +250,29 @@ func TestSmokeLabelsPartitionLeaderNetns(t *testing.T) {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())) {
 		t.Fatalf("namespaces left after the run:\n%s", out)
+	}
+}
+
+// TestSmokeBlockDataPartitionsNetns: the block workload while an SDS is cut from everyone, from
+// the MDMs, from its peers, or the SDC from it (each process in its own namespace). Block
+// registers linearizable and two equal copies of every chunk once the pool settled: an SDS cut
+// from the MDMs keeps serving the SDC until its lease lapses, and must not acknowledge a write
+// the MDMs' new layout does not hold.
+func TestSmokeBlockDataPartitionsNetns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts seven processes in network namespaces for about a minute")
+	}
+	if err := NetnsAvailable(); err != nil {
+		t.Skip(err)
+	}
+	o := Options{
+		Binary: buildPflex(t), Backend: "netns", Workload: "block", Nemeses: dataPartitions,
+		Time: 30 * time.Second, Recovery: 5 * time.Second, Clients: 8, Keys: 4,
+		NemesisMin: time.Second, NemesisMax: 2 * time.Second,
+	}
+	v := smokeRun(t, "pflex-jepsen-block-cut-", o)
+	if v.FaultCount() < 2 || v.ByF["write"] < 100 || v.ByF["read"] < 100 {
+		t.Fatalf("too little happened: %v faults, %v", v.Faults, v.ByF)
 	}
 }
 

@@ -22,6 +22,8 @@ else
   [ -n "$PARTITION_BACKENDS" ] || echo "matrix: not root: no partition runs (netns and docker need root)" >&2
 fi
 BLOCK_PARTITION_BACKENDS=${BLOCK_PARTITION_BACKENDS-netns}
+# The block workload's partitions: the MDMs' and the data path's (SDSs and the SDC; netns only).
+BLOCK_PARTITION_NEMESES=${BLOCK_PARTITION_NEMESES-"$PARTITION_NEMESES partition-sds partition-sds-mdm partition-sds-peers partition-sdc-sds"}
 REPORT=${REPORT:-jepsen-report/matrix-$(date +%Y%m%d-%H%M%S)}
 BIN=${PFLEX_BIN:-./bin/pflex}   # PFLEX_BIN: use this binary instead of building bin/pflex
 [ -n "${PFLEX_BIN:-}" ] || make -s build || exit 2
@@ -39,14 +41,15 @@ failed=0
 rebuilt=   # the first docker run builds pflex:local from $BIN, so no stale image is tested
 for w in $WORKLOADS; do
   combos=()
-  list=$NEMESES pbackends=$PARTITION_BACKENDS
+  list=$NEMESES pbackends=$PARTITION_BACKENDS plist=$PARTITION_NEMESES
   if [ "$w" = block ]; then
     list=$BLOCK_NEMESES
+    plist=$BLOCK_PARTITION_NEMESES
     pbackends=$(for b in $PARTITION_BACKENDS; do [[ " $BLOCK_PARTITION_BACKENDS " == *" $b "* ]] && echo "$b"; done)
   fi
   for n in $list; do combos+=("$BACKEND/$n"); done
   for b in $pbackends; do
-    for n in $PARTITION_NEMESES; do combos+=("$b/$n"); done
+    for n in $plist; do combos+=("$b/$n"); done
   done
   for combo in "${combos[@]}"; do
     b=${combo%%/*} n=${combo#*/}
