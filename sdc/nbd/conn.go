@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,6 +56,11 @@ type conn struct {
 
 	lim      limiter
 	inflight sync.WaitGroup
+
+	// ctx is what the connection's requests run under: the server's, also cancelled when the
+	// client goes away without NBD_CMD_DISC (see serve).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // job is a validated request with its payload (WRITE) and the limiter credit it holds.
@@ -82,6 +88,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		work: make(chan job),
 		log:  s.log.With("remote", nc.RemoteAddr().String()),
 	}
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	c.lim.init(s.cfg.MaxInflight, s.cfg.MaxInflightBytes)
 	return c
 }
@@ -89,6 +96,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 // serve runs the connection to its end and closes it.
 func (c *conn) serve() {
 	defer c.nc.Close()
+	defer c.cancel()
 	c.log.Debug("connection opened")
 	_ = c.nc.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
 	if err := c.handshake(); err != nil {
@@ -111,7 +119,15 @@ func (c *conn) serve() {
 		return
 	}
 	c.log.Debug("transmission started", "export", c.exportName(), "size", c.size, "read_only", c.readOnly)
-	reason := c.readRequests()
+	reason, gone := c.readRequests()
+	if gone {
+		// The client went away without NBD_CMD_DISC (closed, reset, broke the protocol): no one
+		// reads the replies, and a write it gave up on must not go on being retried for the
+		// rest of the export's IO timeout, to land long after the client moved on. Requests
+		// already with the backend may still complete; none is started again. After DISC (and
+		// when the export or the server stops) the requests in flight finish normally.
+		c.cancel()
+	}
 	c.inflight.Wait()
 	close(c.work)
 	c.log.Debug("connection closed", "reason", reason)
@@ -158,10 +174,10 @@ func (c *conn) stopped() (bool, string) {
 	return c.stopping, c.stopWhy
 }
 
-// readRequests reads requests until the connection ends and returns why.
-// Requests are read strictly in order (a WRITE's payload before the next
-// header) and executed concurrently.
-func (c *conn) readRequests() string {
+// readRequests reads requests until the connection ends and returns why, and whether the
+// client went away (anything but DISC or a stop of the export or server). Requests are read
+// strictly in order (a WRITE's payload before the next header) and executed concurrently.
+func (c *conn) readRequests() (why string, gone bool) {
 	var hdr [requestHeaderSize]byte
 	for {
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -171,7 +187,7 @@ func (c *conn) readRequests() string {
 			c.srv.stats.protocolErrors.Add(1)
 			c.log.Warn("bad request magic; dropping connection", "magic", fmt.Sprintf("%#x", m))
 			c.nc.Close()
-			return "bad request magic"
+			return "bad request magic", true
 		}
 		req := request{
 			flags:  binary.BigEndian.Uint16(hdr[4:]),
@@ -181,31 +197,31 @@ func (c *conn) readRequests() string {
 			length: binary.BigEndian.Uint32(hdr[24:]),
 		}
 		if req.typ == cmdDisc {
-			return "client sent DISC"
+			return "client sent DISC", false
 		}
 		if err := c.dispatch(req); err != nil {
 			if errors.Is(err, errProtocol) {
 				c.srv.stats.protocolErrors.Add(1)
 				c.log.Warn("dropping connection", "reason", err)
 				c.nc.Close()
-				return err.Error()
+				return err.Error(), true
 			}
 			return c.readEnded(err)
 		}
 	}
 }
 
-func (c *conn) readEnded(err error) string {
+func (c *conn) readEnded(err error) (why string, gone bool) {
 	if stopped, why := c.stopped(); stopped {
-		return why
+		return why, false
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return "client closed the connection"
+		return "client closed the connection", true
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
-		return "connection closed"
+		return "connection closed", true
 	}
-	return "read error: " + err.Error()
+	return "read error: " + err.Error(), true
 }
 
 // dispatch validates req, reads a WRITE's payload, and starts execution.
@@ -328,7 +344,7 @@ func (c *conn) check(req request) uint32 {
 // execute runs one validated request against the export and replies.
 func (c *conn) execute(req request, buf []byte, held int64) {
 	defer c.inflight.Done()
-	ctx := c.srv.ctx
+	ctx := c.ctx
 	e := c.export
 	off, n := int64(req.off), int64(req.length)
 	fua := req.flags&cmdFlagFUA != 0

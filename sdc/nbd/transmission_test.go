@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -230,6 +231,41 @@ func TestDiscFinishesInFlight(t *testing.T) {
 		t.Fatalf("reply handle %d errno %d", h, errno)
 	}
 	c.expectEOF()
+}
+
+// stuckWrites holds every WRITE until its context ends and reports why it ended.
+type stuckWrites struct {
+	*MemExport
+	ended chan error
+}
+
+func (s stuckWrites) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	<-ctx.Done()
+	s.ended <- ctx.Err()
+	return ctx.Err()
+}
+
+// A client that closes its connection with a WRITE in flight, without DISC, has given up on it:
+// the export's context for it ends, so an SDC stops retrying it rather than landing it later.
+func TestHardDisconnectCancelsInFlight(t *testing.T) {
+	ts := startServer(t, nil)
+	stuck := stuckWrites{MemExport: NewMemExport(1 << 20), ended: make(chan error, 1)}
+	ts.exports.Add("d", "", stuck)
+	c, _, _ := connect(t, ts.addr, "d")
+	c.send(cmdWrite, 0, 1, 0, 4096, make([]byte, 4096))
+	c.send(cmdRead, 0, 2, 0, 4096, nil) // the payload was read: the WRITE is in the export
+	if h, errno, _ := c.readReply(map[uint64]int{2: 4096}); h != 2 || errno != 0 {
+		t.Fatalf("read: handle %d errno %d", h, errno)
+	}
+	c.nc.Close()
+	select {
+	case err := <-stuck.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the write ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write's context did not end after the client went away")
+	}
 }
 
 func TestExportRemoved(t *testing.T) {
