@@ -329,19 +329,9 @@ func (c *NetnsCluster) Processes() []string {
 // group is cut from every other.
 func (c *NetnsCluster) PartitionProcesses(groups [][]string) error {
 	ids, addrs := c.addrsOf(len(c.specs))
-	index := map[string]int{}
-	for i, id := range ids {
-		index[id] = i
-	}
-	g := make([][]int, len(groups))
-	for k, group := range groups {
-		for _, id := range group {
-			i, ok := index[id]
-			if !ok {
-				return fmt.Errorf("jepsen: partition: no process %q", id)
-			}
-			g[k] = append(g[k], i)
-		}
+	g, err := groupIndexes(ids, groups)
+	if err != nil {
+		return err
 	}
 	return partition(c.net.fw, ids, addrs, g)
 }

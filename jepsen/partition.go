@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -55,6 +56,21 @@ func partitionDrops(n int, groups [][]int) ([][]int, error) {
 		}
 	}
 	return drops, nil
+}
+
+// groupIndexes turns groups of ids into groups of their indexes in ids.
+func groupIndexes(ids []string, groups [][]string) ([][]int, error) {
+	out := make([][]int, len(groups))
+	for k, group := range groups {
+		for _, id := range group {
+			i := slices.Index(ids, id)
+			if i < 0 {
+				return nil, fmt.Errorf("jepsen: partition: no process %q", id)
+			}
+			out[k] = append(out[k], i)
+		}
+	}
+	return out, nil
 }
 
 // partitionRuleArgs are the iptables invocations (without the binary) that make a node drop the

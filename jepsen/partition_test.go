@@ -58,15 +58,9 @@ func TestDataPartitionGroups(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			index := map[string]int{}
-			for i, id := range procs {
-				index[id] = i
-			}
-			g := make([][]int, len(groups))
-			for k, group := range groups {
-				for _, id := range group {
-					g[k] = append(g[k], index[id])
-				}
+			g, err := groupIndexes(procs, groups)
+			if err != nil {
+				t.Fatal(err)
 			}
 			drops, err := partitionDrops(len(procs), g)
 			if err != nil {
