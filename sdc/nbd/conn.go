@@ -124,7 +124,7 @@ func (c *conn) serve() {
 		// The client went away without NBD_CMD_DISC (closed, reset, broke the protocol): no one
 		// reads the replies, and a write it gave up on must not go on being retried for the
 		// rest of the export's IO timeout, to land long after the client moved on. Requests
-		// already with the backend may still complete; none is started again. After DISC (and
+		// already with the backend may still complete; none is retried. After DISC (and
 		// when the export or the server stops) the requests in flight finish normally.
 		c.cancel()
 	}
