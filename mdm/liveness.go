@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -46,6 +47,11 @@ type liveTracker struct {
 	alive   map[string]time.Time // reachable since
 	changed map[string]time.Time // last committed transition
 	fencing map[string]bool      // a down is being committed: grant no lease
+
+	// Peer cuts (see peerCutVictim).
+	reports  map[string][]string  // SDS -> the peers it could not reach, as of its last heartbeat
+	cutSince map[string]time.Time // the current victim -> since when it has been the victim
+	fencedAt map[string]time.Time // victim -> when its leases stopped
 }
 
 func newLiveTracker() *liveTracker {
@@ -61,13 +67,22 @@ func (t *liveTracker) reset(term uint64) {
 	t.alive = map[string]time.Time{}
 	t.changed = map[string]time.Time{}
 	t.fencing = map[string]bool{}
+	t.reports = map[string][]string{}
+	t.cutSince = map[string]time.Time{}
+	t.fencedAt = map[string]time.Time{}
 }
 
-// heartbeat records a heartbeat from id and reports whether a lease may be granted with it.
-func (t *liveTracker) heartbeat(id string) (grant bool) {
+// heartbeat records a heartbeat from id, with the peers it could not reach, and reports
+// whether a lease may be granted with it.
+func (t *liveTracker) heartbeat(id string, unreachable []string) (grant bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.lastHB[id] = time.Now()
+	if len(unreachable) > 0 {
+		t.reports[id] = slices.Clone(unreachable)
+	} else {
+		delete(t.reports, id)
+	}
 	return !t.fencing[id]
 }
 
@@ -86,7 +101,90 @@ func (t *liveTracker) fence(id string, heardAt time.Time) bool {
 func (t *liveTracker) unfence(id string) {
 	t.mu.Lock()
 	delete(t.fencing, id)
+	delete(t.fencedAt, id)
 	t.mu.Unlock()
+}
+
+// Peer cuts. Two SDSs that both heartbeat but cannot reach each other (a broken link between
+// them) stall the writes of every chunk they share: each forward times out. Each SDS names in
+// its heartbeats the peers its probes cannot reach (sds/peerprobe.go). The leader takes one SDS
+// of such a pair out the way it takes out a silent one, except that this one still heartbeats:
+// once it has been the victim for sds_down_grace, its heartbeats get no lease (fencing), and
+// when the last lease granted has surely run out (sds_lease + LeaseMargin later) it is
+// committed down. It comes back up only once no live SDS names it and it names none.
+
+// peerCutVictim picks the SDS to take out: among the SDSs in live (up, heartbeating), those a
+// live SDS names, the one named by the most; on a tie the greatest id. "" when none.
+func peerCutVictim(reports map[string][]string, live map[string]bool) string {
+	named := map[string]int{}
+	for r, peers := range reports {
+		if !live[r] {
+			continue
+		}
+		for _, p := range peers {
+			if live[p] && p != r {
+				named[p]++
+			}
+		}
+	}
+	victim, most := "", 0
+	for id, n := range named {
+		if n > most || n == most && id > victim {
+			victim, most = id, n
+		}
+	}
+	return victim
+}
+
+// peerCutHeld reports whether id still cannot reach, or be reached by, a live SDS: a node
+// taken out for a peer cut stays down until then.
+func peerCutHeld(id string, reports map[string][]string, live map[string]bool) bool {
+	for r, peers := range reports {
+		if r == id {
+			for _, p := range peers {
+				if live[p] {
+					return true
+				}
+			}
+		} else if live[r] && slices.Contains(peers, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerCut advances the peer-cut decision (t.mu held): it returns the victim to commit down
+// now, or "".
+func (t *liveTracker) peerCut(now time.Time, live map[string]bool, grace, leaseEnd time.Duration, log func(msg string, args ...any)) string {
+	v := peerCutVictim(t.reports, live)
+	for id := range t.fencedAt {
+		if id != v {
+			// Reachable again, or another is the victim now: it may have its leases back.
+			delete(t.fencedAt, id)
+			delete(t.fencing, id)
+			log("peer cut over: leases granted again", "node", id)
+		}
+	}
+	for id := range t.cutSince {
+		if id != v {
+			delete(t.cutSince, id)
+		}
+	}
+	if v == "" {
+		return ""
+	}
+	if _, ok := t.cutSince[v]; !ok {
+		t.cutSince[v] = now
+	}
+	f, fenced := t.fencedAt[v]
+	switch {
+	case !fenced && now.Sub(t.cutSince[v]) >= grace && now.Sub(t.changed[v]) >= minTransition:
+		t.fencing[v], t.fencedAt[v] = true, now
+		log("SDS cut off from its peers: no more leases, down once the last one has run out", "node", v)
+	case fenced && now.Sub(f) >= leaseEnd:
+		return v
+	}
+	return ""
 }
 
 // lastHeartbeat is when the leader last heard from id (zero: never, in this leadership).
@@ -147,9 +245,17 @@ func (n *Node) checkLiveness() {
 	type change struct {
 		id, state string
 		heardAt   time.Time // lastHB when decided
+		peerCut   bool      // a down for a peer cut: already fenced
 	}
 	var changes []change
 	t.mu.Lock()
+	// SDSs that are up and heartbeat: the peer-cut decision looks only at them.
+	liveSDS := map[string]bool{}
+	for _, node := range nodes {
+		if hb := t.lastHB[node.ID]; node.State == fsm.NodeUp && node.Has(fsm.CapSDS) && !hb.IsZero() && now.Sub(hb) < live.HeartbeatTimeout {
+			liveSDS[node.ID] = true
+		}
+	}
 	for _, node := range nodes {
 		heardAt := t.lastHB[node.ID]
 		hb := heardAt
@@ -179,15 +285,19 @@ func (n *Node) checkLiveness() {
 		}
 		switch {
 		case node.State == fsm.NodeUp && !reachable && leaseExpired && now.Sub(t.suspect[node.ID]) >= live.DownGrace:
-			changes = append(changes, change{node.ID, fsm.NodeDown, heardAt})
-		case node.State == fsm.NodeDown && reachable && now.Sub(t.alive[node.ID]) >= upStable:
-			changes = append(changes, change{node.ID, fsm.NodeUp, heardAt})
+			changes = append(changes, change{id: node.ID, state: fsm.NodeDown, heardAt: heardAt})
+		case node.State == fsm.NodeDown && reachable && now.Sub(t.alive[node.ID]) >= upStable &&
+			!peerCutHeld(node.ID, t.reports, liveSDS):
+			changes = append(changes, change{id: node.ID, state: fsm.NodeUp, heardAt: heardAt})
 		}
+	}
+	if v := t.peerCut(now, liveSDS, live.DownGrace, live.Lease+LeaseMargin, n.log.Warn); v != "" {
+		changes = append(changes, change{id: v, state: fsm.NodeDown, peerCut: true})
 	}
 	t.mu.Unlock()
 
 	for _, c := range changes {
-		if c.state == fsm.NodeDown && !t.fence(c.id, c.heardAt) {
+		if c.state == fsm.NodeDown && !c.peerCut && !t.fence(c.id, c.heardAt) {
 			continue // it heartbeated since: alive
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -215,7 +325,7 @@ func (n *Node) Heartbeat(req api.HeartbeatRequest) (api.HeartbeatResponse, error
 	}
 	// Recorded before the state is read: a lease granted here comes with state at least as new
 	// as any down committed for this node (see fence).
-	grant := n.live.heartbeat(req.ID)
+	grant := n.live.heartbeat(req.ID, req.UnreachablePeers)
 	var node fsm.Node
 	var version int64
 	if err := n.store.Read(func(r *fsm.Reader) (err error) {

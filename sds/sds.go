@@ -42,6 +42,8 @@ type Service struct {
 	dataDone chan error
 	control  *agent.HTTPServer
 	mgmt     *agent.HTTPServer
+	probe    *peerProbe
+	stop     context.CancelFunc // ends the peer probes
 }
 
 // Timeouts of the SDS's calls to the MDM leader on behalf of the data path.
@@ -107,6 +109,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.probe = newPeerProbe(cfg.ID)
 	s.agent, err = agent.Start(agent.Config{
 		ID:                cfg.ID,
 		Caps:              []string{gossip.CapSDS},
@@ -123,12 +126,19 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 			Devices:          devices,
 			TotalCapacityGB:  cfg.TotalCapacityGB,
 		},
-		OnIOState: s.onIOState,
-		Logger:    logger,
+		OnIOState:        s.onIOState,
+		UnreachablePeers: s.probe.unreachable,
+		Logger:           logger,
 	})
 	if err != nil {
 		return fail(err)
 	}
+	if pool := s.agent.Pool(); pool != nil {
+		s.probe.members = pool.Members
+	}
+	var probeCtx context.Context
+	probeCtx, s.stop = context.WithCancel(context.Background())
+	go s.probe.run(probeCtx)
 	s.data = NewDataServer(DataConfig{
 		SelfID:     s.agent.SDSID,
 		LeaseValid: s.agent.LeaseValid,
@@ -252,6 +262,7 @@ func (s *Service) MgmtAddr() string { return s.mgmt.Addr() }
 // Close stops the data server (sending the last ACK batch), the HTTP listeners, leaves the
 // gossip pool, stops heartbeating and closes the chunk store.
 func (s *Service) Close() error {
+	s.stop()
 	err := errors.Join(s.data.Close(), s.control.Close(), s.mgmt.Close(), s.agent.Close(), s.store.Close())
 	s.log.Info("SDS stopped")
 	return err

@@ -250,7 +250,11 @@ func (a *Agent) register(ctx context.Context, ld leader.Leader) time.Duration {
 func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration, bool) {
 	var resp api.HeartbeatResponse
 	sent := time.Now()
-	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, api.HeartbeatRequest{ID: a.cfg.ID, IOVersion: a.ioVersion.Load()}, &resp)
+	req := api.HeartbeatRequest{ID: a.cfg.ID, IOVersion: a.ioVersion.Load()}
+	if a.cfg.UnreachablePeers != nil {
+		req.UnreachablePeers = a.cfg.UnreachablePeers()
+	}
+	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, req, &resp)
 	if ans.err == nil {
 		a.mu.Lock()
 		a.st.lastHB, a.st.lastHBLeader = time.Now(), ld.API

@@ -50,9 +50,11 @@ type Config struct {
 	// from every registration answer and from heartbeat answers whenever they changed. It is
 	// called from the agent's loop, one call at a time; the agent then reports IOState.Version
 	// in its heartbeats so the MDM sends the state again only when it moves.
-	OnIOState  func(*api.IOState)
-	Logger     hclog.Logger
-	HTTPClient *http.Client
+	OnIOState func(*api.IOState)
+	// UnreachablePeers, when set, is called for every heartbeat: the peers it names go with it.
+	UnreachablePeers func() []string
+	Logger           hclog.Logger
+	HTTPClient       *http.Client
 }
 
 func (c *Config) withDefaults() {

@@ -109,6 +109,8 @@ type Summary struct {
 type HeartbeatRequest struct {
 	ID        string `json:"id"`
 	IOVersion int64  `json:"io_version,omitempty"`
+	// UnreachablePeers names the SDSs this SDS's peer probes could not reach (sds/peerprobe.go).
+	UnreachablePeers []string `json:"unreachable_peers,omitempty"`
 }
 
 // HeartbeatResponse tells the component who leads and what the FSM thinks of it.

@@ -1,0 +1,103 @@
+package mdm_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"pflex/fsm"
+	"pflex/internal/api"
+	"pflex/internal/layout"
+	"pflex/mdm"
+	"pflex/mdm/mdmtest"
+)
+
+// Three SDSs heartbeat, but sds-3 and its peers name each other unreachable (a cut between
+// SDSs). The leader stops granting sds-3 leases, commits it down only once its last lease has
+// surely run out, moves its chunks, and keeps it down while the cut lasts; when the reports
+// stop, it comes back up. sds-1 and sds-2 keep their leases throughout.
+func TestPeerCutTakesOneSDSOut(t *testing.T) {
+	cfgs := mdmtest.GossipConfigs(t, t.TempDir(), 3)
+	c := &mdmtest.Cluster{}
+	for _, cfg := range cfgs {
+		cfg.SDSDownGrace = "200ms"
+		cfg.HeartbeatTimeout = "1s"
+		cfg.SDSLease = "1500ms"
+		cfg.RebuildInterval = "1h" // no rebuild: sds-3 is not readmitted as a target meanwhile
+		c.Members = append(c.Members, &mdmtest.Member{Cfg: cfg})
+	}
+	c = mdmtest.Adopt(t, c)
+	seed(t, c, 0)
+	for i := 1; i <= 3; i++ {
+		reg := fsm.RegisterNode{ID: fmt.Sprintf("sds-%d", i), Capabilities: []string{"SDS"}, DataAddr: fmt.Sprintf("127.0.0.1:%d", 9700+i),
+			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}
+		var rr api.RegisterResponse
+		if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "POST", "/discovery/register", reg, &rr); err != nil || code != 200 {
+			t.Fatalf("register: %d %v", code, err)
+		}
+	}
+	var l1 layout.Layout
+	mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "GET", "/vol/1/layout", nil, &l1)
+	hb := func(id string, unreachable ...string) api.HeartbeatResponse {
+		t.Helper()
+		var r api.HeartbeatResponse
+		req := api.HeartbeatRequest{ID: id, IOVersion: 1, UnreachablePeers: unreachable}
+		if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "POST", "/heartbeat", req, &r); err != nil || code != 200 {
+			t.Fatalf("heartbeat %s: %d %v", id, code, err)
+		}
+		return r
+	}
+	state := func(id int) string {
+		var s fsm.SDS
+		c.Do(0, "GET", fmt.Sprintf("/sds/%d", id), nil, &s)
+		return s.State
+	}
+
+	cut := func() (sds3 api.HeartbeatResponse) {
+		for _, id := range []string{"sds-1", "sds-2"} {
+			if r := hb(id, "sds-3"); r.LeaseMs == 0 {
+				t.Fatalf("%s lost its lease: %+v", id, r)
+			}
+		}
+		return hb("sds-3", "sds-1", "sds-2")
+	}
+	start := time.Now()
+	var lastGrant time.Time // when the last heartbeat that got sds-3 a lease was sent
+	for state(3) != fsm.SDSDown {
+		sent := time.Now()
+		if r := cut(); r.LeaseMs > 0 {
+			lastGrant = sent
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatal("sds-3 was never taken out")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if took := time.Since(lastGrant); took < 1500*time.Millisecond+mdm.LeaseMargin {
+		t.Fatalf("sds-3 down %s after its last lease was granted, before that lease (1.5s) + margin ran out", took)
+	}
+	if state(1) != fsm.SDSUp || state(2) != fsm.SDSUp {
+		t.Fatalf("only sds-3 is taken out: sds-1 %s, sds-2 %s", state(1), state(2))
+	}
+	var l2 layout.Layout
+	mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "GET", "/vol/1/layout", nil, &l2)
+	if l2.Epoch <= l1.Epoch || len(l2.Excluded) != 1 || l2.Excluded[0].SDSID != 3 {
+		t.Fatalf("layout after the peer cut: epoch %d -> %d, excluded %+v", l1.Epoch, l2.Epoch, l2.Excluded)
+	}
+	// While the cut lasts, sds-3 stays down although it heartbeats.
+	for held := time.Now(); time.Since(held) < 2*time.Second; time.Sleep(50 * time.Millisecond) {
+		cut()
+		if s := state(3); s != fsm.SDSDown {
+			t.Fatalf("sds-3 %s while its peers still cannot reach it", s)
+		}
+	}
+	// The link is back: sds-3 comes up again.
+	for back := time.Now(); state(3) != fsm.SDSUp; time.Sleep(50 * time.Millisecond) {
+		hb("sds-1")
+		hb("sds-2")
+		hb("sds-3")
+		if time.Since(back) > 10*time.Second {
+			t.Fatal("sds-3 not up again after the cut")
+		}
+	}
+}
