@@ -111,24 +111,29 @@ func (t *liveTracker) unfence(id string) {
 // of such a pair out the way it takes out a silent one, except that this one still heartbeats:
 // once it has been the victim for sds_down_grace, its heartbeats get no lease (fencing), and
 // when the last lease granted has surely run out (sds_lease + LeaseMargin later) it is
-// committed down. It comes back up only once no live SDS names it and it names none.
+// committed down. It comes back up only once no live SDS names it and it names none. At most
+// one SDS is out at a time this way, and none while any SDS is down: a second down could leave
+// chunks with no copy in service, which is worse than writes that wait for the link.
 
-// peerCutVictim picks the SDS to take out: among the SDSs in live (up, heartbeating), those a
-// live SDS names, the one named by the most; on a tie the greatest id. "" when none.
+// peerCutVictim picks the SDS to take out among the SDSs in live (up, heartbeating): the one in
+// the most broken links between live SDSs, counting both directions (it names a peer, a peer
+// names it), so that an SDS that can reach no one, though everyone reaches it, is the one
+// picked; on a tie the greatest id. "" when no live SDS names another.
 func peerCutVictim(reports map[string][]string, live map[string]bool) string {
-	named := map[string]int{}
+	score := map[string]int{}
 	for r, peers := range reports {
 		if !live[r] {
 			continue
 		}
 		for _, p := range peers {
 			if live[p] && p != r {
-				named[p]++
+				score[p]++
+				score[r]++
 			}
 		}
 	}
 	victim, most := "", 0
-	for id, n := range named {
+	for id, n := range score {
 		if n > most || n == most && id > victim {
 			victim, most = id, n
 		}
@@ -291,7 +296,14 @@ func (n *Node) checkLiveness() {
 			changes = append(changes, change{id: node.ID, state: fsm.NodeUp, heardAt: heardAt})
 		}
 	}
-	if v := t.peerCut(now, liveSDS, live.DownGrace, live.Lease+LeaseMargin, n.log.Warn); v != "" {
+	candidates := liveSDS
+	for _, node := range nodes {
+		if node.Has(fsm.CapSDS) && node.State == fsm.NodeDown {
+			candidates = nil // one SDS out at a time (see peerCutVictim)
+			break
+		}
+	}
+	if v := t.peerCut(now, candidates, live.DownGrace, live.Lease+LeaseMargin, n.log.Warn); v != "" {
 		changes = append(changes, change{id: v, state: fsm.NodeDown, peerCut: true})
 	}
 	t.mu.Unlock()

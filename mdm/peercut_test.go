@@ -15,7 +15,8 @@ import (
 // Three SDSs heartbeat, but sds-3 and its peers name each other unreachable (a cut between
 // SDSs). The leader stops granting sds-3 leases, commits it down only once its last lease has
 // surely run out, moves its chunks, and keeps it down while the cut lasts; when the reports
-// stop, it comes back up. sds-1 and sds-2 keep their leases throughout.
+// stop, it comes back up. sds-1 and sds-2 keep their leases throughout, also when they lose
+// each other while sds-3 is down.
 func TestPeerCutTakesOneSDSOut(t *testing.T) {
 	cfgs := mdmtest.GossipConfigs(t, t.TempDir(), 3)
 	c := &mdmtest.Cluster{}
@@ -84,12 +85,23 @@ func TestPeerCutTakesOneSDSOut(t *testing.T) {
 	if l2.Epoch <= l1.Epoch || len(l2.Excluded) != 1 || l2.Excluded[0].SDSID != 3 {
 		t.Fatalf("layout after the peer cut: epoch %d -> %d, excluded %+v", l1.Epoch, l2.Epoch, l2.Excluded)
 	}
-	// While the cut lasts, sds-3 stays down although it heartbeats.
-	for held := time.Now(); time.Since(held) < 2*time.Second; time.Sleep(50 * time.Millisecond) {
-		cut()
+	// While the cut lasts, sds-3 stays down although it heartbeats. And with one SDS down, a
+	// second cut (sds-1 and sds-2 lose each other too) takes no one else out: more than the
+	// grace and a lease pass with both keeping their leases.
+	for held := time.Now(); time.Since(held) < 3*time.Second; time.Sleep(50 * time.Millisecond) {
+		if r := hb("sds-1", "sds-2", "sds-3"); r.LeaseMs == 0 {
+			t.Fatal("sds-1 fenced while sds-3 is down")
+		}
+		if r := hb("sds-2", "sds-1", "sds-3"); r.LeaseMs == 0 {
+			t.Fatal("sds-2 fenced while sds-3 is down")
+		}
+		hb("sds-3", "sds-1", "sds-2")
 		if s := state(3); s != fsm.SDSDown {
 			t.Fatalf("sds-3 %s while its peers still cannot reach it", s)
 		}
+	}
+	if state(1) != fsm.SDSUp || state(2) != fsm.SDSUp {
+		t.Fatalf("a second SDS taken out while sds-3 is down: sds-1 %s, sds-2 %s", state(1), state(2))
 	}
 	// The link is back: sds-3 comes up again.
 	for back := time.Now(); state(3) != fsm.SDSUp; time.Sleep(50 * time.Millisecond) {
