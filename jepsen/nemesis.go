@@ -200,12 +200,12 @@ const (
 )
 
 // sdsNemesis faults a random SDS and undoes it after a while. It needs a DataPathCluster.
-//   - sds-kill SIGKILLs it and starts it again 5-10 s later (past the MDMs' sds_down_grace of
-//     5 s, so the MDM marks it down and up again);
+//   - sds-kill SIGKILLs it and starts it again 5-10 s later (past the 3 s after which the MDMs
+//     commit a silent SDS down: heartbeat_timeout + sds_down_grace), so it goes down and up;
 //   - sds-pause SIGSTOPs it for 1-8 s, then SIGCONTs it. The pause spans, from run to run, less
-//     and more than its lease (2 s), its primaries' wait for a forwarded write (5 s) and the
-//     MDMs' sds_down_grace (5 s): the SDS's own IO in flight, and the replica writes it holds
-//     when it resumes, meet a cluster that has moved on without it, or has not.
+//     and more than its lease (2 s), the MDMs' 3 s to a down and its primaries' wait for a
+//     forwarded write (5 s): the SDS's own IO in flight, and the replica writes it holds when
+//     it resumes, meet a cluster that has moved on without it, or has not.
 type sdsNemesis struct {
 	name         string
 	fault, undo  string // the actions recorded
@@ -316,14 +316,15 @@ func sdsFault(nemesis, action string) bool {
 	return slices.Contains(dataPartitions, nemesis) && action == "partition"
 }
 
-// dataPartitionNemesis cuts a random SDS off for 2-8 s, then heals the network. The cut spans,
-// from run to run, less and more than the SDS's lease (2 s), a primary's wait for a forward
-// (5 s) and the MDMs' sds_down_grace (5 s). Unlike a pause, the SDS keeps running on its side:
+// dataPartitionNemesis cuts a random SDS off for 2-12 s, then heals the network. The cut
+// spans, from run to run, less and more than the SDS's lease (2 s), the MDMs' 3 s to a down,
+// a primary's wait for a forward (5 s) and the 6-7 s to a peer-cut down (mdm/DESIGN.md "Peer
+// cuts"). Unlike a pause, the SDS keeps running on its side:
 //   - partition-sds: from every other process;
 //   - partition-sds-mdm: from the MDMs only. It still hears the SDC and its peers, so only its
 //     lease stops it serving chunks the MDMs give to others meanwhile;
-//   - partition-sds-peers: from the other SDSs only. Forwards to and from it hang (no reset),
-//     while it heartbeats to the MDMs as usual;
+//   - partition-sds-peers: from the other SDSs only. Forwards to and from it hang (no reset)
+//     while it heartbeats to the MDMs as usual, until the MDMs take it (or a peer) out;
 //   - partition-sdc-sds: the SDC from the SDS.
 //
 // It needs the block workload on a backend that implements ProcessPartitioner (netns).
@@ -350,7 +351,7 @@ func (n dataPartitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.R
 		return err
 	}
 	rec.Fault(n.name)
-	sleep(ctx, between(rng, 2*time.Second, 8*time.Second))
+	sleep(ctx, between(rng, 2*time.Second, 12*time.Second))
 	return rec.DoNamed(n.name, "heal", "network", func() error { return c.Heal(context.Background()) })
 }
 

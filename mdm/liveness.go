@@ -192,6 +192,13 @@ func (t *liveTracker) peerCut(now time.Time, live map[string]bool, grace, leaseE
 	return ""
 }
 
+// unreachableFrom is what id's last heartbeat named unreachable.
+func (t *liveTracker) unreachableFrom(id string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.reports[id])
+}
+
 // lastHeartbeat is when the leader last heard from id (zero: never, in this leadership).
 func (t *liveTracker) lastHeartbeat(id string) time.Time {
 	t.mu.Lock()
@@ -405,6 +412,7 @@ func (n *Node) Members() ([]api.Member, error) {
 		}
 		if hb := n.live.lastHeartbeat(node.ID); !hb.IsZero() && n.IsLeader() {
 			m.LastHeartbeatMs = time.Since(hb).Milliseconds()
+			m.UnreachablePeers = n.live.unreachableFrom(node.ID)
 		}
 	}
 	leaderID, _ := n.Leader()

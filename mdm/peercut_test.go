@@ -2,6 +2,7 @@ package mdm_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,6 +81,7 @@ func TestPeerCutTakesOneSDSOut(t *testing.T) {
 	if state(1) != fsm.SDSUp || state(2) != fsm.SDSUp {
 		t.Fatalf("only sds-3 is taken out: sds-1 %s, sds-2 %s", state(1), state(2))
 	}
+
 	var l2 layout.Layout
 	mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "GET", "/vol/1/layout", nil, &l2)
 	if l2.Epoch <= l1.Epoch || len(l2.Excluded) != 1 || l2.Excluded[0].SDSID != 3 {
@@ -88,6 +90,7 @@ func TestPeerCutTakesOneSDSOut(t *testing.T) {
 	// While the cut lasts, sds-3 stays down although it heartbeats. And with one SDS down, a
 	// second cut (sds-1 and sds-2 lose each other too) takes no one else out: more than the
 	// grace and a lease pass with both keeping their leases.
+	shown := false // the members list shows what sds-3 cannot reach
 	for held := time.Now(); time.Since(held) < 3*time.Second; time.Sleep(50 * time.Millisecond) {
 		if r := hb("sds-1", "sds-2", "sds-3"); r.LeaseMs == 0 {
 			t.Fatal("sds-1 fenced while sds-3 is down")
@@ -99,6 +102,14 @@ func TestPeerCutTakesOneSDSOut(t *testing.T) {
 		if s := state(3); s != fsm.SDSDown {
 			t.Fatalf("sds-3 %s while its peers still cannot reach it", s)
 		}
+		var members []api.Member
+		c.Do(0, "GET", "/cluster/members", nil, &members)
+		for _, m := range members {
+			shown = shown || m.ID == "sds-3" && slices.Equal(m.UnreachablePeers, []string{"sds-1", "sds-2"})
+		}
+	}
+	if !shown {
+		t.Fatal("the members list never showed sds-3's unreachable peers")
 	}
 	if state(1) != fsm.SDSUp || state(2) != fsm.SDSUp {
 		t.Fatalf("a second SDS taken out while sds-3 is down: sds-1 %s, sds-2 %s", state(1), state(2))

@@ -150,6 +150,9 @@ type Member struct {
 	// LastHeartbeatMs is how long ago the leader last heard this node's heartbeat; -1: never.
 	LastHeartbeatMs int64  `json:"last_heartbeat_ms"`
 	LastContact     string `json:"last_contact,omitempty"` // how long a dead member has been gone
+	// UnreachablePeers: the SDSs this SDS's probes could not reach, as its last heartbeat to the
+	// leader said (mdm/DESIGN.md "Peer cuts").
+	UnreachablePeers []string `json:"unreachable_peers,omitempty"`
 }
 
 // NodeView is a registered node with the leader's liveness view (GET /discovery/nodes).

@@ -194,7 +194,11 @@ func renderMembers(s *session, members []api.Member) {
 		if m.Leader {
 			raft += " (leader)"
 		}
-		t.row(m.ID, strings.Join(m.Capabilities, ","), gossipState, dash(m.State), raft, hb, dash(m.APIAddr))
+		state := dash(m.State)
+		if len(m.UnreachablePeers) > 0 {
+			state += " (cannot reach " + strings.Join(m.UnreachablePeers, ",") + ")"
+		}
+		t.row(m.ID, strings.Join(m.Capabilities, ","), gossipState, state, raft, hb, dash(m.APIAddr))
 	}
 	t.flush()
 }
