@@ -17,17 +17,9 @@ import (
 // entry moves its chunks to their other copies under a new layout epoch, which the next
 // heartbeat answer carries. Coming back does not make it a replica again; the pool is DEGRADED.
 func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
-	cfgs := mdmtest.GossipConfigs(t, t.TempDir(), 3)
-	c := &mdmtest.Cluster{}
-	for _, cfg := range cfgs {
-		cfg.SDSDownGrace = "100ms"
-		cfg.HeartbeatTimeout = "300ms"
-		cfg.SDSLease = "1500ms"
-		cfg.RebuildInterval = "1h" // no rebuild: the test follows layout epochs exactly
-		c.Members = append(c.Members, &mdmtest.Member{Cfg: cfg})
-	}
-	c = mdmtest.Adopt(t, c)
-	seed(t, c, 0) // pd1, pool1, sdc1, vol1 (8 GB)
+	c := leaseCluster(t, "100ms", "300ms")
+	// sds-3's lease runs from its registration, which the MDM received after lastHB3.
+	lastHB3 := registerSDSs(t, c, 3)
 	hb := func(id string, version int64) api.HeartbeatResponse {
 		t.Helper()
 		var r api.HeartbeatResponse
@@ -35,16 +27,6 @@ func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
 			t.Fatalf("heartbeat %s: %d %v", id, code, err)
 		}
 		return r
-	}
-	var lastHB3 time.Time // when sds-3's registration (its last lease grant) was sent
-	for i := 1; i <= 3; i++ {
-		lastHB3 = time.Now()
-		reg := fsm.RegisterNode{ID: fmt.Sprintf("sds-%d", i), Capabilities: []string{"SDS"}, DataAddr: fmt.Sprintf("127.0.0.1:%d", 9700+i),
-			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}
-		var rr api.RegisterResponse
-		if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "POST", "/discovery/register", reg, &rr); err != nil || code != 200 || rr.LeaseMs != 1500 {
-			t.Fatalf("register: %d %v lease %d", code, err, rr.LeaseMs)
-		}
 	}
 	var l1 layout.Layout
 	if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "GET", "/vol/1/layout", nil, &l1); err != nil || code != 200 || len(l1.Members) != 3 {
@@ -117,4 +99,35 @@ func TestLeaseExpiresBeforeDownAndDownDegradesLayouts(t *testing.T) {
 	if l3.Epoch != l2.Epoch || len(l3.Excluded) != 1 {
 		t.Fatalf("layout after sds-3 came back: epoch %d excluded %+v", l3.Epoch, l3.Excluded)
 	}
+}
+
+// leaseCluster starts three MDMs with the given sds_down_grace and heartbeat_timeout, a 1.5 s
+// SDS lease and no rebuilds (the tests follow layout epochs exactly), and seeds pd1, pool1,
+// sdc1 and vol1 (8 GB).
+func leaseCluster(t *testing.T, grace, heartbeatTimeout string) *mdmtest.Cluster {
+	t.Helper()
+	c := &mdmtest.Cluster{}
+	for _, cfg := range mdmtest.GossipConfigs(t, t.TempDir(), 3) {
+		cfg.SDSDownGrace, cfg.HeartbeatTimeout, cfg.SDSLease, cfg.RebuildInterval = grace, heartbeatTimeout, "1500ms", "1h"
+		c.Members = append(c.Members, &mdmtest.Member{Cfg: cfg})
+	}
+	c = mdmtest.Adopt(t, c)
+	seed(t, c, 0)
+	return c
+}
+
+// registerSDSs registers sds-1..sds-n, each granted the 1.5 s lease, and returns when the last
+// registration was sent.
+func registerSDSs(t *testing.T, c *mdmtest.Cluster, n int) (last time.Time) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		last = time.Now()
+		reg := fsm.RegisterNode{ID: fmt.Sprintf("sds-%d", i), Capabilities: []string{"SDS"}, DataAddr: fmt.Sprintf("127.0.0.1:%d", 9700+i),
+			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}
+		var rr api.RegisterResponse
+		if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "POST", "/discovery/register", reg, &rr); err != nil || code != 200 || rr.LeaseMs != 1500 {
+			t.Fatalf("register: %d %v lease %d", code, err, rr.LeaseMs)
+		}
+	}
+	return last
 }

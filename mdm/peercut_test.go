@@ -19,25 +19,8 @@ import (
 // stop, it comes back up. sds-1 and sds-2 keep their leases throughout, also when they lose
 // each other while sds-3 is down.
 func TestPeerCutTakesOneSDSOut(t *testing.T) {
-	cfgs := mdmtest.GossipConfigs(t, t.TempDir(), 3)
-	c := &mdmtest.Cluster{}
-	for _, cfg := range cfgs {
-		cfg.SDSDownGrace = "200ms"
-		cfg.HeartbeatTimeout = "1s"
-		cfg.SDSLease = "1500ms"
-		cfg.RebuildInterval = "1h" // no rebuild: sds-3 is not readmitted as a target meanwhile
-		c.Members = append(c.Members, &mdmtest.Member{Cfg: cfg})
-	}
-	c = mdmtest.Adopt(t, c)
-	seed(t, c, 0)
-	for i := 1; i <= 3; i++ {
-		reg := fsm.RegisterNode{ID: fmt.Sprintf("sds-%d", i), Capabilities: []string{"SDS"}, DataAddr: fmt.Sprintf("127.0.0.1:%d", 9700+i),
-			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d"}, TotalCapacityGB: 10}}
-		var rr api.RegisterResponse
-		if code, _, err := mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "POST", "/discovery/register", reg, &rr); err != nil || code != 200 {
-			t.Fatalf("register: %d %v", code, err)
-		}
-	}
+	c := leaseCluster(t, "200ms", "1s")
+	registerSDSs(t, c, 3)
 	var l1 layout.Layout
 	mdmtest.DoJSON(c.URL(0), mdmtest.TestClusterKey, "GET", "/vol/1/layout", nil, &l1)
 	hb := func(id string, unreachable ...string) api.HeartbeatResponse {
