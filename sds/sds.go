@@ -42,7 +42,6 @@ type Service struct {
 	dataDone chan error
 	control  *agent.HTTPServer
 	mgmt     *agent.HTTPServer
-	probe    *peerProbe
 	stop     context.CancelFunc // ends the peer probes
 }
 
@@ -109,7 +108,7 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	if err != nil {
 		return fail(err)
 	}
-	s.probe = newPeerProbe(cfg.ID)
+	probe := newPeerProbe(cfg.ID)
 	s.agent, err = agent.Start(agent.Config{
 		ID:                cfg.ID,
 		Caps:              []string{gossip.CapSDS},
@@ -127,18 +126,18 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 			TotalCapacityGB:  cfg.TotalCapacityGB,
 		},
 		OnIOState:        s.onIOState,
-		UnreachablePeers: s.probe.unreachable,
+		UnreachablePeers: probe.unreachable,
 		Logger:           logger,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	if pool := s.agent.Pool(); pool != nil {
-		s.probe.members = pool.Members
+		probe.members = pool.Members
 	}
 	var probeCtx context.Context
 	probeCtx, s.stop = context.WithCancel(context.Background())
-	go s.probe.run(probeCtx)
+	go probe.run(probeCtx)
 	s.data = NewDataServer(DataConfig{
 		SelfID:     s.agent.SDSID,
 		LeaseValid: s.agent.LeaseValid,
