@@ -27,6 +27,7 @@ var oneOfEach = []Command{
 	&DeleteVolume{ID: 6},
 	&MapVolume{VolumeID: 6, SDCID: 5, AccessMode: ReadOnly, IOPSLimit: 7, BandwidthLimitMBps: 8},
 	&UnmapVolume{VolumeID: 6, SDCID: 5},
+	&SetMappingLimits{VolumeID: 6, SDCID: 5, IOPSLimit: ptr(int64(100))},
 	&ExtendVolume{VolumeID: 6, SizeGB: 9},
 	&SetLabel{VolumeID: 6, Key: "k", Value: "v", Expect: ptr("")},
 	&UpsertMDM{ID: "m", RaftAddr: "h:3", APIAddr: "h:4"},

@@ -1,6 +1,6 @@
 package fsm
 
-// Commands on volumes: create, extend, delete, map, unmap and labels.
+// Commands on volumes: create, extend, delete, map, unmap, mapping limits and labels.
 
 import (
 	"fmt"
@@ -31,6 +31,18 @@ type MapVolume struct {
 	BandwidthLimitMBps int64  `json:"bandwidth_limit_mbps"`
 }
 
+// SetMappingLimits changes the IOPS and bandwidth limits of a mapping in place (the SDC picks them
+// up at its next poll; its tokens stay valid). A nil field keeps its limit; 0 means none.
+type SetMappingLimits struct {
+	VolumeID           int64  `json:"volume_id"`
+	SDCID              int64  `json:"sdc_id"`
+	IOPSLimit          *int64 `json:"iops_limit,omitempty"`
+	BandwidthLimitMBps *int64 `json:"bandwidth_limit_mbps,omitempty"`
+}
+
+// TypeSetMappingLimits is SetMappingLimits's log entry type.
+const TypeSetMappingLimits CommandType = 34
+
 type UnmapVolume struct {
 	VolumeID int64 `json:"volume_id"`
 	SDCID    int64 `json:"sdc_id"`
@@ -50,6 +62,8 @@ func (*DeleteVolume) Type() CommandType { return TypeDeleteVolume }
 func (*ExtendVolume) Type() CommandType { return TypeExtendVolume }
 func (*MapVolume) Type() CommandType    { return TypeMapVolume }
 func (*UnmapVolume) Type() CommandType  { return TypeUnmapVolume }
+
+func (*SetMappingLimits) Type() CommandType { return TypeSetMappingLimits }
 func (*SetLabel) Type() CommandType     { return TypeSetLabel }
 
 func init() {
@@ -58,6 +72,7 @@ func init() {
 	register("extend_volume", applyExtendVolume)
 	register("map_volume", applyMapVolume)
 	register("unmap_volume", applyUnmapVolume)
+	register("set_mapping_limits", applySetMappingLimits)
 	register("set_label", applySetLabel, rejectsBeforeWriting)
 }
 
@@ -163,8 +178,8 @@ func applyMapVolume(t *applyTx, h Header, c *MapVolume) (any, error) {
 	if mode != ReadWrite && mode != ReadOnly {
 		return nil, invalid("access_mode %q must be %q or %q", mode, ReadWrite, ReadOnly)
 	}
-	if c.IOPSLimit < 0 || c.BandwidthLimitMBps < 0 {
-		return nil, invalid("iops_limit and bandwidth_limit_mbps must be 0 (unlimited) or positive")
+	if err := checkLimits(c.IOPSLimit, c.BandwidthLimitMBps); err != nil {
+		return nil, err
 	}
 	r := t.reader()
 	v, err := r.Volume(c.VolumeID)
@@ -191,6 +206,48 @@ func applyMapVolume(t *applyTx, h Header, c *MapVolume) (any, error) {
 	gen := v.MapGeneration
 	if _, err := t.exec(`INSERT INTO mappings(volume_id, sdc_id, access_mode, iops_limit, bandwidth_limit_mbps, generation, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, v.ID, sdc.ID, mode, c.IOPSLimit, c.BandwidthLimitMBps, gen, h.Time); err != nil {
+		return nil, err
+	}
+	return r.Volume(v.ID)
+}
+
+func checkLimits(iops, mbps int64) error {
+	if iops < 0 || mbps < 0 {
+		return invalid("iops_limit and bandwidth_limit_mbps must be 0 (unlimited) or positive")
+	}
+	return nil
+}
+
+func applySetMappingLimits(t *applyTx, _ Header, c *SetMappingLimits) (any, error) {
+	if c.IOPSLimit == nil && c.BandwidthLimitMBps == nil {
+		return nil, invalid("give iops_limit, bandwidth_limit_mbps or both")
+	}
+	r := t.reader()
+	v, err := r.Volume(c.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	var m *Mapping
+	for i := range v.Mappings {
+		if v.Mappings[i].SDCID == c.SDCID {
+			m = &v.Mappings[i]
+		}
+	}
+	if m == nil {
+		return nil, notFound("volume %q is not mapped to SDC %d", v.Name, c.SDCID)
+	}
+	iops, mbps := m.IOPSLimit, m.BandwidthLimitMBps
+	if c.IOPSLimit != nil {
+		iops = *c.IOPSLimit
+	}
+	if c.BandwidthLimitMBps != nil {
+		mbps = *c.BandwidthLimitMBps
+	}
+	if err := checkLimits(iops, mbps); err != nil {
+		return nil, err
+	}
+	if _, err := t.exec(`UPDATE mappings SET iops_limit = ?, bandwidth_limit_mbps = ? WHERE volume_id = ? AND sdc_id = ?`,
+		iops, mbps, v.ID, c.SDCID); err != nil {
 		return nil, err
 	}
 	return r.Volume(v.ID)

@@ -135,6 +135,38 @@ func TestMapUnmap(t *testing.T) {
 	a.reject(KindNotFound, &DeleteVolume{ID: v})
 }
 
+func TestSetMappingLimits(t *testing.T) {
+	a := newApplier(t)
+	pool := a.mkPool("pool", a.mkPD("pd"), 100)
+	v := a.mkVolume("v", pool, 10, Thin)
+	c1, c2 := a.mkSDC("c1"), a.mkSDC("c2")
+	a.ok(&MapVolume{VolumeID: v, SDCID: c1, IOPSLimit: 1000, BandwidthLimitMBps: 200})
+	n := func(x int64) *int64 { return &x }
+
+	a.reject(KindInvalid, &SetMappingLimits{VolumeID: v, SDCID: c1})
+	a.reject(KindInvalid, &SetMappingLimits{VolumeID: v, SDCID: c1, IOPSLimit: n(-1)})
+	a.reject(KindInvalid, &SetMappingLimits{VolumeID: v, SDCID: c1, BandwidthLimitMBps: n(-5)})
+	a.reject(KindNotFound, &SetMappingLimits{VolumeID: 9, SDCID: c1, IOPSLimit: n(1)})
+	a.reject(KindNotFound, &SetMappingLimits{VolumeID: v, SDCID: c2, IOPSLimit: n(1)}) // not mapped there
+
+	limits := func(got Volume) (int64, int64) { return got.Mappings[0].IOPSLimit, got.Mappings[0].BandwidthLimitMBps }
+	// One limit at a time; the other is kept.
+	if i, b := limits(a.ok(&SetMappingLimits{VolumeID: v, SDCID: c1, IOPSLimit: n(500)}).(Volume)); i != 500 || b != 200 {
+		t.Fatalf("after setting IOPS: %d IOPS, %d MiB/s", i, b)
+	}
+	if i, b := limits(a.ok(&SetMappingLimits{VolumeID: v, SDCID: c1, BandwidthLimitMBps: n(0)}).(Volume)); i != 500 || b != 0 {
+		t.Fatalf("after lifting bandwidth: %d IOPS, %d MiB/s", i, b)
+	}
+	got := a.ok(&SetMappingLimits{VolumeID: v, SDCID: c1, IOPSLimit: n(0), BandwidthLimitMBps: n(50)}).(Volume)
+	if i, b := limits(got); i != 0 || b != 50 {
+		t.Fatalf("after setting both: %d IOPS, %d MiB/s", i, b)
+	}
+	// Limits are not a revocation: the map generation and the mapping's own stay.
+	if got.MapGeneration != 0 || got.Mappings[0].Generation != 0 || got.Mappings[0].AccessMode != ReadWrite {
+		t.Fatalf("mapping %+v of volume %+v", got.Mappings[0], got)
+	}
+}
+
 func TestLabels(t *testing.T) {
 	a := newApplier(t)
 	pd := a.mkPD("pd")

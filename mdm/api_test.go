@@ -77,6 +77,36 @@ func TestMapUnmapQueryParamsAndLabelsCompareAndSet(t *testing.T) {
 	if len(v.Mappings) != 1 || v.Mappings[0].AccessMode != "readOnly" || v.MapGeneration != 0 {
 		t.Fatalf("mapping %+v", v)
 	}
+	// Limits change in place, through any replica, as query or JSON; an omitted one is kept.
+	if code, _, err := c.Do(1, "POST", "/vol/limits?volume_id=1&sdc_id=1&iops_limit=300", nil, &v); err != nil || code != 200 ||
+		v.Mappings[0].IOPSLimit != 300 || v.Mappings[0].BandwidthLimitMBps != 0 {
+		t.Fatalf("limits by query: %d %v %+v", code, err, v)
+	}
+	if code, _, err := c.Do(0, "POST", "/vol/limits", map[string]any{"volume_id": 1, "sdc_id": 1, "bandwidth_limit_mbps": 40}, &v); err != nil ||
+		code != 200 || v.Mappings[0].IOPSLimit != 300 || v.Mappings[0].BandwidthLimitMBps != 40 || v.MapGeneration != 0 {
+		t.Fatalf("limits by JSON: %d %v %+v", code, err, v)
+	}
+	var mapped []api.MappedVolume
+	if code, _, err := c.Do(2, "GET", "/sdc/1/volumes", nil, &mapped); err != nil || code != 200 || len(mapped) != 1 ||
+		mapped[0].IOPSLimit != 300 || mapped[0].BandwidthLimitMBps != 40 {
+		t.Fatalf("the SDC's view of its mappings: %d %v %+v", code, err, mapped)
+	}
+	for _, tc := range []struct {
+		path   string
+		body   any
+		status int
+	}{
+		{"/vol/limits", map[string]any{"volume_id": 1, "sdc_id": 1}, 400},
+		{"/vol/limits?volume_id=1&sdc_id=1&iops_limit=lots", nil, 400},
+		{"/vol/limits", map[string]any{"volume_id": 1, "sdc_id": 1, "iops_limit": -1}, 400},
+		{"/vol/limits", map[string]any{"volume_id": 1, "iops_limit": 5}, 400},
+		{"/vol/limits", map[string]any{"volume_id": 1, "sdc_id": 2, "iops_limit": 5}, 404},
+	} {
+		var e api.Error
+		if code, _, _ := c.Do(0, "POST", tc.path, tc.body, &e); code != tc.status || e.Error == "" {
+			t.Errorf("POST %s %v: %d %+v, want %d", tc.path, tc.body, code, e, tc.status)
+		}
+	}
 	var e api.Error
 	if code, _, _ := c.Do(0, "DELETE", "/vol/1", nil, &e); code != 409 {
 		t.Fatalf("delete mapped volume: %d %+v", code, e)

@@ -330,6 +330,19 @@ func parseID(name, s string) (int64, error) {
 }
 
 // queryInt fills *dst from a query parameter when present.
+// queryIntPtr is queryInt for an optional field: a given parameter sets *dst.
+func queryIntPtr(c *gin.Context, name string, dst **int64) error {
+	if _, ok := c.GetQuery(name); !ok {
+		return nil
+	}
+	var v int64
+	if err := queryInt(c, name, &v); err != nil {
+		return err
+	}
+	*dst = &v
+	return nil
+}
+
 func queryInt(c *gin.Context, name string, dst *int64) error {
 	s, ok := c.GetQuery(name)
 	if !ok {

@@ -97,6 +97,16 @@ func (a *httpAPI) routes(e *gin.Engine) {
 		return &cmd, firstErr(queryInt(c, "volume_id", &cmd.VolumeID), queryInt(c, "sdc_id", &cmd.SDCID),
 			required("volume_id", cmd.VolumeID), required("sdc_id", cmd.SDCID))
 	}))
+	// Change a mapping's IOPS and bandwidth limits in place; an omitted limit is kept.
+	e.POST("/vol/limits", a.write(func(c *gin.Context) (fsm.Command, error) {
+		var cmd fsm.SetMappingLimits
+		if err := bind(c, &cmd); err != nil {
+			return nil, err
+		}
+		return &cmd, firstErr(queryInt(c, "volume_id", &cmd.VolumeID), queryInt(c, "sdc_id", &cmd.SDCID),
+			queryIntPtr(c, "iops_limit", &cmd.IOPSLimit), queryIntPtr(c, "bandwidth_limit_mbps", &cmd.BandwidthLimitMBps),
+			required("volume_id", cmd.VolumeID), required("sdc_id", cmd.SDCID))
+	}))
 	e.POST("/vol/extend", a.write(func(c *gin.Context) (fsm.Command, error) {
 		var cmd fsm.ExtendVolume
 		if err := bind(c, &cmd); err != nil {

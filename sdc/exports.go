@@ -187,6 +187,7 @@ func (e *Exporter) reconcile(sdcID int64, list []api.MappedVolume) {
 			continue
 		}
 		v.setSize(mv.SizeBytes)
+		v.setLimits(mv.IOPSLimit, mv.BandwidthLimitMBps)
 		if old := v.generation.Swap(mv.MapGeneration); old != mv.MapGeneration {
 			// Remapped: tokens of the old generation are revoked; get one of the new at once.
 			cur, _ := v.tokens.Current()

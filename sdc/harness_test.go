@@ -45,6 +45,8 @@ type fakeVolume struct {
 	size int64
 	mode string // mapping's access mode; "" = not mapped
 	gen  int64
+	iops int64 // mapping's limits
+	mbps int64
 }
 
 type fakeCluster struct {
@@ -94,6 +96,13 @@ func (c *fakeCluster) addVolume(id int64, name, mode string) {
 		l.Members = append(l.Members, layout.Member{SDSID: sid, Weight: 10, Addr: c.sds[sid].addr})
 	}
 	c.layouts[id] = l
+}
+
+// setLimits changes the mapping's IOPS and bandwidth limits, as POST /vol/limits does.
+func (c *fakeCluster) setLimits(id, iops, mbps int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.vols[id].iops, c.vols[id].mbps = iops, mbps
 }
 
 // trueLayout is a copy of the volume's current layout.
@@ -247,7 +256,8 @@ func (c *fakeCluster) serveMDM(w http.ResponseWriter, r *http.Request) {
 		out := []api.MappedVolume{}
 		for _, v := range c.vols {
 			if v.mode != "" {
-				out = append(out, api.MappedVolume{VolumeID: v.id, Name: v.name, SizeBytes: v.size, AccessMode: v.mode, MapGeneration: v.gen})
+				out = append(out, api.MappedVolume{VolumeID: v.id, Name: v.name, SizeBytes: v.size, AccessMode: v.mode, MapGeneration: v.gen,
+					IOPSLimit: v.iops, BandwidthLimitMBps: v.mbps})
 			}
 		}
 		c.mu.Unlock()

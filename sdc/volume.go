@@ -66,6 +66,7 @@ type Volume struct {
 	wg     sync.WaitGroup
 
 	stats volumeCounters
+	qos   *qos // the mapping's IOPS and bandwidth limits
 }
 
 // volumeCounters are the per-volume IO counters of /status.
@@ -99,6 +100,7 @@ func newVolume(mv api.MappedVolume, o volumeOptions) *Volume {
 	v := &Volume{
 		id: mv.VolumeID, name: mv.Name, sdcID: o.SDCID, mode: mode, readOnly: mode == fsm.ReadOnly,
 		timeout: o.IOTimeout, mdm: o.MDM, conns: o.Conns, cache: o.Cache,
+		qos: newQoS(mv.IOPSLimit, mv.BandwidthLimitMBps),
 		log: o.Logger.With("volume", mv.Name, "volume_id", mv.VolumeID),
 	}
 	v.size.Store(mv.SizeBytes)
@@ -157,6 +159,16 @@ func (v *Volume) setSize(n int64) {
 	}()
 }
 
+// setLimits puts the mapping's IOPS and bandwidth limits in force (the MDM's answer to the
+// SDC's poll carries them; they change with POST /vol/limits).
+func (v *Volume) setLimits(iops, mbps int64) {
+	if v.qos.iops.Load() == max(iops, 0) && v.qos.mbps.Load() == max(mbps, 0) {
+		return
+	}
+	v.qos.set(iops, mbps)
+	v.log.Info("mapping limits changed", "iops_limit", iops, "bandwidth_limit_mbps", mbps)
+}
+
 // WriteBuffer implements nbd.WriteBuffers: a WRITE payload goes into the shared region when
 // there is one with a free slot, so that SDSs on this host take it from there.
 func (v *Volume) WriteBuffer(n int) []byte {
@@ -197,6 +209,9 @@ func (v *Volume) ReleaseReadBuffer(b []byte) { v.conns.shm.Put(b) }
 // ReadAt implements nbd.Export.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	v.stats.reads.Add(1)
+	if err := v.qos.admit(ctx, int64(len(p))); err != nil {
+		return err
+	}
 	if v.readLocal(p, off) {
 		v.stats.readBytes.Add(int64(len(p)))
 		return nil
@@ -214,6 +229,9 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 		return ErrReadOnly
 	}
 	v.stats.writes.Add(1)
+	if err := v.qos.admit(ctx, int64(len(p))); err != nil {
+		return err
+	}
 	err := v.spans(ctx, wire.OpWrite, fuaFlag(fua), off, int64(len(p)), p)
 	if err == nil {
 		v.stats.writeBytes.Add(int64(len(p)))
@@ -227,6 +245,9 @@ func (v *Volume) Trim(ctx context.Context, off, length int64) error {
 		return ErrReadOnly
 	}
 	v.stats.trims.Add(1)
+	if err := v.qos.admit(ctx, 0); err != nil {
+		return err
+	}
 	return v.spans(ctx, wire.OpTrim, 0, off, length, nil)
 }
 
@@ -236,6 +257,9 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, fua, _ bool
 		return ErrReadOnly
 	}
 	v.stats.zeroes.Add(1)
+	if err := v.qos.admit(ctx, 0); err != nil {
+		return err
+	}
 	return v.spans(ctx, wire.OpWriteZeroes, fuaFlag(fua), off, length, nil)
 }
 
@@ -690,6 +714,7 @@ type VolumeStatus struct {
 	StaleEpochs     int64     `json:"stale_epochs"` // StaleEpoch and NotPrimary replies
 	LayoutRefreshes int64     `json:"layout_refreshes"`
 	LocalReads      int64     `json:"local_reads"` // served from SDS devices on this host (localread.go)
+	QoS             QoSStatus `json:"qos"`
 }
 
 // Status is the volume's line in GET /status.
@@ -702,7 +727,7 @@ func (v *Volume) Status() VolumeStatus {
 		Flushes: v.stats.flushes.Load(), Trims: v.stats.trims.Load(), WriteZeroes: v.stats.zeroes.Load(),
 		Errors: v.stats.errors.Load(), Timeouts: v.stats.timeouts.Load(), Retries: v.stats.retries.Load(),
 		StaleEpochs: v.stats.staleEpochs.Load(), LayoutRefreshes: v.stats.layoutRefreshes.Load(),
-		LocalReads: v.stats.localReads.Load(),
+		LocalReads: v.stats.localReads.Load(), QoS: v.qos.status(),
 	}
 	if l := v.lay.Load(); l != nil {
 		s.LayoutEpoch = l.Epoch

@@ -15,6 +15,7 @@ import (
 
 	"pflex/internal/api"
 	"pflex/internal/layout"
+	"pflex/internal/ratelimit"
 	"pflex/internal/shm"
 	"pflex/internal/token"
 	"pflex/internal/wire"
@@ -101,7 +102,7 @@ type DataServer struct {
 	// Layout epochs of the last IO state (volume -> epoch), which the rebuild executor scans.
 	epochs   atomic.Pointer[map[int64]int64]
 	rebuild  rebuildState
-	throttle *throttle
+	throttle *ratelimit.Limiter // rebuild bytes per second
 	dirty    dirtyChunks
 	writeIDs *writeIDs     // tagged writes applied here recently (writeids.go)
 	order    *replicaOrder // the newest replica write each chunk took (replicaorder.go)
@@ -206,7 +207,7 @@ func NewDataServer(cfg DataConfig) *DataServer {
 		d.wg.Go(func() { d.every(grantExtendEvery, d.extendGrants) })
 	}
 	d.rebuild.finished, d.rebuild.lastSent = map[batchKey]api.RebuildReport{}, map[batchKey]time.Time{}
-	d.throttle = newThrottle(cfg.RebuildMBps)
+	d.throttle = ratelimit.New(float64(cfg.RebuildMBps)*(1<<20), 0)
 	if cfg.RebuildParallel <= 0 {
 		d.cfg.RebuildParallel = DefaultRebuildParallel
 	}

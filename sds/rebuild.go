@@ -316,7 +316,7 @@ func (d *DataServer) copyChunk(ctx context.Context, l *layout.Layout, c, target 
 		if err := d.cfg.Store.ReadAt(k, l.ChunkSize, buf[:n], off); err != nil {
 			return sent, fmt.Errorf("read local copy: %w", err)
 		}
-		if err := d.throttle.wait(ctx, n); err != nil {
+		if err := d.throttle.WaitN(ctx, float64(n)); err != nil {
 			return sent, err
 		}
 		req := wire.Request{Op: wire.OpChunkWrite, VolumeID: l.VolumeID, Offset: base + off, Epoch: epoch, Data: buf[:n]}
@@ -369,38 +369,6 @@ func (d *DataServer) applyChunkCopy(req *wire.Request, t target, w peerWrite) wi
 		return statusResp(storeStatus(err), t.epoch, err.Error())
 	}
 	return wire.Response{Epoch: t.epoch}
-}
-
-// throttle limits rebuild bytes per second across the workers (0: unlimited).
-type throttle struct {
-	mu    sync.Mutex
-	rate  float64 // bytes per second
-	ready time.Time
-}
-
-func newThrottle(mbps int) *throttle { return &throttle{rate: float64(mbps) * (1 << 20)} }
-
-// wait blocks until n more bytes may be sent.
-func (t *throttle) wait(ctx context.Context, n int64) error {
-	if t == nil || t.rate <= 0 {
-		return nil
-	}
-	t.mu.Lock()
-	now := time.Now()
-	if t.ready.Before(now) {
-		t.ready = now
-	}
-	at := t.ready
-	t.ready = t.ready.Add(time.Duration(float64(n) / t.rate * float64(time.Second)))
-	t.mu.Unlock()
-	if d := time.Until(at); d > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-		}
-	}
-	return nil
 }
 
 // SignRebuildToken signs a rebuild token with the newest key held: SDC id 0, read-write, at the

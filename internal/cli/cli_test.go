@@ -103,6 +103,18 @@ func TestNameOrIDResolution(t *testing.T) {
 	if m["volume_id"] != float64(3) || m["sdc_id"] != float64(4) || m["access_mode"] != "readOnly" || m["iops_limit"] != float64(100) {
 		t.Fatalf("map body %v", m)
 	}
+	out = mustRun(t, f.addr(), "vol", "limits", "vol1", "sdc1", "-iops", "250")
+	if out != "limits of volume vol1 (id 3) on SDC sdc1 (id 4): IOPS 250, bandwidth none\n" {
+		t.Fatalf("limits output %q", out)
+	}
+	if m := f.lastBody(t, "POST /vol/limits"); len(m) != 3 || m["iops_limit"] != float64(250) || m["volume_id"] != float64(3) || m["sdc_id"] != float64(4) {
+		t.Fatalf("limits body %v: only the limit given may be sent", m)
+	}
+	for _, args := range [][]string{{"vol", "limits", "vol1", "sdc1"}, {"vol", "limits", "vol1", "sdc1", "-mbps", "-2"}} {
+		if r := run(t, f.addr(), args...); r.code == 0 || r.stderr == "" {
+			t.Fatalf("%v: exit %d stderr %q", args, r.code, r.stderr)
+		}
+	}
 	out = mustRun(t, f.addr(), "vol", "list")
 	if !strings.Contains(out, "sdc1(ro)") {
 		t.Fatalf("vol list does not show the mapping:\n%s", out)

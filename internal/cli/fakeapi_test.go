@@ -94,6 +94,9 @@ func newFakeMDM(t *testing.T) *fakeMDM {
 	})
 	mux.HandleFunc("POST /vol/map", f.mapVol)
 	mux.HandleFunc("POST /vol/unmap", f.ok)
+	mux.HandleFunc("POST /vol/limits", func(w http.ResponseWriter, r *http.Request) {
+		f.reply(w, 200, fsm.Volume{ID: 3, Name: "vol1", Mappings: []fsm.Mapping{{VolumeID: 3, SDCID: 4, IOPSLimit: 250, BandwidthLimitMBps: 0}}})
+	})
 	mux.HandleFunc("POST /vol/extend", f.ok)
 	mux.HandleFunc("PUT /vol/{id}/labels/{key}", f.putLabel)
 	mux.HandleFunc("GET /vol/{id}/labels/{key}", f.getLabel)

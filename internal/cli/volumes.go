@@ -55,7 +55,7 @@ func volumeVerbs() []verb {
 			define: func(fs *flag.FlagSet) runFunc {
 				readOnly := fs.Bool("readonly", false, "map read-only")
 				iops := fs.Int64("iops", 0, "IOPS limit (0: none)")
-				mbps := fs.Int64("mbps", 0, "bandwidth limit in MB/s (0: none)")
+				mbps := fs.Int64("mbps", 0, "bandwidth limit in MiB/s (0: none)")
 				return func(ctx context.Context, s *session, args []string) error {
 					if *iops < 0 || *mbps < 0 {
 						return usagef("", "-iops and -mbps must not be negative")
@@ -94,6 +94,47 @@ func volumeVerbs() []verb {
 					}
 					return emit(s, raw, func(json.RawMessage) error {
 						fmt.Fprintf(s.stdout, "unmapped volume %s from SDC %s\n", vol, sdc)
+						return nil
+					})
+				}
+			}},
+		{path: "vol limits", synopsis: "VOL SDC [-iops N] [-mbps N]", summary: "change a mapping's IOPS and bandwidth limits in place",
+			minArgs: 2, maxArgs: 2,
+			define: func(fs *flag.FlagSet) runFunc {
+				iops := fs.Int64("iops", 0, "IOPS limit (0: none); left as is when not given")
+				mbps := fs.Int64("mbps", 0, "bandwidth limit in MiB/s (0: none); left as is when not given")
+				return func(ctx context.Context, s *session, args []string) error {
+					body := map[string]any{}
+					fs.Visit(func(f *flag.Flag) {
+						switch f.Name {
+						case "iops":
+							body["iops_limit"] = *iops
+						case "mbps":
+							body["bandwidth_limit_mbps"] = *mbps
+						}
+					})
+					if len(body) == 0 {
+						return usagef("", "give -iops, -mbps or both")
+					}
+					if *iops < 0 || *mbps < 0 {
+						return usagef("", "-iops and -mbps must not be negative")
+					}
+					vol, sdc, err := s.resolveVolSDC(ctx, args[0], args[1])
+					if err != nil {
+						return err
+					}
+					body["volume_id"], body["sdc_id"] = vol.id, sdc.id
+					raw, err := s.call(ctx, "POST", "/vol/limits", nil, body)
+					if err != nil {
+						return err
+					}
+					return emit(s, raw, func(v fsm.Volume) error {
+						for _, m := range v.Mappings {
+							if m.SDCID == sdc.id {
+								fmt.Fprintf(s.stdout, "limits of volume %s on SDC %s: IOPS %s, bandwidth %s\n",
+									vol, sdc, limit(m.IOPSLimit), limitMBps(m.BandwidthLimitMBps))
+							}
+						}
 						return nil
 					})
 				}
@@ -217,6 +258,13 @@ func renderVolume(ctx context.Context, s *session, v fsm.Volume) {
 			limit(m.BandwidthLimitMBps), m.Generation, fmtTime(m.CreatedAt))
 	}
 	t.flush()
+}
+
+func limitMBps(n int64) string {
+	if n <= 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d MiB/s", n)
 }
 
 func limit(n int64) string {
