@@ -64,7 +64,7 @@ func (*MapVolume) Type() CommandType    { return TypeMapVolume }
 func (*UnmapVolume) Type() CommandType  { return TypeUnmapVolume }
 
 func (*SetMappingLimits) Type() CommandType { return TypeSetMappingLimits }
-func (*SetLabel) Type() CommandType     { return TypeSetLabel }
+func (*SetLabel) Type() CommandType         { return TypeSetLabel }
 
 func init() {
 	register("create_volume", applyCreateVolume)
