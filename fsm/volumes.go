@@ -62,9 +62,9 @@ func (*DeleteVolume) Type() CommandType { return TypeDeleteVolume }
 func (*ExtendVolume) Type() CommandType { return TypeExtendVolume }
 func (*MapVolume) Type() CommandType    { return TypeMapVolume }
 func (*UnmapVolume) Type() CommandType  { return TypeUnmapVolume }
+func (*SetLabel) Type() CommandType     { return TypeSetLabel }
 
 func (*SetMappingLimits) Type() CommandType { return TypeSetMappingLimits }
-func (*SetLabel) Type() CommandType         { return TypeSetLabel }
 
 func init() {
 	register("create_volume", applyCreateVolume)
