@@ -18,6 +18,7 @@ import (
 	"pflex/fsm"
 	"pflex/internal/api"
 	"pflex/mdm/mdmtest"
+	"pflex/sdc"
 )
 
 // The data path end to end: three MDM, three SDS (file devices) and one SDC processes; real NBD
@@ -103,6 +104,26 @@ func (ic *ioCluster) volume(name string, sizeGB int, mode string) int64 {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// sdcQoS is the export's limits and throttling as the SDC's GET /status shows them.
+func (ic *ioCluster) sdcQoS(t *testing.T, export string) sdc.QoSStatus {
+	var st struct{ Exports []sdc.VolumeStatus }
+	resp, err := http.Get("http://" + ic.sdc.api + "/status")
+	if err != nil {
+		t.Fatalf("SDC status: %v", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("SDC status: %v", err)
+	}
+	for _, e := range st.Exports {
+		if e.Name == export {
+			return e.QoS
+		}
+	}
+	t.Fatalf("SDC status lists no export %s: %+v", export, st.Exports)
+	return sdc.QoSStatus{}
 }
 
 func (ic *ioCluster) uri(name string) string { return "nbd://" + ic.nbd + "/" + name }
@@ -299,6 +320,27 @@ func TestLedgerReadOnlyAndUnmap(t *testing.T) {
 	if out := cli("vol", "layout", "vol2"); !strings.Contains(out, "PRIMARY") || !strings.Contains(out, "epoch 1") {
 		t.Fatalf("pflex vol layout:\n%s", out)
 	}
+
+	// Mapping limits, changed in place: the SDC paces vol2's IO at 40 IOPS, then not at all.
+	cli("vol", "limits", "vol2", "sdc-1", "-iops", "40")
+	if out := cli("vol", "show", "vol2"); !strings.Contains(out, "sdc-1") || !strings.Contains(out, " 40 ") {
+		t.Fatalf("pflex vol show after setting the limit:\n%s", out)
+	}
+	ic.waitFor("the SDC to put the limit in force", 10*time.Second, func() bool { return ic.sdcQoS(t, "vol2").IOPSLimit == 40 })
+	writes := []string{"-f", "raw", ic.uri("vol2")}
+	for i := 0; i < 40; i++ {
+		writes = append(writes, "-c", fmt.Sprintf("write -P 0x22 %d 4k", i*4096))
+	}
+	start := time.Now()
+	run(t, "qemu-io", writes...)
+	// 40 writes at 40 IOPS: at least 35 of them 25 ms apart (a lower bound, whatever the machine).
+	if took, q := time.Since(start), ic.sdcQoS(t, "vol2"); took < 875*time.Millisecond || q.Throttled == 0 {
+		t.Fatalf("40 writes at a 40 IOPS limit took %v; SDC: %+v", took, q)
+	} else {
+		t.Logf("40 writes at a 40 IOPS limit took %v; SDC: %+v", took.Round(time.Millisecond), q)
+	}
+	cli("vol", "limits", "vol2", "sdc-1", "-iops", "0")
+	ic.waitFor("the SDC to lift the limit", 10*time.Second, func() bool { return ic.sdcQoS(t, "vol2").IOPSLimit == 0 })
 
 	// A read-only map refuses writes.
 	ic.volume("ro", 1, "readOnly")
