@@ -23,6 +23,7 @@ import (
 	"pflex/internal/agent"
 	"pflex/internal/api"
 	"pflex/internal/layout"
+	"pflex/internal/reach"
 	"pflex/sds/chunkstore"
 )
 
@@ -108,7 +109,8 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 	if err != nil {
 		return fail(err)
 	}
-	probe := newPeerProbe(cfg.ID)
+	var members func() []gossip.Member // the agent's gossip pool, once it runs
+	probe := reach.New(func() map[string]string { return peerTargets(cfg.ID, members) })
 	s.agent, err = agent.Start(agent.Config{
 		ID:                cfg.ID,
 		Caps:              []string{gossip.CapSDS},
@@ -126,18 +128,18 @@ func Start(cfg *Config, logger hclog.Logger) (*Service, error) {
 			TotalCapacityGB:  cfg.TotalCapacityGB,
 		},
 		OnIOState:        s.onIOState,
-		UnreachablePeers: probe.unreachable,
+		UnreachablePeers: probe.Unreachable,
 		Logger:           logger,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	if pool := s.agent.Pool(); pool != nil {
-		probe.members = pool.Members
+		members = pool.Members
 	}
 	var probeCtx context.Context
 	probeCtx, s.stop = context.WithCancel(context.Background())
-	go probe.run(probeCtx)
+	go probe.Run(probeCtx)
 	s.data = NewDataServer(DataConfig{
 		SelfID:     s.agent.SDSID,
 		LeaseValid: s.agent.LeaseValid,
