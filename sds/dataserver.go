@@ -123,6 +123,7 @@ type dataCounters struct {
 	degradedWrites, noLease, dropped, replays                          atomic.Int64
 	shmAttached, shmWrites, shmReads                                   atomic.Int64
 	grants, localReads, localReadBytes                                 atomic.Int64
+	relayed, relayFailed                                               atomic.Int64
 }
 
 // DataStats is what /status reports about the data path.
@@ -168,6 +169,10 @@ type DataStats struct {
 	GrantsMade     int64 `json:"read_grants_made"`
 	LocalReads     int64 `json:"local_reads"`
 	LocalReadBytes int64 `json:"local_read_bytes"`
+	// Relayed IO (relay.go): requests passed on to a primary (or, for FLUSH, another SDS) for
+	// a client that cannot reach it, and those this SDS could not deliver either.
+	Relayed     int64 `json:"relayed"`
+	RelayFailed int64 `json:"relay_failed"`
 }
 
 // NewDataServer returns a server; Serve runs it on listeners, Close stops it.
@@ -296,6 +301,7 @@ func (d *DataServer) Stats() DataStats {
 		ShmAttached: d.stats.shmAttached.Load(), ShmWrites: d.stats.shmWrites.Load(), ShmForwards: d.replicas.shmForwards.Load(),
 		ShmReads: d.stats.shmReads.Load(), ReadGrants: d.grants.count(), GrantsMade: d.stats.grants.Load(),
 		LocalReads: d.stats.localReads.Load(), LocalReadBytes: d.stats.localReadBytes.Load(),
+		Relayed: d.stats.relayed.Load(), RelayFailed: d.stats.relayFailed.Load(),
 	}
 	if d.cfg.SharedMemory != nil {
 		st.ShmRegions = d.cfg.SharedMemory.Len()
@@ -348,12 +354,10 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 	case wire.OpPeerAuth:
 		return d.peerAuth(cs, req)
 	case wire.OpFlush, wire.OpReplFlush:
-		d.stats.flushes.Add(1)
-		if err := d.cfg.Store.Flush(); err != nil {
-			d.log.Error("flush failed", "error", err)
-			return statusResp(wire.StatusIO, 0, err.Error())
+		if req.Op == wire.OpFlush && req.Flags&wire.FlagRelay != 0 {
+			return d.relayFlush(ctx, cs, req)
 		}
-		return wire.Response{}
+		return d.flush()
 	case wire.OpShmAttach:
 		return d.attachShm(cs, req)
 	case wire.OpReadGrant:
@@ -383,6 +387,16 @@ func (d *DataServer) Handle(ctx context.Context, cs *connState, req *wire.Reques
 		return resp
 	}
 	return statusResp(wire.StatusProto, 0, req.Op.String()+" is not served by this SDS")
+}
+
+// flush makes everything this SDS acknowledged durable.
+func (d *DataServer) flush() wire.Response {
+	d.stats.flushes.Add(1)
+	if err := d.cfg.Store.Flush(); err != nil {
+		d.log.Error("flush failed", "error", err)
+		return statusResp(wire.StatusIO, 0, err.Error())
+	}
+	return wire.Response{}
 }
 
 func statusResp(s wire.Status, epoch int64, detail string) wire.Response {
@@ -519,6 +533,13 @@ func (d *DataServer) io(ctx context.Context, cs *connState, req *wire.Request, s
 	if t.length == 0 {
 		return wire.Response{Epoch: t.epoch}
 	}
+	if req.Flags&wire.FlagRelay != 0 && !replica && (len(t.replicas) == 0 || t.replicas[0] != self) {
+		if src != nil {
+			return statusResp(wire.StatusProto, t.epoch, "a relayed request carries its data inline, not in shared memory")
+		}
+		return d.relay(ctx, cs, req, t)
+	}
+	req.Flags &^= wire.FlagRelay // this SDS is the primary now (or the write is a replica's): served here
 	if replica {
 		if len(t.replicas) < 2 || !slices.Contains(t.replicas[1:], self) {
 			return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d is not the secondary of chunk %d (replicas %v)", self, t.key.Chunk, t.replicas))

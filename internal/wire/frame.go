@@ -128,6 +128,11 @@ const (
 	// connections from one increasing sequence (ClientOptions.IDs) and names itself (PeerHello):
 	// the receiver then applies a chunk's replica writes only in the order of their ids.
 	FlagOrdered Flags = 1 << 3
+	// FlagRelay marks a client's READ, WRITE, TRIM or WRITE_ZEROES sent to a chunk's secondary
+	// because the client cannot reach the primary: the secondary passes it on to the primary
+	// under the client's token and relays the answer. On an OpFlush it asks the receiver to
+	// flush the SDS whose id is in Offset (sdc/DESIGN.md "Relayed IO").
+	FlagRelay Flags = 1 << 4
 )
 
 // Request is one request. On the client, fill it and pass it to Conn.Do; ID is assigned by Do.

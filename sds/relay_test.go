@@ -1,0 +1,106 @@
+package sds
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"pflex/internal/token"
+	"pflex/internal/wire"
+)
+
+// A client that reaches only a chunk's secondary has its IO relayed to the primary: the
+// primary orders and replicates the write as its own, the read comes from the primary, both
+// copies end equal, a relayed FLUSH reaches the SDS it names, and the ledger counts each IO once.
+func TestRelayedIO(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	const ch = 2
+	reps := l.Replicas(ch)
+	p, s := reps[0], reps[1]
+	var other int64
+	for id := range c.sdss {
+		if id != p && id != s {
+			other = id
+		}
+	}
+	viaS := c.dial(t, s, &tok)
+	off := int64(ch*testChunk + 4096)
+	data := fill(8192, 7)
+	write := wire.Request{Op: wire.OpWrite, Flags: wire.FlagRelay | wire.FlagFUA, VolumeID: 1, Offset: off, Epoch: l.ChunkEpoch(ch), Tag: 42, Data: data}
+	if resp, st := do(viaS, write); st != wire.StatusOK {
+		t.Fatalf("relayed write: %v %s", st, resp.Data)
+	}
+	resp, st := do(viaS, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 8192, Epoch: l.ChunkEpoch(ch)})
+	if st != wire.StatusOK || !bytes.Equal(resp.Data, data) {
+		t.Fatalf("relayed read: %v, equal %v", st, bytes.Equal(resp.Data, data))
+	}
+	direct := c.dial(t, p, &tok)
+	if resp, st := do(direct, wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: off, Length: 8192, Epoch: 1}); st != wire.StatusOK || !bytes.Equal(resp.Data, data) {
+		t.Fatalf("read at the primary: %v", st)
+	}
+	if a, b := c.chunks(t, p, 1)[ch], c.chunks(t, s, 1)[ch]; a.CRC32C == "" || a.CRC32C != b.CRC32C {
+		t.Fatalf("copies differ after a relayed write: primary %+v secondary %+v", a, b)
+	}
+	if _, st := do(viaS, wire.Request{Op: wire.OpWriteZeroes, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 4096, Epoch: 1, Tag: 43}); st != wire.StatusOK {
+		t.Fatalf("relayed write-zeroes: %v", st)
+	}
+	// Sent again with the same tag, the write is recognised by the primary as a replay.
+	if _, st := do(viaS, write); st != wire.StatusOK {
+		t.Fatalf("relayed write again: %v", st)
+	}
+	if resp, _ := do(direct, wire.Request{Op: wire.OpRead, VolumeID: 1, Offset: off, Length: 4096, Epoch: 1}); !bytes.Equal(resp.Data, make([]byte, 4096)) {
+		t.Fatal("a replayed relayed write was applied again after a newer one")
+	}
+	flushes := c.sdss[p].data.Stats().Flushes
+	if resp, st := do(viaS, wire.Request{Op: wire.OpFlush, Flags: wire.FlagRelay, VolumeID: 1, Offset: p}); st != wire.StatusOK {
+		t.Fatalf("relayed flush: %v %s", st, resp.Data)
+	}
+	if got := c.sdss[p].data.Stats().Flushes; got != flushes+1 {
+		t.Fatalf("the primary flushed %d times for one relayed flush", got-flushes)
+	}
+	if st := c.sdss[s].data.Stats(); st.Relayed != 5 || st.RelayFailed != 0 {
+		t.Fatalf("relay counters of the secondary: %d relayed, %d failed", st.Relayed, st.RelayFailed)
+	}
+
+	// Refused: through an SDS with no copy of the chunk; without a token; a flush of an SDS
+	// that is not in the layout.
+	viaOther := c.dial(t, other, &tok)
+	if _, st := do(viaOther, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusNotPrimary {
+		t.Fatalf("relay through an SDS without a copy: %v", st)
+	}
+	bare := c.dial(t, s, nil)
+	if _, st := do(bare, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusAuth {
+		t.Fatalf("relay without a token: %v", st)
+	}
+	if _, st := do(bare, wire.Request{Op: wire.OpFlush, Flags: wire.FlagRelay, VolumeID: 1, Offset: p}); st != wire.StatusAuth {
+		t.Fatalf("relayed flush without a token: %v", st)
+	}
+	if _, st := do(viaS, wire.Request{Op: wire.OpFlush, Flags: wire.FlagRelay, VolumeID: 1, Offset: 99}); st != wire.StatusStaleEpoch {
+		t.Fatalf("relayed flush of an SDS outside the layout: %v", st)
+	}
+	// Sent to the primary itself, the flag changes nothing.
+	if _, st := do(direct, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusOK {
+		t.Fatalf("relay flag at the primary: %v", st)
+	}
+
+	// The ledger: the primary counts the client's IO, the secondary the replica writes, the
+	// relaying SDS nothing more. Writes: 8 KiB and 4 KiB of zeroes (the replay counted again,
+	// as any retry); reads: the relayed 8 KiB, the direct 8 KiB, 4 KiB and 512 bytes.
+	wops, wbytes := int64(3), int64(8192+8192)
+	waitFor(t, "token ACKs", func() bool {
+		g := c.mdm.ledger()
+		return g[p].WriteOps == wops && g[p].ReadOps == 4 && g[p].ReadBytes == 8192+8192+4096+512 &&
+			g[s].WriteOps == wops && g[s].WriteBytes == g[p].WriteBytes && g[s].ReadOps == 0 && g[p].WriteBytes >= wbytes
+	})
+
+	// A primary the relay cannot reach either: Retry, counted as a failed relay.
+	c.sdss[p].Close()
+	if _, st := do(viaS, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusRetry {
+		t.Fatalf("relay to a closed primary: %v", st)
+	}
+	if st := c.sdss[s].data.Stats(); st.RelayFailed != 1 {
+		t.Fatalf("relay_failed %d, want 1", st.RelayFailed)
+	}
+}
