@@ -522,8 +522,34 @@ func (s *fakeSDS) Handle(_ context.Context, st *sdsConnState, req *wire.Request)
 		}
 		return wire.Response{}
 	}
+	if req.Flags&wire.FlagRelay != 0 {
+		resp := s.relay(st, req)
+		s.record(req, resp.Status)
+		return resp
+	}
 	resp := s.serve(st, req)
 	s.record(req, resp.Status)
+	return resp
+}
+
+// relay serves a FlagRelay request as an SDS does: passed on to the chunk's primary (for a
+// FLUSH, the SDS in Offset), which serves it past its own inject, as if over a peer link.
+func (s *fakeSDS) relay(st *sdsConnState, req *wire.Request) wire.Response {
+	r := *req
+	r.Flags &^= wire.FlagRelay
+	target := r.Offset
+	if r.Op == wire.OpFlush {
+		r.Offset = 0
+	} else {
+		l := s.c.trueLayout(r.VolumeID)
+		target = l.Replicas(r.Offset / l.ChunkSize)[0]
+	}
+	to, ok := s.c.sds[target]
+	if !ok {
+		return wire.Response{Status: wire.StatusStaleEpoch}
+	}
+	resp := to.serve(st, &r)
+	to.record(&r, resp.Status)
 	return resp
 }
 

@@ -125,6 +125,8 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	}
 	s.conns = NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")}, s.shm)
 	s.conns.localReads = cfg.LocalReads
+	s.conns.StartProbes()
+	closers = append(closers, func() error { s.conns.Close(); return nil })
 	s.exporter, err = NewExporter(ExporterConfig{
 		MDM:           newMDMClient(ag.Tracker(), cfg.ClusterKey),
 		Conns:         s.conns,

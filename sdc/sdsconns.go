@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"pflex/internal/reach"
 	"pflex/internal/shm"
 	"pflex/internal/wire"
 )
@@ -16,8 +17,10 @@ import (
 type SDSConns struct {
 	opts        wire.ClientOptions
 	dialTimeout time.Duration
-	shm         *shm.Region // write payloads SDSs on this host can map; nil: off
-	localReads  bool        // ask SDSs that map shm for read grants (localread.go)
+	shm         *shm.Region   // write payloads SDSs on this host can map; nil: off
+	localReads  bool          // ask SDSs that map shm for read grants (localread.go)
+	reach       *reach.Prober // which SDS addresses answer probes (relay.go); nil: not probed
+	stopProbes  context.CancelFunc
 
 	mu    sync.Mutex
 	addrs map[string]*sdsEndpoint
@@ -135,6 +138,9 @@ func (p *SDSConns) Forget(volumeID int64) {
 
 // Close reports the reads done under grants (bounded by a second) and closes every connection.
 func (p *SDSConns) Close() {
+	if p.stopProbes != nil {
+		p.stopProbes()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	for _, ep := range p.endpoints() {

@@ -76,6 +76,7 @@ type volumeCounters struct {
 	errors, timeouts, retries             atomic.Int64
 	layoutRefreshes, staleEpochs          atomic.Int64
 	localReads                            atomic.Int64
+	relayed                               atomic.Int64
 }
 
 // volumeOptions are what a Volume is built from besides its mapping.
@@ -283,11 +284,16 @@ func (v *Volume) Flush(ctx context.Context) error {
 	}
 	err = parallel(len(ids), func(i int) error {
 		return v.retry(ctx, func(ctx context.Context, l *layout.Layout, tok *issuedToken) (*sdsConn, error) {
-			m, ok := l.Member(ids[i])
-			if !ok || l.IsExcluded(ids[i]) {
+			if _, ok := l.Member(ids[i]); !ok || l.IsExcluded(ids[i]) {
 				return nil, nil // no longer in the layout: nothing of ours to flush there
 			}
-			return v.send(ctx, m.Addr, tok, wire.Request{Op: wire.OpFlush, VolumeID: v.id, Epoch: l.Epoch})
+			req := wire.Request{Op: wire.OpFlush, VolumeID: v.id, Epoch: l.Epoch}
+			addr, relay := v.flushVia(l, ids[i])
+			if relay {
+				req.Flags, req.Offset = wire.FlagRelay, ids[i]
+				v.stats.relayed.Add(1)
+			}
+			return v.send(ctx, addr, tok, req)
 		})
 	})
 	if err != nil {
@@ -338,9 +344,9 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 			if len(reps) == 0 {
 				return nil, fmt.Errorf("chunk %d has no replicas: %w", sp.Chunk, wire.StatusStaleEpoch)
 			}
-			m, ok := l.Member(reps[0])
-			if !ok || m.Addr == "" {
-				return nil, fmt.Errorf("chunk %d: primary SDS %d has no address: %w", sp.Chunk, reps[0], wire.StatusStaleEpoch)
+			id, addr, relay := v.route(l, reps)
+			if addr == "" {
+				return nil, fmt.Errorf("chunk %d: SDS %d has no address: %w", sp.Chunk, id, wire.StatusStaleEpoch)
 			}
 			r := req
 			r.Epoch = l.ChunkEpoch(sp.Chunk)
@@ -350,8 +356,12 @@ func (v *Volume) spans(ctx context.Context, op wire.Opcode, flags wire.Flags, of
 			case wire.OpWrite:
 				r.Data = buf
 			}
-			sc, err := v.sendRead(ctx, m.Addr, tok, r, buf)
-			if err == nil && op == wire.OpRead && sc.local != nil {
+			if relay {
+				r.Flags |= wire.FlagRelay
+				v.stats.relayed.Add(1)
+			}
+			sc, err := v.sendRead(ctx, addr, tok, r, buf)
+			if err == nil && op == wire.OpRead && sc.local != nil && !relay {
 				sc.local.ask(chunkRef{v.id, sp.Chunk}, r.Epoch, sp.Offset) // read it here next time
 			}
 			return sc, err
@@ -416,6 +426,8 @@ func (v *Volume) sendRead(ctx context.Context, addr string, tok *issuedToken, re
 	}
 	var shared []byte // the payload or read slot, when the data goes through the shared region
 	switch {
+	case req.Flags&wire.FlagRelay != 0:
+		// Relayed: the data goes inline, since the SDS that finally serves it is another.
 	case req.Op == wire.OpWrite && sc.shm:
 		if off, ok := v.conns.shm.Ref(req.Data); ok {
 			shared = req.Data
@@ -714,6 +726,7 @@ type VolumeStatus struct {
 	StaleEpochs     int64     `json:"stale_epochs"` // StaleEpoch and NotPrimary replies
 	LayoutRefreshes int64     `json:"layout_refreshes"`
 	LocalReads      int64     `json:"local_reads"` // served from SDS devices on this host (localread.go)
+	Relayed         int64     `json:"relayed"`     // attempts sent through a secondary (relay.go)
 	QoS             QoSStatus `json:"qos"`
 }
 
@@ -727,7 +740,7 @@ func (v *Volume) Status() VolumeStatus {
 		Flushes: v.stats.flushes.Load(), Trims: v.stats.trims.Load(), WriteZeroes: v.stats.zeroes.Load(),
 		Errors: v.stats.errors.Load(), Timeouts: v.stats.timeouts.Load(), Retries: v.stats.retries.Load(),
 		StaleEpochs: v.stats.staleEpochs.Load(), LayoutRefreshes: v.stats.layoutRefreshes.Load(),
-		LocalReads: v.stats.localReads.Load(), QoS: v.qos.status(),
+		LocalReads: v.stats.localReads.Load(), Relayed: v.stats.relayed.Load(), QoS: v.qos.status(),
 	}
 	if l := v.lay.Load(); l != nil {
 		s.LayoutEpoch = l.Epoch

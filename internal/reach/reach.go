@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,6 +34,11 @@ type Prober struct {
 	Fails    int
 	// Dial connects to addr and closes the connection (tests replace it).
 	Dial func(ctx context.Context, addr string) error
+	// OnLost, if set, is called with each key that has just become unreachable, after the
+	// round that found it (so Unreachable already lists it).
+	OnLost func(key string)
+
+	down atomic.Int64 // how many keys are unreachable: IsUnreachable's lock-free answer when none
 
 	mu    sync.Mutex
 	fails map[string]int           // consecutive failed probes, per key
@@ -87,6 +93,12 @@ func (p *Prober) Round(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	var lost []string
+	defer func() {
+		for _, key := range lost {
+			p.OnLost(key)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fails == nil {
@@ -108,8 +120,18 @@ func (p *Prober) Round(ctx context.Context) {
 				close(ch)
 				delete(p.lost, key)
 			}
+			if p.OnLost != nil {
+				lost = append(lost, key)
+			}
 		}
 	}
+	var down int64
+	for _, n := range p.fails {
+		if n >= p.Fails {
+			down++
+		}
+	}
+	p.down.Store(down)
 }
 
 // Unreachable lists, sorted, the targets the last Fails probes failed to reach.
@@ -126,8 +148,12 @@ func (p *Prober) Unreachable() []string {
 	return out
 }
 
-// IsUnreachable tells whether key is unreachable now.
+// IsUnreachable tells whether key is unreachable now. It takes no lock while every target is
+// reachable, so the data path may ask it on every request.
 func (p *Prober) IsUnreachable(key string) bool {
+	if p == nil || p.down.Load() == 0 {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.fails[key] >= p.Fails

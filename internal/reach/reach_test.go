@@ -27,6 +27,13 @@ func TestProber(t *testing.T) {
 		return nil
 	}
 	lost2, lost4 := p.Lost("sds-2"), p.Lost("sds-4")
+	var called []string
+	p.OnLost = func(key string) {
+		if !p.IsUnreachable(key) {
+			t.Errorf("OnLost(%s) before the key is unreachable", key)
+		}
+		called = append(called, key)
+	}
 	ctx := context.Background()
 	p.Round(ctx)
 	if got := p.Unreachable(); len(got) != 0 || p.IsUnreachable("sds-2") {
@@ -56,6 +63,15 @@ func TestProber(t *testing.T) {
 	default:
 		t.Fatal("Lost of a target unreachable now must be closed at once")
 	}
+	slices.Sort(called)
+	if !slices.Equal(called, []string{"sds-2", "sds-3"}) {
+		t.Fatalf("OnLost called for %v", called)
+	}
+	p.Round(ctx) // still down: no second call
+	if len(called) != 2 {
+		t.Fatalf("OnLost called again for a target still down: %v", called)
+	}
+	dialed = dialed[:6]
 	slices.Sort(dialed)
 	if !slices.Equal(dialed, []string{"a2", "a2", "a3", "a3", "a4", "a4"}) {
 		t.Fatalf("probed %v", dialed)

@@ -1,0 +1,88 @@
+package sdc
+
+import (
+	"context"
+
+	"pflex/internal/layout"
+	"pflex/internal/reach"
+)
+
+// Relayed IO (DESIGN.md "Relayed IO"). The SDC probes every SDS address it talks to
+// (internal/reach). When a chunk's primary has become unreachable while its secondary has not,
+// the chunk's IO goes to the secondary flagged wire.FlagRelay, and the secondary passes it on to
+// the primary: a link cut between this SDC and one SDS that the MDMs and the other SDSs still
+// reach costs a detour instead of a stall. Requests in flight to an SDS that becomes
+// unreachable are not left to wait out io_timeout: its connection is closed, they fail and are
+// retried, by the detour.
+
+// StartProbes probes the SDSs this pool connects to until Close. Call it before any IO.
+func (p *SDSConns) StartProbes() { p.startProbes(reach.New(p.probeTargets)) }
+
+func (p *SDSConns) startProbes(pr *reach.Prober) {
+	var ctx context.Context
+	ctx, p.stopProbes = context.WithCancel(context.Background())
+	pr.OnLost = func(addr string) { go p.drop(addr) }
+	p.reach = pr
+	go pr.Run(ctx)
+}
+
+// probeTargets lists the SDS addresses the pool has connected to or tried to.
+func (p *SDSConns) probeTargets() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.addrs))
+	for addr := range p.addrs {
+		out[addr] = addr
+	}
+	return out
+}
+
+// drop closes the connection to addr: what waits on it fails and is retried.
+func (p *SDSConns) drop(addr string) {
+	p.mu.Lock()
+	ep := p.addrs[addr]
+	p.mu.Unlock()
+	if ep == nil {
+		return
+	}
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.conn != nil {
+		ep.conn.c.Close()
+	}
+	if p.opts.Logger != nil {
+		p.opts.Logger.Warn("SDS unreachable: its IO goes through the secondaries", "addr", addr)
+	}
+}
+
+// unreachable tells whether the probes have lost addr.
+func (p *SDSConns) unreachable(addr string) bool { return p.reach.IsUnreachable(addr) }
+
+// route picks where a chunk's IO goes under l: to its primary, or, when the primary is
+// unreachable and the secondary is not, to the secondary for relaying.
+func (v *Volume) route(l *layout.Layout, reps []int64) (id int64, addr string, relay bool) {
+	m, _ := l.Member(reps[0])
+	if len(reps) < 2 || !v.conns.unreachable(m.Addr) {
+		return reps[0], m.Addr, false
+	}
+	s, ok := l.Member(reps[1])
+	if !ok || s.Addr == "" || v.conns.unreachable(s.Addr) {
+		return reps[0], m.Addr, false
+	}
+	return reps[1], s.Addr, true
+}
+
+// flushVia picks the SDS that takes a FLUSH of SDS id under l: id itself, or, when it is
+// unreachable, another member of the layout for relaying.
+func (v *Volume) flushVia(l *layout.Layout, id int64) (addr string, relay bool) {
+	m, _ := l.Member(id)
+	if !v.conns.unreachable(m.Addr) {
+		return m.Addr, false
+	}
+	for _, o := range l.Members {
+		if o.SDSID != id && o.Addr != "" && !l.IsExcluded(o.SDSID) && !v.conns.unreachable(o.Addr) {
+			return o.Addr, true
+		}
+	}
+	return m.Addr, false
+}
