@@ -245,6 +245,8 @@ type ExporterStatus struct {
 	LastPollErr string         `json:"last_poll_error,omitempty"`
 	Exports     []VolumeStatus `json:"exports"`
 	SDSDials    int64          `json:"sds_dials"`
+	// UnreachableSDS: SDS data addresses the probes lost; their IO goes through secondaries.
+	UnreachableSDS []string `json:"unreachable_sds,omitempty"`
 	// SharedMemory is the region write payloads share with SDSs on this host (nil: off).
 	SharedMemory *SharedMemoryStatus `json:"shared_memory,omitempty"`
 	CachedLayout int                 `json:"cached_layouts_unused"` // cache entries of volumes not (yet) mapped
@@ -265,6 +267,9 @@ func (e *Exporter) Status() ExporterStatus {
 	}
 	sort.Slice(st.Exports, func(i, j int) bool { return st.Exports[i].Name < st.Exports[j].Name })
 	st.SDSDials = e.cfg.Conns.Dials()
+	if pr := e.cfg.Conns.reach; pr != nil {
+		st.UnreachableSDS = pr.Unreachable()
+	}
 	st.SharedMemory = e.cfg.Conns.sharedMemoryStatus()
 	return st
 }

@@ -70,8 +70,8 @@ func TestIOOfAnUnreachablePrimaryIsRelayed(t *testing.T) {
 	if err := <-written; err != nil {
 		t.Fatalf("a write waiting on the cut primary: %v", err)
 	}
-	if !pr.IsUnreachable(cutSDS.addr) {
-		t.Fatal("the probes did not lose sds-1")
+	if st := e.Status(); !pr.IsUnreachable(cutSDS.addr) || len(st.UnreachableSDS) != 1 || st.UnreachableSDS[0] != cutSDS.addr {
+		t.Fatalf("the probes did not lose sds-1: status lists %v", st.UnreachableSDS)
 	}
 	if err := v.WriteAt(ctx, pattern(8192, 3), off+4096, false); err != nil {
 		t.Fatalf("a write after the cut: %v", err)
