@@ -174,7 +174,7 @@ func (w *BlockWorkload) Final(ctx context.Context, e *Env) error {
 			snap.SDSFaults++
 		}
 	}
-	snap.SDCLocalReads = sdcLocalReads(ctx, e.Data)
+	snap.SDCLocalReads, snap.SDCRelayed = sdcCounters(ctx, e.Data)
 	var err error
 	snap.Ledger, snap.LedgerStable, err = stableLedger(ctx, e, 3*time.Second)
 	if err != nil {

@@ -31,6 +31,9 @@ type dataPathSnapshot struct {
 	// (sds/DESIGN.md "Local reads"; 0 where SDC and SDSs do not share a host, -1: unknown),
 	// so a report shows whether the checked history went through them.
 	SDCLocalReads int64 `json:"sdc_local_reads"`
+	// SDCRelayed: IO attempts the SDC sent through a chunk's secondary because it could not
+	// reach the primary (sdc/DESIGN.md "Relayed IO"; -1: unknown).
+	SDCRelayed int64 `json:"sdc_relayed"`
 	// Settled: the pool reported health OK and every chunk had two equal copies before the
 	// checksums were taken (rebuilds and moves done); false when that did not happen in time.
 	Settled bool `json:"settled"`
@@ -84,21 +87,28 @@ func getJSON(ctx context.Context, hc *http.Client, url string, v any) error {
 	return json.Unmarshal(body, v)
 }
 
-// sdcLocalReads is how many reads the SDC served from SDS devices under read grants
-// (sds/DESIGN.md "Local reads"); -1 when its status could not be read.
-func sdcLocalReads(ctx context.Context, d DataPathCluster) int64 {
+// sdcCounters reads from the SDC's status how many reads it served from SDS devices under read
+// grants (sds/DESIGN.md "Local reads") and how many IO attempts it relayed through a secondary;
+// both -1 when its status could not be read.
+func sdcCounters(ctx context.Context, d DataPathCluster) (localReads, relayed int64) {
 	var st struct {
 		SharedMemory *struct {
 			LocalReads int64 `json:"local_reads"`
 		} `json:"shared_memory"`
+		Exports []struct {
+			Relayed int64 `json:"relayed"`
+		} `json:"exports"`
 	}
 	if err := getJSON(ctx, &http.Client{Timeout: 10 * time.Second}, "http://"+d.SDCAPI()+"/status", &st); err != nil {
-		return -1
+		return -1, -1
 	}
-	if st.SharedMemory == nil {
-		return 0
+	if st.SharedMemory != nil {
+		localReads = st.SharedMemory.LocalReads
 	}
-	return st.SharedMemory.LocalReads
+	for _, e := range st.Exports {
+		relayed += e.Relayed
+	}
+	return localReads, relayed
 }
 
 // replicaChecksums asks every SDS for the CRC-32C of its replicas of the volume.
@@ -251,6 +261,7 @@ func CheckLedger(ops []Op, s dataPathSnapshot) CheckResult {
 		fmt.Sprintf("read bytes  %d, history allows [%d, %d]", t.ReadBytes, b.MinReadBytes, b.MaxReadBytes),
 		fmt.Sprintf("read ops    %d, history allows [%d, %d]", t.ReadOps, b.MinReadOps, b.MaxReadOps),
 		fmt.Sprintf("reads the SDC served from SDS devices under read grants (reported to the SDSs): %d", s.SDCLocalReads),
+		fmt.Sprintf("IO attempts the SDC relayed through a secondary (counted once, at the primary): %d", s.SDCRelayed),
 	}
 	ok := within(t.WriteBytes, b.MinWriteBytes, b.MaxWriteBytes) && within(t.WriteOps, b.MinWriteOps, b.MaxWriteOps) &&
 		within(t.ReadBytes, b.MinReadBytes, b.MaxReadBytes) && within(t.ReadOps, b.MinReadOps, b.MaxReadOps)
