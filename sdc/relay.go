@@ -2,6 +2,7 @@ package sdc
 
 import (
 	"context"
+	"time"
 
 	"pflex/internal/layout"
 	"pflex/internal/reach"
@@ -15,8 +16,17 @@ import (
 // unreachable are not left to wait out io_timeout: its connection is closed, they fail and are
 // retried, by the detour.
 
+// sdsProbeEvery is how often (and how long) the SDC probes each SDS: twice as often as SDSs
+// probe their peers, so that IO stalls 1-1.5 s into a cut instead of 2-3 s (a client's IO is
+// what waits here; an SDS's peer probes only feed a decision the MDMs take in seconds).
+const sdsProbeEvery = 500 * time.Millisecond
+
 // StartProbes probes the SDSs this pool connects to until Close. Call it before any IO.
-func (p *SDSConns) StartProbes() { p.startProbes(reach.New(p.probeTargets)) }
+func (p *SDSConns) StartProbes() {
+	pr := reach.New(p.probeTargets)
+	pr.Interval, pr.Timeout = sdsProbeEvery, sdsProbeEvery
+	p.startProbes(pr)
+}
 
 func (p *SDSConns) startProbes(pr *reach.Prober) {
 	var ctx context.Context
