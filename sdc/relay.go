@@ -47,7 +47,10 @@ func (p *SDSConns) probeTargets() map[string]string {
 	return out
 }
 
-// drop closes the connection to addr: what waits on it fails and is retried.
+// drop aborts the connection to addr: what waits on it fails and is retried. Aborted, not
+// closed: the kernel must not deliver the requests still in its send queue once the link is
+// back, after their retries went through the detour and newer writes followed (the write tags
+// would catch them only while the primary remembers them).
 func (p *SDSConns) drop(addr string) {
 	p.mu.Lock()
 	ep := p.addrs[addr]
@@ -58,7 +61,7 @@ func (p *SDSConns) drop(addr string) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.conn != nil {
-		ep.conn.c.Close()
+		ep.conn.c.Abort()
 	}
 	if p.opts.Logger != nil {
 		p.opts.Logger.Warn("SDS unreachable: its IO goes through the secondaries", "addr", addr)

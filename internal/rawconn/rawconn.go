@@ -27,6 +27,9 @@ type Conn struct {
 	r, w direction
 }
 
+// NetConn is the wrapped connection, for what Conn does not pass on (SetLinger).
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
 // direction is one half of the connection: one Read (or one Write) at a time.
 type direction struct {
 	mu   sync.Mutex

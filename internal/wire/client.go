@@ -169,6 +169,22 @@ func (c *Conn) Close() error {
 }
 
 // Done is closed when the connection has failed or been closed; Err then says why.
+// Abort closes the connection like Close, and also has the kernel discard what it still holds
+// to send (a reset instead of a FIN). After a plain close the kernel goes on retransmitting the
+// unsent requests, and if the link comes back they may reach the server long after the caller
+// gave up on them and went on without them.
+func (c *Conn) Abort() error {
+	nc := c.nc
+	if u, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		nc = u.NetConn()
+	}
+	if l, ok := nc.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
+	c.fail(nil)
+	return nil
+}
+
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the connection is usable, then an error wrapping ErrClosed.

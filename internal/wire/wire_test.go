@@ -471,3 +471,43 @@ func TestHalfCloseStillReplies(t *testing.T) {
 		t.Fatalf("Serve = %v", err)
 	}
 }
+
+// Abort resets the connection: the server reads ECONNRESET, not the EOF of a close, so the
+// kernel held nothing back to send later, and the calls in flight fail at once.
+func TestAbortResets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := Dial(context.Background(), ln.Addr().String(), ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := <-accepted
+	defer srv.Close()
+	pending := make(chan error, 1)
+	go func() {
+		_, err := c.Do(context.Background(), Request{Op: OpPing})
+		pending <- err
+	}()
+	hdr := make([]byte, RequestHeaderSize)
+	if _, err := io.ReadFull(srv, hdr); err != nil {
+		t.Fatalf("the request did not arrive: %v", err)
+	}
+	c.Abort()
+	if err := <-pending; !errors.Is(err, ErrClosed) {
+		t.Fatalf("a call in flight ended with %v, want ErrClosed", err)
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, syscallReset) {
+		t.Fatalf("the server read %v, want a connection reset", err)
+	}
+}
