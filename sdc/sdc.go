@@ -156,6 +156,7 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 func (s *Service) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", s.agent.Handler(Role))
+	mux.HandleFunc("GET /metrics", s.metrics)
 	s.ioRoutes(mux)
 	return mux
 }
@@ -167,6 +168,7 @@ func (s *Service) mgmtHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.FullStatus())
 	})
+	mux.HandleFunc("GET /metrics", s.metrics)
 	if s.cfg.DebugPprof {
 		agent.HandlePprof(mux)
 	}

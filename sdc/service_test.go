@@ -16,6 +16,7 @@ import (
 
 	"pflex/fsm"
 	"pflex/internal/api"
+	"pflex/internal/promtext"
 	"pflex/internal/wire"
 )
 
@@ -145,6 +146,40 @@ func TestControlAPIRoundTrip(t *testing.T) {
 		vol.TokenExpiresAt.Before(time.Now()) || vol.AccessMode != fsm.ReadWrite || ro.AccessMode != fsm.ReadOnly {
 		t.Fatalf("exports %+v", st.Exports)
 	}
+
+	// GET /metrics: the same counters in Prometheus's format, on both listeners.
+	for _, addr := range []string{s.APIAddr(), s.MgmtAddr()} {
+		text := getText(t, "http://"+addr+"/metrics")
+		if err := promtext.Validate(text); err != nil {
+			t.Fatalf("GET /metrics on %s: %v\n%s", addr, err, text)
+		}
+		for _, want := range []string{
+			`pflex_sdc_writes_total{node="sdc-1",volume="vol4"} 1`,
+			`pflex_sdc_timeouts_total{node="sdc-1",volume="vol4"} 1`,
+			`pflex_sdc_iops_limit{node="sdc-1",volume="ro5"} 0`,
+			`pflex_sdc_exports{node="sdc-1"} 2`,
+			`pflex_registered{node="sdc-1",role="sdc"} 1`,
+		} {
+			if !strings.Contains(text, want+"\n") {
+				t.Fatalf("GET /metrics on %s lacks %q:\n%s", addr, want, text)
+			}
+		}
+	}
+}
+
+// getText is the body of a GET that must answer 200.
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 func TestNBDWithQemuIO(t *testing.T) {

@@ -45,6 +45,7 @@ func (s *Service) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
+	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /volumes/{id}/chunks", func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 		if err != nil || id <= 0 {
