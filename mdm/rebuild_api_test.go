@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"pflex/internal/api"
+	"pflex/internal/promtext"
 	"pflex/mdm/mdmtest"
 )
 
@@ -68,6 +69,9 @@ func TestRebuildRoutes(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	if err := promtext.Validate(string(body)); err != nil {
+		t.Fatalf("/metrics: %v\n%s", err, body)
+	}
 	for _, want := range []string{`pflex_pool_degraded_chunks{node=`, `pool_id="1",pool="pool1"} 0`, "pflex_rebuild_chunks_done_total{", "pflex_rebuild_bytes_total{"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
