@@ -17,6 +17,7 @@ func TestPeerCutVictim(t *testing.T) {
 		{"reports of an SDS that is not live are ignored", map[string][]string{"sds-9": {"sds-1"}}, ""},
 		{"an SDS that is not live is not picked", map[string][]string{"sds-1": {"sds-9"}}, ""},
 		{"an SDS naming itself is ignored", map[string][]string{"sds-1": {"sds-1"}}, ""},
+		{"an SDC's report is shown, not acted on", map[string][]string{"sdc-1": {"sds-2"}}, ""},
 	} {
 		if got := peerCutVictim(tc.reports, live); got != tc.want {
 			t.Errorf("%s: victim %q, want %q", tc.name, got, tc.want)

@@ -65,6 +65,8 @@ type fakeCluster struct {
 	layoutGs map[int64]int            // layout fetches per volume
 	volPolls int
 	mdmDown  bool
+	// unreachable is what the SDC's last heartbeat named unreachable.
+	unreachable []string
 }
 
 func newFakeCluster(t *testing.T, nSDS int) *fakeCluster {
@@ -198,6 +200,11 @@ func (c *fakeCluster) serveMDM(w http.ResponseWriter, r *http.Request) {
 	case path == agent.PathRegister:
 		enc.Encode(map[string]any{"sdc_id": testSDCID, "leader_id": "mdm-1", "leader_api": self})
 	case path == agent.PathHeartbeat:
+		var hb api.HeartbeatRequest
+		json.NewDecoder(r.Body).Decode(&hb)
+		c.mu.Lock()
+		c.unreachable = hb.UnreachablePeers
+		c.mu.Unlock()
 		enc.Encode(map[string]any{"leader_id": "mdm-1", "leader_api": self, "term": 1, "state": "leader"})
 	case path == "/token/issue" && r.Method == http.MethodPost:
 		var req api.TokenRequest

@@ -2,8 +2,10 @@ package sdc
 
 import (
 	"context"
+	"slices"
 	"time"
 
+	"pflex/gossip"
 	"pflex/internal/layout"
 	"pflex/internal/reach"
 )
@@ -66,6 +68,29 @@ func (p *SDSConns) drop(addr string) {
 	if p.opts.Logger != nil {
 		p.opts.Logger.Warn("SDS unreachable: its IO goes through the secondaries", "addr", addr)
 	}
+}
+
+// unreachableSDS names the SDSs the probes have lost, for the SDC's heartbeats (the MDMs
+// show them in the members list): by gossip name where members (nil: none yet) has an SDS with
+// that data address, else by address.
+func (p *SDSConns) unreachableSDS(members func() []gossip.Member) []string {
+	lost := p.reach.Unreachable()
+	if len(lost) == 0 || members == nil {
+		return lost
+	}
+	names := map[string]string{}
+	for _, m := range members() {
+		if m.Meta.Data != "" && slices.Contains(m.Meta.Caps, gossip.CapSDS) {
+			names[m.Meta.Data] = m.Name
+		}
+	}
+	for i, addr := range lost {
+		if n, ok := names[addr]; ok {
+			lost[i] = n
+		}
+	}
+	slices.Sort(lost)
+	return lost
 }
 
 // unreachable tells whether the probes have lost addr.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -96,6 +97,23 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("sdc: %w", err)
 	}
+	// The SDS connections come first: the agent's heartbeats name the SDSs their probes lost.
+	var region *shm.Region
+	if cfg.SharedMemoryMB > 0 {
+		r, serr := newSharedRegion(cfg.SharedMemoryMB)
+		if serr != nil {
+			// A kernel without memfd or sealing: everything still works over the sockets.
+			logger.Warn("shared memory for same-host SDSs unavailable; payloads go over the sockets", "error", serr)
+		} else {
+			region = r
+			closers = append(closers, r.Close)
+		}
+	}
+	conns := NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")}, region)
+	conns.localReads = cfg.LocalReads
+	conns.StartProbes()
+	closers = append(closers, func() error { conns.Close(); return nil })
+	var members atomic.Pointer[func() []gossip.Member] // the gossip pool's, once the agent runs
 	ag, err := agent.Start(agent.Config{
 		ID:                cfg.ID,
 		Caps:              []string{gossip.CapSDC},
@@ -106,27 +124,24 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 		HeartbeatInterval: cfg.heartbeatInterval(),
 		MDM:               cfg.MDM,
 		Gossip:            gc,
-		Logger:            logger,
+		UnreachablePeers: func() []string {
+			if m := members.Load(); m != nil {
+				return conns.unreachableSDS(*m)
+			}
+			return conns.unreachableSDS(nil)
+		},
+		Logger: logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sdc: %w", err)
 	}
 	closers = append(closers, ag.Close)
-	s = &Service{cfg: cfg, log: logger, agent: ag, cache: cache, nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 1)}
-	if cfg.SharedMemoryMB > 0 {
-		r, serr := newSharedRegion(cfg.SharedMemoryMB)
-		if serr != nil {
-			// A kernel without memfd or sealing: everything still works over the sockets.
-			logger.Warn("shared memory for same-host SDSs unavailable; payloads go over the sockets", "error", serr)
-		} else {
-			s.shm = r
-			closers = append(closers, r.Close)
-		}
+	if pool := ag.Pool(); pool != nil {
+		f := pool.Members
+		members.Store(&f)
 	}
-	s.conns = NewSDSConns(wire.ClientOptions{Logger: logger.Named("wire")}, s.shm)
-	s.conns.localReads = cfg.LocalReads
-	s.conns.StartProbes()
-	closers = append(closers, func() error { s.conns.Close(); return nil })
+	s = &Service{cfg: cfg, log: logger, agent: ag, cache: cache, shm: region, conns: conns,
+		nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 1)}
 	s.exporter, err = NewExporter(ExporterConfig{
 		MDM:           newMDMClient(ag.Tracker(), cfg.ClusterKey),
 		Conns:         s.conns,

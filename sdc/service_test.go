@@ -167,6 +167,32 @@ func TestControlAPIRoundTrip(t *testing.T) {
 	}
 }
 
+// The SDC's heartbeats name the SDSs its probes lost, for the MDMs' members list.
+func TestHeartbeatsNameUnreachableSDSs(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	c.addVolume(4, "vol4", fsm.ReadWrite)
+	s := startTestService(t, c, "5s")
+	v := waitExported(t, s, "vol4")
+	if err := v.WriteAt(context.Background(), make([]byte, 4096), 0, false); err != nil {
+		t.Fatal(err) // the SDC now talks to an SDS, and probes it
+	}
+	for _, sds := range c.sds {
+		sds.ln.Close() // connections refused from now on
+		sds.dropConns()
+	}
+	heard := func() []string {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.unreachable
+	}
+	waitFor(t, "a heartbeat naming the unreachable SDSs", 10*time.Second, func() bool { return len(heard()) > 0 })
+	for _, addr := range heard() {
+		if addr != c.sds[1].addr && addr != c.sds[2].addr {
+			t.Fatalf("heartbeat names %v, not the SDS addresses %s, %s", heard(), c.sds[1].addr, c.sds[2].addr)
+		}
+	}
+}
+
 // getText is the body of a GET that must answer 200.
 func getText(t *testing.T, url string) string {
 	t.Helper()

@@ -109,7 +109,8 @@ type Summary struct {
 type HeartbeatRequest struct {
 	ID        string `json:"id"`
 	IOVersion int64  `json:"io_version,omitempty"`
-	// UnreachablePeers names the SDSs this SDS's peer probes could not reach (sds/peerprobe.go).
+	// UnreachablePeers names the SDSs this component's probes could not reach: an SDS's peers
+	// (sds/peerprobe.go), or the SDSs an SDC's IO now goes around (sdc/relay.go).
 	UnreachablePeers []string `json:"unreachable_peers,omitempty"`
 }
 
@@ -150,8 +151,8 @@ type Member struct {
 	// LastHeartbeatMs is how long ago the leader last heard this node's heartbeat; -1: never.
 	LastHeartbeatMs int64  `json:"last_heartbeat_ms"`
 	LastContact     string `json:"last_contact,omitempty"` // how long a dead member has been gone
-	// UnreachablePeers: the SDSs this SDS's probes could not reach, as its last heartbeat to the
-	// leader said (mdm/DESIGN.md "Peer cuts").
+	// UnreachablePeers: the SDSs this SDS's or SDC's probes could not reach, as its last
+	// heartbeat to the leader said (mdm/DESIGN.md "Peer cuts"; an SDC's are shown, not acted on).
 	UnreachablePeers []string `json:"unreachable_peers,omitempty"`
 }
 

@@ -136,6 +136,9 @@ func (p *Prober) Round(ctx context.Context) {
 
 // Unreachable lists, sorted, the targets the last Fails probes failed to reach.
 func (p *Prober) Unreachable() []string {
+	if p == nil {
+		return nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []string
