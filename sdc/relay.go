@@ -15,8 +15,8 @@ import (
 // the chunk's IO goes to the secondary flagged wire.FlagRelay, and the secondary passes it on to
 // the primary: a link cut between this SDC and one SDS that the MDMs and the other SDSs still
 // reach costs a detour instead of a stall. Requests in flight to an SDS that becomes
-// unreachable are not left to wait out io_timeout: its connection is closed, they fail and are
-// retried, by the detour.
+// unreachable are not left to wait out io_timeout: its connection is aborted, they fail and
+// are retried, by the detour.
 
 // sdsProbeEvery is how often (and how long) the SDC probes each SDS: twice as often as SDSs
 // probe their peers, so that IO stalls 1-1.5 s into a cut instead of 2-3 s (a client's IO is
