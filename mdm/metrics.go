@@ -2,7 +2,6 @@ package mdm
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"pflex/fsm"
+	"pflex/internal/promtext"
 )
 
 // Pool health values. Health follows the chunks of the pool's volumes as their layouts place
@@ -304,40 +304,39 @@ func (m *httpMetrics) middleware(c *gin.Context) {
 	m.mu.Unlock()
 }
 
-// prometheus writes the text exposition format by hand: a handful of gauges and counters do not
-// need a client library.
+// prometheus serves GET /metrics in Prometheus's text format (internal/promtext).
 func (a *httpAPI) prometheus(c *gin.Context) {
 	st := a.store.Status()
-	w := c.Writer
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	w.WriteHeader(http.StatusOK)
-	gauge := func(name, help string, v any, labels string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s%s %v\n", name, help, name, name, labels, v)
+	p := promtext.ForHTTP(c.Writer)
+	c.Status(http.StatusOK)
+	node := []string{"node", st.NodeID}
+	gauge := func(name, help string, v float64) {
+		p.Gauge(name, help)
+		p.Sample(name, v, node...)
 	}
-	isLeader := 0
+	isLeader := 0.0
 	if st.State == "leader" {
 		isLeader = 1
 	}
-	node := `{node="` + st.NodeID + `"}`
-	gauge("pflex_raft_is_leader", "1 if this MDM is the raft leader.", isLeader, node)
-	gauge("pflex_raft_term", "Current raft term.", st.Term, node)
-	gauge("pflex_raft_commit_index", "Raft commit index.", st.CommitIndex, node)
-	gauge("pflex_raft_applied_index", "Raft applied index.", st.AppliedIndex, node)
-	gauge("pflex_raft_last_log_index", "Last index in the raft log.", st.LastLogIndex, node)
-	gauge("pflex_raft_peers", "Servers in the raft configuration.", len(st.Peers), node)
+	gauge("pflex_raft_is_leader", "1 if this MDM is the raft leader.", isLeader)
+	gauge("pflex_raft_term", "Current raft term.", float64(st.Term))
+	gauge("pflex_raft_commit_index", "Raft commit index.", float64(st.CommitIndex))
+	gauge("pflex_raft_applied_index", "Raft applied index.", float64(st.AppliedIndex))
+	gauge("pflex_raft_last_log_index", "Last index in the raft log.", float64(st.LastLogIndex))
+	gauge("pflex_raft_peers", "Servers in the raft configuration.", float64(len(st.Peers)))
 	var counts fsm.Counts
 	if a.store.Read(func(r *fsm.Reader) error { var err error; counts, err = r.Counts(); return err }) == nil {
-		fmt.Fprintf(w, "# HELP pflex_objects Objects in the MDM state.\n# TYPE pflex_objects gauge\n")
+		p.Gauge("pflex_objects", "Objects in the MDM state.")
 		for _, kv := range []struct {
 			k string
 			v int64
 		}{{"protection_domains", counts.ProtectionDomains}, {"fault_sets", counts.FaultSets}, {"pools", counts.Pools},
 			{"sds", counts.SDS}, {"sds_up", counts.SDSUp}, {"sdc", counts.SDC}, {"volumes", counts.Volumes}, {"mappings", counts.Mappings}} {
-			fmt.Fprintf(w, "pflex_objects{node=%q,kind=%q} %d\n", st.NodeID, kv.k, kv.v)
+			p.Sample("pflex_objects", float64(kv.v), "node", st.NodeID, "kind", kv.k)
 		}
 	}
-	a.rebuildMetrics(w, st.NodeID)
-	fmt.Fprintf(w, "# HELP pflex_http_requests_total Admin API requests by status.\n# TYPE pflex_http_requests_total counter\n")
+	a.rebuildMetrics(p, st.NodeID)
+	p.Counter("pflex_http_requests_total", "Admin API requests by status.")
 	a.metrics.mu.Lock()
 	codes := make([]int, 0, len(a.metrics.byStatus))
 	for code := range a.metrics.byStatus {
@@ -345,17 +344,17 @@ func (a *httpAPI) prometheus(c *gin.Context) {
 	}
 	sort.Ints(codes)
 	for _, code := range codes {
-		fmt.Fprintf(w, "pflex_http_requests_total{node=%q,code=\"%s\"} %d\n", st.NodeID, strconv.Itoa(code), a.metrics.byStatus[code])
+		p.Sample("pflex_http_requests_total", float64(a.metrics.byStatus[code]), "node", st.NodeID, "code", strconv.Itoa(code))
 	}
 	a.metrics.mu.Unlock()
-	fmt.Fprintf(w, "# HELP pflex_http_request_seconds Admin API request time.\n# TYPE pflex_http_request_seconds summary\n")
-	fmt.Fprintf(w, "pflex_http_request_seconds_sum{node=%q} %g\npflex_http_request_seconds_count{node=%q} %d\n",
-		st.NodeID, float64(a.metrics.nanos.Load())/1e9, st.NodeID, a.metrics.count.Load())
+	p.Summary("pflex_http_request_seconds", "Admin API request time.")
+	p.Sample("pflex_http_request_seconds_sum", float64(a.metrics.nanos.Load())/1e9, node...)
+	p.Sample("pflex_http_request_seconds_count", float64(a.metrics.count.Load()), node...)
 }
 
 // rebuildMetrics writes the rebuild counters of this leadership (zero on followers) and the
 // degraded chunks of every pool as this replica's state places them.
-func (a *httpAPI) rebuildMetrics(w io.Writer, node string) {
+func (a *httpAPI) rebuildMetrics(p *promtext.Writer, node string) {
 	var healths []PoolHealth
 	if a.store.Read(func(r *fsm.Reader) error {
 		pools, err := r.Pools()
@@ -374,16 +373,15 @@ func (a *httpAPI) rebuildMetrics(w io.Writer, node string) {
 		return
 	}
 	chunks, bytes := a.store.RebuildCounters()
-	fmt.Fprintf(w, "# HELP pflex_rebuild_chunks_done_total Chunks re-protected by rebuilds this MDM ordered as leader.\n# TYPE pflex_rebuild_chunks_done_total counter\n")
-	for _, h := range healths {
-		fmt.Fprintf(w, "pflex_rebuild_chunks_done_total{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, chunks[h.PoolID])
+	perPool := func(name string, v func(h PoolHealth) float64) {
+		for _, h := range healths {
+			p.Sample(name, v(h), "node", node, "pool_id", strconv.FormatInt(h.PoolID, 10), "pool", h.Name)
+		}
 	}
-	fmt.Fprintf(w, "# HELP pflex_rebuild_bytes_total Bytes the SDSs copied for rebuild batches this MDM completed as leader.\n# TYPE pflex_rebuild_bytes_total counter\n")
-	for _, h := range healths {
-		fmt.Fprintf(w, "pflex_rebuild_bytes_total{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, bytes[h.PoolID])
-	}
-	fmt.Fprintf(w, "# HELP pflex_pool_degraded_chunks Chunks with a single full copy.\n# TYPE pflex_pool_degraded_chunks gauge\n")
-	for _, h := range healths {
-		fmt.Fprintf(w, "pflex_pool_degraded_chunks{node=%q,pool_id=\"%d\",pool=%q} %d\n", node, h.PoolID, h.Name, h.DegradedChunks)
-	}
+	p.Counter("pflex_rebuild_chunks_done_total", "Chunks re-protected by rebuilds this MDM ordered as leader.")
+	perPool("pflex_rebuild_chunks_done_total", func(h PoolHealth) float64 { return float64(chunks[h.PoolID]) })
+	p.Counter("pflex_rebuild_bytes_total", "Bytes the SDSs copied for rebuild batches this MDM completed as leader.")
+	perPool("pflex_rebuild_bytes_total", func(h PoolHealth) float64 { return float64(bytes[h.PoolID]) })
+	p.Gauge("pflex_pool_degraded_chunks", "Chunks with a single full copy.")
+	perPool("pflex_pool_degraded_chunks", func(h PoolHealth) float64 { return float64(h.DegradedChunks) })
 }

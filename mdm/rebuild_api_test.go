@@ -72,7 +72,9 @@ func TestRebuildRoutes(t *testing.T) {
 	if err := promtext.Validate(string(body)); err != nil {
 		t.Fatalf("/metrics: %v\n%s", err, body)
 	}
-	for _, want := range []string{`pflex_pool_degraded_chunks{node=`, `pool_id="1",pool="pool1"} 0`, "pflex_rebuild_chunks_done_total{", "pflex_rebuild_bytes_total{"} {
+	for _, want := range []string{`pflex_pool_degraded_chunks{node=`, `pool_id="1",pool="pool1"} 0`, "pflex_rebuild_chunks_done_total{", "pflex_rebuild_bytes_total{",
+		"# TYPE pflex_raft_is_leader gauge\npflex_raft_is_leader{node=", `kind="pools"} 1`, "# TYPE pflex_http_request_seconds summary",
+		"pflex_http_request_seconds_count{node=", `code="200"} `} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

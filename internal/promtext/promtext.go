@@ -32,6 +32,9 @@ func ForHTTP(w http.ResponseWriter) *Writer {
 // Counter starts a counter family; its samples follow.
 func (p *Writer) Counter(name, help string) { p.family(name, "counter", help) }
 
+// Summary starts a summary family; its _sum and _count samples follow.
+func (p *Writer) Summary(name, help string) { p.family(name, "summary", help) }
+
 // Gauge starts a gauge family; its samples follow.
 func (p *Writer) Gauge(name, help string) { p.family(name, "gauge", help) }
 
