@@ -5,6 +5,7 @@ package promtext
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -64,9 +65,18 @@ func (p *Writer) Sample(name string, v float64, labels ...string) {
 		b.WriteByte('}')
 	}
 	b.WriteByte(' ')
-	b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+	b.WriteString(formatValue(v))
 	b.WriteByte('\n')
 	p.printf("%s", b.String())
+}
+
+// formatValue writes counts as plain integers (139358208, not 1.39358208e+08), other values in
+// the shortest form that reads back the same.
+func formatValue(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 // Err is the first write error.

@@ -13,11 +13,13 @@ func TestExposition(t *testing.T) {
 	p.Gauge("pflex_up", "1.")
 	p.Sample("pflex_up", 1)
 	p.Sample("pflex_up", 0.25, "node", "x")
+	p.Sample("pflex_up", 139358208, "node", "y")
+	p.Sample("pflex_up", 1e300, "node", "z")
 	want := "# HELP pflex_sdc_ops_total IO requests by op.\\nSecond line with a \\\\.\n" +
 		"# TYPE pflex_sdc_ops_total counter\n" +
 		`pflex_sdc_ops_total{node="sdc-1",volume="a\"b\\c\n",op="read"} 12` + "\n" +
 		"# HELP pflex_up 1.\n# TYPE pflex_up gauge\npflex_up 1\n" +
-		`pflex_up{node="x"} 0.25` + "\n"
+		`pflex_up{node="x"} 0.25` + "\n" + `pflex_up{node="y"} 139358208` + "\n" + `pflex_up{node="z"} 1e+300` + "\n"
 	if b.String() != want || p.Err() != nil {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
