@@ -71,26 +71,35 @@ func (p *SDSConns) drop(addr string) {
 }
 
 // unreachableSDS names the SDSs the probes have lost, for the SDC's heartbeats (the MDMs
-// show them in the members list): by gossip name where members (nil: none yet) has an SDS with
-// that data address, else by address.
+// show them in the members list). One gossip lists alive or suspect goes by its name: a link
+// cut. One gossip lists as dead is left out: its down is the MDMs' own business. One gossip
+// does not list (members nil: no gossip yet) goes by its address.
 func (p *SDSConns) unreachableSDS(members func() []gossip.Member) []string {
 	lost := p.reach.Unreachable()
 	if len(lost) == 0 || members == nil {
 		return lost
 	}
-	names := map[string]string{}
+	names := map[string]string{} // data address -> name; "" for a dead SDS
 	for _, m := range members() {
 		if m.Meta.Data != "" && slices.Contains(m.Meta.Caps, gossip.CapSDS) {
-			names[m.Meta.Data] = m.Name
+			if m.IsAlive() {
+				names[m.Meta.Data] = m.Name
+			} else if _, seen := names[m.Meta.Data]; !seen {
+				names[m.Meta.Data] = ""
+			}
 		}
 	}
-	for i, addr := range lost {
-		if n, ok := names[addr]; ok {
-			lost[i] = n
+	var out []string
+	for _, addr := range lost {
+		switch n, listed := names[addr]; {
+		case !listed:
+			out = append(out, addr)
+		case n != "":
+			out = append(out, n)
 		}
 	}
-	slices.Sort(lost)
-	return lost
+	slices.Sort(out)
+	return out
 }
 
 // unreachable tells whether the probes have lost addr.

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"pflex/fsm"
+	"pflex/gossip"
 	"pflex/internal/reach"
 	"pflex/internal/wire"
 )
@@ -113,5 +115,35 @@ func TestIOOfAnUnreachablePrimaryIsRelayed(t *testing.T) {
 	}
 	if v.Status().Relayed != relayed {
 		t.Fatal("IO still relayed after the heal")
+	}
+}
+
+// The heartbeats name lost SDSs gossip lists alive by name, leave out those it lists dead, and
+// give the others' addresses.
+func TestUnreachableSDSNames(t *testing.T) {
+	p := NewSDSConns(wire.ClientOptions{}, nil)
+	for _, addr := range []string{"a:1", "b:1", "c:1", "d:1"} {
+		p.addrs[addr] = &sdsEndpoint{addr: addr}
+	}
+	pr := reach.New(p.probeTargets)
+	pr.Dial = func(_ context.Context, addr string) error {
+		if addr == "c:1" {
+			return nil
+		}
+		return errors.New("refused")
+	}
+	p.reach = pr
+	pr.Round(context.Background())
+	pr.Round(context.Background())
+	members := []gossip.Member{
+		{Name: "sds-1", State: gossip.StateAlive, Meta: gossip.Meta{Caps: []string{gossip.CapSDS}, Data: "a:1"}},
+		{Name: "sds-2", State: gossip.StateDead, Meta: gossip.Meta{Caps: []string{gossip.CapSDS}, Data: "b:1"}},
+		{Name: "sds-3", State: gossip.StateAlive, Meta: gossip.Meta{Caps: []string{gossip.CapSDS}, Data: "c:1"}},
+	}
+	if got := p.unreachableSDS(func() []gossip.Member { return members }); !slices.Equal(got, []string{"d:1", "sds-1"}) {
+		t.Fatalf("named %v, want [d:1 sds-1]", got)
+	}
+	if got := p.unreachableSDS(nil); !slices.Equal(got, []string{"a:1", "b:1", "d:1"}) {
+		t.Fatalf("without gossip: %v", got)
 	}
 }
