@@ -47,10 +47,13 @@ func TestPeerCutTakesOneSDSOut(t *testing.T) {
 		return hb("sds-3", "sds-1", "sds-2")
 	}
 	start := time.Now()
-	var lastGrant time.Time // when the last heartbeat that got sds-3 a lease was sent
+	// lastGrant: when the last heartbeat that got sds-3 a lease while it was up was sent. A lease
+	// granted once the down is committed comes with that state (the SDS learns it is out of
+	// every layout), as for any SDS that was down: it does not count.
+	var lastGrant time.Time
 	for state(3) != fsm.SDSDown {
 		sent := time.Now()
-		if r := cut(); r.LeaseMs > 0 {
+		if r := cut(); r.LeaseMs > 0 && r.State != fsm.NodeDown {
 			lastGrant = sent
 		}
 		if time.Since(start) > 15*time.Second {
