@@ -41,8 +41,7 @@ type Prober struct {
 	down atomic.Int64 // how many keys are unreachable: IsUnreachable's lock-free answer when none
 
 	mu    sync.Mutex
-	fails map[string]int           // consecutive failed probes, per key
-	lost  map[string]chan struct{} // closed when the key becomes unreachable
+	fails map[string]int // consecutive failed probes, per key
 }
 
 // New returns a Prober of targets with the defaults.
@@ -115,14 +114,8 @@ func (p *Prober) Round(ctx context.Context) {
 			continue
 		}
 		p.fails[key]++
-		if p.fails[key] == p.Fails {
-			if ch, waited := p.lost[key]; waited {
-				close(ch)
-				delete(p.lost, key)
-			}
-			if p.OnLost != nil {
-				lost = append(lost, key)
-			}
+		if p.fails[key] == p.Fails && p.OnLost != nil {
+			lost = append(lost, key)
 		}
 	}
 	var down int64
@@ -161,24 +154,3 @@ func (p *Prober) IsUnreachable(key string) bool {
 	defer p.mu.Unlock()
 	return p.fails[key] >= p.Fails
 }
-
-// Lost returns a channel closed when key next becomes unreachable (at once if it is now), for
-// a request waiting on that target to give up on it.
-func (p *Prober) Lost(key string) <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.fails[key] >= p.Fails {
-		return closed
-	}
-	if p.lost == nil {
-		p.lost = map[string]chan struct{}{}
-	}
-	ch, ok := p.lost[key]
-	if !ok {
-		ch = make(chan struct{})
-		p.lost[key] = ch
-	}
-	return ch
-}
-
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

@@ -10,7 +10,7 @@ import (
 )
 
 // A target is unreachable after Fails failed probes in a row, no longer once one gets through,
-// and forgotten when Targets stops listing it; Lost is closed on the way down.
+// and forgotten when Targets stops listing it; OnLost is called on the way down.
 func TestProber(t *testing.T) {
 	targets := map[string]string{"sds-2": "a2", "sds-3": "a3", "sds-4": "a4"}
 	var mu sync.Mutex
@@ -26,7 +26,6 @@ func TestProber(t *testing.T) {
 		}
 		return nil
 	}
-	lost2, lost4 := p.Lost("sds-2"), p.Lost("sds-4")
 	var called []string
 	p.OnLost = func(key string) {
 		if !p.IsUnreachable(key) {
@@ -39,29 +38,9 @@ func TestProber(t *testing.T) {
 	if got := p.Unreachable(); len(got) != 0 || p.IsUnreachable("sds-2") {
 		t.Fatalf("unreachable after one failed probe: %v", got)
 	}
-	select {
-	case <-lost2:
-		t.Fatal("Lost closed after one failed probe")
-	default:
-	}
 	p.Round(ctx)
 	if got := p.Unreachable(); !slices.Equal(got, []string{"sds-2", "sds-3"}) || !p.IsUnreachable("sds-3") {
 		t.Fatalf("after two failed probes: %v", got)
-	}
-	select {
-	case <-lost2:
-	default:
-		t.Fatal("Lost of an unreachable target not closed")
-	}
-	select {
-	case <-lost4:
-		t.Fatal("Lost of a reachable target closed")
-	default:
-	}
-	select {
-	case <-p.Lost("sds-3"):
-	default:
-		t.Fatal("Lost of a target unreachable now must be closed at once")
 	}
 	slices.Sort(called)
 	if !slices.Equal(called, []string{"sds-2", "sds-3"}) {
@@ -81,11 +60,6 @@ func TestProber(t *testing.T) {
 	p.Round(ctx)
 	if got := p.Unreachable(); len(got) != 0 {
 		t.Fatalf("after sds-2 answered and sds-3 was dropped: %v", got)
-	}
-	select {
-	case <-p.Lost("sds-2"):
-		t.Fatal("a target reached again starts with a fresh Lost")
-	default:
 	}
 }
 
