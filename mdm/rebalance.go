@@ -2,6 +2,9 @@ package mdm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"slices"
 
 	"pflex/fsm"
@@ -28,11 +31,31 @@ const (
 // move is one planned move.
 type move struct {
 	volumeID, from, to, ordered, chunks int64
+	memo                                balanceMemo // the pool's volumes found balanced on the way
+}
+
+// balanceMemo remembers, per volume, a digest of what the last look found balanced: the
+// candidate SDSs and the volume's whole layout. Judging balance replays every chunk's placement,
+// which on a large volume is the leader's biggest cost at rest, and rounds come every
+// rebuild_interval; an unchanged digest gives the same verdict, so the replay is skipped.
+type balanceMemo map[int64][sha256.Size]byte
+
+// balanceDigest is the memo's key for one volume.
+func balanceDigest(cands []byte, l *layout.Layout) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(cands)
+	_ = json.NewEncoder(h).Encode(l) // a Layout always encodes; maps are written in key order
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // rebalance begins at most one move in the pool.
 func (p *rebuildPlanner) rebalance(ctx context.Context, poolID int64) error {
-	mv, ok, err := planMove(p.store, poolID, p.cfg.BatchChunks)
+	mv, ok, err := planMove(p.store, poolID, p.cfg.BatchChunks, p.balanced[poolID])
+	if err == nil {
+		p.balanced[poolID] = mv.memo
+	}
 	if err != nil || !ok {
 		return err
 	}
@@ -48,7 +71,9 @@ func (p *rebuildPlanner) rebalance(ctx context.Context, poolID int64) error {
 
 // planMove finds the first volume of the pool whose copies are unevenly spread and the move
 // that evens it out most.
-func planMove(store rebuildStore, poolID, batch int64) (move, bool, error) {
+// Volumes whose digest is in seen are not judged again; the move (planned or not) carries the
+// memo for the next round.
+func planMove(store rebuildStore, poolID, batch int64, seen balanceMemo) (move, bool, error) {
 	type candidate struct {
 		id, weight, faultSet int64
 	}
@@ -79,16 +104,24 @@ func planMove(store rebuildStore, poolID, batch int64) (move, bool, error) {
 		return move{}, false, err
 	}
 	var weights int64
+	var key []byte // the candidates, part of every volume's digest
 	for _, c := range cands {
 		weights += c.weight
+		key = binary.AppendVarint(binary.AppendVarint(binary.AppendVarint(key, c.id), c.weight), c.faultSet)
 	}
+	memo := balanceMemo{}
 	for i := range layouts {
 		l := &layouts[i]
+		d := balanceDigest(key, l)
+		if seen[l.VolumeID] == d {
+			memo[l.VolumeID] = d
+			continue
+		}
 		counts := map[int64]int64{}
 		for c := range l.Chunks() {
 			ids, pending := l.ReplicaSet(c)
 			if pending || len(ids) != layout.Copies {
-				return move{}, false, nil // not fully protected, or already moving: not now
+				return move{memo: memo}, false, nil // not fully protected, or already moving: not now
 			}
 			for _, id := range ids {
 				counts[id]++
@@ -110,6 +143,7 @@ func planMove(store rebuildStore, poolID, batch int64) (move, bool, error) {
 		share := total / int64(len(cands))
 		slack := max(rebalanceMinChunks, share/rebalanceFraction)
 		if from.id == 0 || to.id == 0 || over < slack || under < slack {
+			memo[l.VolumeID] = d
 			continue
 		}
 		want := min(over, under, batch)
@@ -130,9 +164,10 @@ func planMove(store rebuildStore, poolID, batch int64) (move, bool, error) {
 			}
 		}
 		if n == 0 {
+			memo[l.VolumeID] = d
 			continue
 		}
-		return move{volumeID: l.VolumeID, from: from.id, to: to.id, ordered: ordered, chunks: n}, true, nil
+		return move{volumeID: l.VolumeID, from: from.id, to: to.id, ordered: ordered, chunks: n, memo: memo}, true, nil
 	}
-	return move{}, false, nil
+	return move{memo: memo}, false, nil
 }

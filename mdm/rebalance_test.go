@@ -1,6 +1,7 @@
 package mdm
 
 import (
+	"context"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -89,5 +90,66 @@ func TestRebalanceFillsAReturnedAndAnAddedSDS(t *testing.T) {
 	mustRound(t, off)
 	if l := sp.layout(vol); func() bool { _, ok := l.ActiveRebuild(); return ok }() {
 		t.Fatal("rebalance disabled, yet a move began")
+	}
+}
+
+// balancedFixture is pool 1 with three up SDSs and a volume of sizeGB, evenly placed.
+func balancedFixture(t testing.TB, sizeGB int64) (*storeProposer, int64) {
+	sp := newStoreProposer(t)
+	sp.ok(&fsm.CreatePD{Name: "pd1"})
+	sp.ok(&fsm.CreatePool{Name: "pool1", PDID: 1, TotalCapacityGB: 1000})
+	var members []layout.Member
+	for _, n := range []string{"sds-1", "sds-2", "sds-3"} {
+		reg := sp.ok(&fsm.RegisterNode{ID: n, Capabilities: []string{fsm.CapSDS}, Version: "t", APIAddr: "127.0.0.1:9101",
+			DataAddr: "127.0.0.1:9701", GossipAddr: "127.0.0.1:7911",
+			SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d0"}, TotalCapacityGB: 1000}}).(fsm.Registration)
+		members = append(members, layout.Member{SDSID: reg.SDSID, Weight: 1})
+	}
+	vol := sp.ok(&fsm.CreateVolume{Name: "v1", SizeGB: sizeGB, PoolID: 1}).(fsm.Volume).ID
+	sp.ok(&fsm.SetLayout{VolumeID: vol, Members: members})
+	return sp, vol
+}
+
+func TestRebalanceRemembersBalancedVolumes(t *testing.T) {
+	sp, vol := balancedFixture(t, 1)
+	p := newRebuildPlanner(sp, RebuildSettings{BatchChunks: 256, Rebalance: true}, hclog.NewNullLogger())
+	mustRound(t, p)
+	first, ok := p.balanced[1][vol]
+	if !ok {
+		t.Fatalf("a balanced volume is not remembered: %v", p.balanced)
+	}
+	mustRound(t, p)
+	if p.balanced[1][vol] != first {
+		t.Fatal("the digest of an unchanged volume changed")
+	}
+	// A change of the volume's layout is judged again: an extended volume is still balanced,
+	// under a new digest.
+	sp.ok(&fsm.ExtendVolume{VolumeID: vol, SizeGB: 2})
+	mustRound(t, p)
+	if d, ok := p.balanced[1][vol]; !ok || d == first {
+		t.Fatalf("after the extend: remembered %v, same digest %v", ok, d == first)
+	}
+	// A fourth SDS changes the candidates: the volume is judged again and a move begins.
+	sp.ok(&fsm.RegisterNode{ID: "sds-4", Capabilities: []string{fsm.CapSDS}, Version: "t", APIAddr: "127.0.0.1:9104",
+		DataAddr: "127.0.0.1:9704", GossipAddr: "127.0.0.1:7914",
+		SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d0"}, TotalCapacityGB: 1000}})
+	mustRound(t, p)
+	if l := sp.layout(vol); func() bool { rb, ok := l.ActiveRebuild(); return !ok || rb.To == 0 }() {
+		t.Fatalf("no move to the added SDS: %+v", l.Rebuilds)
+	}
+	if _, ok := p.balanced[1][vol]; ok {
+		t.Fatal("a volume that is moving is remembered as balanced")
+	}
+}
+
+// BenchmarkPlannerRoundAtRest is the leader's cost of one planner round (every
+// rebuild_interval) over a balanced 64 GiB volume.
+func BenchmarkPlannerRoundAtRest(b *testing.B) {
+	sp, _ := balancedFixture(b, 64)
+	p := newRebuildPlanner(sp, RebuildSettings{BatchChunks: 1024, Rebalance: true}, hclog.NewNullLogger())
+	for b.Loop() {
+		if err := p.round(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -67,6 +67,8 @@ type rebuildPlanner struct {
 	// Counters for /metrics, per pool, over this leadership.
 	chunksTotal map[int64]int64
 	bytesTotal  map[int64]int64
+	// balanced is per pool what rebalance found balanced (rebalance.go); only rounds touch it.
+	balanced map[int64]balanceMemo
 }
 
 func newRebuildPlanner(store rebuildStore, cfg RebuildSettings, log hclog.Logger) *rebuildPlanner {
@@ -82,6 +84,7 @@ func (p *rebuildPlanner) reset(term uint64) {
 	p.runs = map[int64]*rebuildRun{}
 	p.chunksTotal = map[int64]int64{}
 	p.bytesTotal = map[int64]int64{}
+	p.balanced = map[int64]balanceMemo{}
 }
 
 // wake asks for a round now.

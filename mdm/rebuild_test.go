@@ -16,13 +16,13 @@ import (
 // storeProposer applies commands straight to a real fsm.Store, as raft would on commit: the
 // planner runs against it without raft.
 type storeProposer struct {
-	t     *testing.T
+	t     testing.TB
 	s     *fsm.Store
 	index uint64
 	now   int64
 }
 
-func newStoreProposer(t *testing.T) *storeProposer {
+func newStoreProposer(t testing.TB) *storeProposer {
 	s, err := fsm.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
