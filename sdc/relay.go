@@ -11,10 +11,10 @@ import (
 )
 
 // Relayed IO (DESIGN.md "Relayed IO"). The SDC probes every SDS address it talks to
-// (internal/reach). When a chunk's primary has become unreachable while its secondary has not,
-// the chunk's IO goes to the secondary flagged wire.FlagRelay, and the secondary passes it on to
-// the primary: a link cut between this SDC and one SDS that the MDMs and the other SDSs still
-// reach costs a detour instead of a stall. Requests in flight to an SDS that becomes
+// (internal/reach). When a chunk's primary has become unreachable, the chunk's IO goes to
+// another SDS flagged wire.FlagRelay (the secondary when it is reachable), which passes it on to
+// the primary: a link cut between this SDC and SDSs that the MDMs and the other SDSs still reach
+// costs a detour instead of a stall. Requests in flight to an SDS that becomes
 // unreachable are not left to wait out io_timeout: its connection is aborted, they fail and
 // are retried, by the detour.
 
@@ -106,17 +106,22 @@ func (p *SDSConns) unreachableSDS(members func() []gossip.Member) []string {
 func (p *SDSConns) unreachable(addr string) bool { return p.reach.IsUnreachable(addr) }
 
 // route picks where a chunk's IO goes under l: to its primary, or, when the primary is
-// unreachable and the secondary is not, to the secondary for relaying.
+// unreachable, for relaying to its secondary, or when that is unreachable too (or the chunk
+// has one copy in service) to another SDS of the layout that is in service and reachable.
 func (v *Volume) route(l *layout.Layout, reps []int64) (id int64, addr string, relay bool) {
 	m, _ := l.Member(reps[0])
-	if len(reps) < 2 || !v.conns.unreachable(m.Addr) {
+	if !v.conns.unreachable(m.Addr) {
 		return reps[0], m.Addr, false
 	}
-	s, ok := l.Member(reps[1])
-	if !ok || s.Addr == "" || v.conns.unreachable(s.Addr) {
-		return reps[0], m.Addr, false
+	if len(reps) > 1 {
+		if s, ok := l.Member(reps[1]); ok && s.Addr != "" && !v.conns.unreachable(s.Addr) {
+			return reps[1], s.Addr, true
+		}
 	}
-	return reps[1], s.Addr, true
+	if o, ok := v.relayVia(l, reps[0]); ok {
+		return o.SDSID, o.Addr, true
+	}
+	return reps[0], m.Addr, false
 }
 
 // flushVia picks the SDS that takes a FLUSH of SDS id under l: id itself, or, when it is
@@ -126,10 +131,18 @@ func (v *Volume) flushVia(l *layout.Layout, id int64) (addr string, relay bool) 
 	if !v.conns.unreachable(m.Addr) {
 		return m.Addr, false
 	}
-	for _, o := range l.Members {
-		if o.SDSID != id && o.Addr != "" && !l.IsExcluded(o.SDSID) && !v.conns.unreachable(o.Addr) {
-			return o.Addr, true
-		}
+	if o, ok := v.relayVia(l, id); ok {
+		return o.Addr, true
 	}
 	return m.Addr, false
+}
+
+// relayVia finds a member of l other than id, in service and reachable, to relay through.
+func (v *Volume) relayVia(l *layout.Layout, id int64) (layout.Member, bool) {
+	for _, o := range l.Members {
+		if o.SDSID != id && o.Addr != "" && !l.IsExcluded(o.SDSID) && !v.conns.unreachable(o.Addr) {
+			return o, true
+		}
+	}
+	return layout.Member{}, false
 }

@@ -147,3 +147,65 @@ func TestUnreachableSDSNames(t *testing.T) {
 		t.Fatalf("without gossip: %v", got)
 	}
 }
+
+// A chunk whose primary and secondary are both out of this SDC's reach is relayed through a
+// third SDS of the layout, and so is a FLUSH.
+func TestIORelayedThroughAThirdSDS(t *testing.T) {
+	c := newFakeCluster(t, 3)
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	e := newTestExporter(t, c, 10*time.Second)
+	l := c.trueLayout(1)
+	const chunk = 0
+	reps := l.Replicas(chunk)
+	cut := map[string]bool{c.sds[reps[0]].addr: true, c.sds[reps[1]].addr: true}
+	var third int64
+	for id := range c.sds {
+		if id != reps[0] && id != reps[1] {
+			third = id
+		}
+	}
+	pr := reach.New(e.cfg.Conns.probeTargets)
+	pr.Interval = 10 * time.Millisecond
+	pr.Dial = func(_ context.Context, addr string) error {
+		if cut[addr] {
+			return errors.New("probe timed out")
+		}
+		return nil
+	}
+	e.cfg.Conns.startProbes(pr)
+	v := exportedVolume(t, e, "vol1")
+	ctx := context.Background()
+	// The pool learns the addresses it probes by connecting: one read through every SDS.
+	for ch := range l.Chunks() {
+		if err := v.ReadAt(ctx, make([]byte, 512), ch*testChunkSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the probes to lose both copies' SDSs", 5*time.Second, func() bool {
+		return pr.IsUnreachable(c.sds[reps[0]].addr) && pr.IsUnreachable(c.sds[reps[1]].addr)
+	})
+	if err := v.WriteAt(ctx, pattern(8192, 5), 0, true); err != nil {
+		t.Fatalf("a write with both copies out of reach: %v", err)
+	}
+	got := make([]byte, 8192)
+	if err := v.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, pattern(8192, 5)) {
+		t.Fatalf("read back through the third SDS: %v, equal %v", err, bytes.Equal(got, pattern(8192, 5)))
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("a flush with two SDSs out of reach: %v", err)
+	}
+	relayed := map[wire.Opcode]int{}
+	for _, o := range []wire.Opcode{wire.OpWrite, wire.OpRead, wire.OpFlush} {
+		for _, op := range c.sds[third].opsOf(o) {
+			if op.flags&wire.FlagRelay != 0 && op.status == wire.StatusOK {
+				relayed[o]++
+			}
+		}
+	}
+	if relayed[wire.OpWrite] == 0 || relayed[wire.OpRead] == 0 || relayed[wire.OpFlush] < 2 {
+		t.Fatalf("relayed through sds-%d: %v", third, relayed)
+	}
+	if !bytes.Equal(c.sds[reps[0]].chunk(1, chunk)[:8192], got) {
+		t.Fatal("the primary does not hold the relayed write")
+	}
+}

@@ -3,15 +3,15 @@ package sds
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"pflex/internal/wire"
 )
 
 // Relayed IO (sdc/DESIGN.md "Relayed IO"). An SDC that cannot reach a chunk's primary sends the
-// request to the chunk's secondary flagged FlagRelay; the secondary passes it on to the primary
-// over its own peer connection, under the client's token, and answers with the primary's
-// answer. The primary serves it as any client request: it orders the write, writes locally,
+// request flagged FlagRelay to the chunk's secondary, or, when it cannot reach that either or
+// the chunk has one copy in service, to another SDS of the volume's layout. That SDS passes it on
+// to the primary over its own peer connection, under the client's token, and answers with the
+// primary's answer. The primary serves it as any client request: it orders the write, writes locally,
 // forwards to the secondary and counts it in the token's ledger. The relaying SDS counts
 // nothing, so the ledger sees each IO once. A relay that cannot reach the primary either is
 // answered Retry, and the SDC goes on as for any unreachable SDS.
@@ -19,9 +19,14 @@ import (
 // relay serves a FlagRelay READ, WRITE, TRIM or WRITE_ZEROES of chunk t. Called after the
 // request's token, lease and epoch were checked.
 func (d *DataServer) relay(ctx context.Context, cs *connState, req *wire.Request, t target) wire.Response {
+	// Any SDS in service in the volume's layout may relay: it only passes the request on, and
+	// the primary checks it again. One taken out of the layout has no lease to lend it.
 	self := d.cfg.SelfID()
-	if len(t.replicas) < 2 || !slices.Contains(t.replicas[1:], self) {
-		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d relays only IO of chunks it holds a copy of; chunk %d has replicas %v", self, t.key.Chunk, t.replicas))
+	if _, member := t.l.Member(self); !member || t.l.IsExcluded(self) {
+		return statusResp(wire.StatusNotPrimary, t.epoch, fmt.Sprintf("SDS %d relays only IO of volumes whose layout it serves in; volume %d's epoch %d does not have it", self, req.VolumeID, t.l.Epoch))
+	}
+	if len(t.replicas) == 0 {
+		return statusResp(wire.StatusRetry, t.epoch, fmt.Sprintf("chunk %d has no copy in service", t.key.Chunk))
 	}
 	m, ok := t.l.Member(t.replicas[0])
 	if !ok || m.Addr == "" {

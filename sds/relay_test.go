@@ -64,12 +64,17 @@ func TestRelayedIO(t *testing.T) {
 		t.Fatalf("relay counters of the secondary: %d relayed, %d failed", st.Relayed, st.RelayFailed)
 	}
 
-	// Refused: through an SDS with no copy of the chunk; without a token; a flush of an SDS
-	// that is not in the layout.
+	// An SDS of the layout without a copy of the chunk relays too (the SDC's choice when it
+	// cannot reach the secondary either).
 	viaOther := c.dial(t, other, &tok)
-	if _, st := do(viaOther, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusNotPrimary {
+	if resp, st := do(viaOther, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusOK || !bytes.Equal(resp.Data, make([]byte, 512)) {
 		t.Fatalf("relay through an SDS without a copy: %v", st)
 	}
+	if st := c.sdss[other].data.Stats(); st.Relayed != 1 {
+		t.Fatalf("the SDS without a copy relayed %d requests", st.Relayed)
+	}
+
+	// Refused: without a token; a flush of an SDS that is not in the layout.
 	bare := c.dial(t, s, nil)
 	if _, st := do(bare, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 512, Epoch: 1}); st != wire.StatusAuth {
 		t.Fatalf("relay without a token: %v", st)
@@ -86,12 +91,12 @@ func TestRelayedIO(t *testing.T) {
 	}
 
 	// The ledger: the primary counts the client's IO, the secondary the replica writes, the
-	// relaying SDS nothing more. Writes: 8 KiB and 4 KiB of zeroes (the replay counted again,
-	// as any retry); reads: the relayed 8 KiB, the direct 8 KiB, 4 KiB and 512 bytes.
+	// relaying SDSs nothing more. Writes: 8 KiB and 4 KiB of zeroes (the replay counted again,
+	// as any retry); reads: the relayed 8 KiB, the direct 8 KiB, 4 KiB and twice 512 bytes.
 	wops, wbytes := int64(3), int64(8192+8192)
 	waitFor(t, "token ACKs", func() bool {
 		g := c.mdm.ledger()
-		return g[p].WriteOps == wops && g[p].ReadOps == 4 && g[p].ReadBytes == 8192+8192+4096+512 &&
+		return g[p].WriteOps == wops && g[p].ReadOps == 5 && g[p].ReadBytes == 8192+8192+4096+512+512 &&
 			g[s].WriteOps == wops && g[s].WriteBytes == g[p].WriteBytes && g[s].ReadOps == 0 && g[p].WriteBytes >= wbytes
 	})
 
@@ -102,5 +107,43 @@ func TestRelayedIO(t *testing.T) {
 	}
 	if st := c.sdss[s].data.Stats(); st.RelayFailed != 1 {
 		t.Fatalf("relay_failed %d, want 1", st.RelayFailed)
+	}
+}
+
+// A chunk with one copy in service (its other SDS taken out of the layout) is relayed by an SDS
+// that holds no copy; the SDS taken out relays nothing.
+func TestRelayedIOOfADegradedChunk(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.mdm.layout(1)
+	tok := c.token(1, token.ReadWrite, time.Minute)
+	const ch = 3
+	p, s := l.Replicas(ch)[0], l.Replicas(ch)[1]
+	var other int64
+	for id := range c.sdss {
+		if id != p && id != s {
+			other = id
+		}
+	}
+	c.mdm.exclude(s)
+	l2 := c.mdm.layout(1)
+	if reps := l2.Replicas(ch); len(reps) != 1 || reps[0] != p {
+		t.Fatalf("chunk %d after the exclusion: replicas %v, want [%d]", ch, reps, p)
+	}
+	via := c.dial(t, other, &tok)
+	off := int64(ch * testChunk)
+	data := fill(4096, 9)
+	if resp, st := do(via, wire.Request{Op: wire.OpWrite, Flags: wire.FlagRelay | wire.FlagFUA, VolumeID: 1, Offset: off, Epoch: l2.ChunkEpoch(ch), Tag: 7, Data: data}); st != wire.StatusOK {
+		t.Fatalf("relayed write of a degraded chunk: %v %s", st, resp.Data)
+	}
+	resp, st := do(via, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 4096, Epoch: l2.ChunkEpoch(ch)})
+	if st != wire.StatusOK || !bytes.Equal(resp.Data, data) {
+		t.Fatalf("relayed read of a degraded chunk: %v, equal %v", st, bytes.Equal(resp.Data, data))
+	}
+	if got := c.sdss[p].Store().Chunks(1); len(got) == 0 {
+		t.Fatal("the primary holds no chunk after the relayed write")
+	}
+	out := c.dial(t, s, &tok)
+	if resp, st := do(out, wire.Request{Op: wire.OpRead, Flags: wire.FlagRelay, VolumeID: 1, Offset: off, Length: 4096, Epoch: l2.ChunkEpoch(ch)}); st != wire.StatusNotPrimary || !bytes.Contains(resp.Data, []byte("relays only")) {
+		t.Fatalf("relay through the excluded SDS: %v %s, want NotPrimary", st, resp.Data)
 	}
 }
