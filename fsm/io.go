@@ -220,34 +220,51 @@ func (r *Reader) Layout(volumeID int64) (layout.Layout, bool, error) {
 	if err != nil {
 		return layout.Layout{}, false, err
 	}
-	p, err := r.Pool(v.PoolID)
+	chunkMB, err := r.chunkSizeMB(v.PoolID)
 	if err != nil {
 		return layout.Layout{}, false, err
 	}
-	l := layout.Layout{VolumeID: v.ID, ChunkSize: p.ChunkSizeMB << 20, SizeBytes: v.SizeGB << 30, Thick: v.Provisioning == Thick}
+	return r.layoutOf(v, chunkMB, func(id int64) string {
+		s, err := r.SDS(id)
+		if err != nil {
+			return ""
+		}
+		return s.Address
+	})
+}
+
+// chunkSizeMB reads only a pool's chunk size: Pool also sums the pool's volumes, which made
+// reading every layout of a pool quadratic in its volumes.
+func (r *Reader) chunkSizeMB(poolID int64) (int64, error) {
+	return one(r, scanInt64, "storage pool", poolID, `SELECT chunk_size_mb FROM pools WHERE id = ?`, poolID)
+}
+
+// layoutOf builds volume v's layout; addr gives an SDS's data address ("" when unknown).
+func (r *Reader) layoutOf(v Volume, chunkMB int64, addr func(id int64) string) (layout.Layout, bool, error) {
+	l := layout.Layout{VolumeID: v.ID, ChunkSize: chunkMB << 20, SizeBytes: v.SizeGB << 30, Thick: v.Provisioning == Thick}
 	var members string
-	err = r.q.QueryRow(`SELECT epoch, members FROM volume_layouts WHERE volume_id = ?`, volumeID).Scan(&l.Epoch, &members)
+	err := r.q.QueryRow(`SELECT epoch, members FROM volume_layouts WHERE volume_id = ?`, v.ID).Scan(&l.Epoch, &members)
 	if err != nil {
 		if strings.Contains(err.Error(), "no rows") {
 			return l, false, nil
 		}
-		return l, false, fmt.Errorf("fsm: read layout %d: %w", volumeID, err)
+		return l, false, fmt.Errorf("fsm: read layout %d: %w", v.ID, err)
 	}
 	if err := json.Unmarshal([]byte(members), &l.Members); err != nil {
-		return l, false, fmt.Errorf("fsm: layout %d: %w", volumeID, err)
+		return l, false, fmt.Errorf("fsm: layout %d: %w", v.ID, err)
 	}
 	for i, m := range l.Members {
-		if s, err := r.SDS(m.SDSID); err == nil {
-			l.Members[i].Addr = s.Address
+		if a := addr(m.SDSID); a != "" {
+			l.Members[i].Addr = a
 		}
 	}
-	if l.Excluded, err = r.Exclusions(volumeID); err != nil {
+	if l.Excluded, err = r.Exclusions(v.ID); err != nil {
 		return l, false, err
 	}
 	if len(l.Excluded) == 0 {
 		l.Excluded = nil
 	}
-	if l.Rebuilds, err = r.Rebuilds(volumeID); err != nil {
+	if l.Rebuilds, err = r.Rebuilds(v.ID); err != nil {
 		return l, false, err
 	}
 	if len(l.Rebuilds) == 0 {

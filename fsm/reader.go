@@ -15,6 +15,11 @@ type Reader struct {
 
 type scanner interface{ Scan(dest ...any) error }
 
+func scanInt64(s scanner) (n int64, err error) {
+	err = s.Scan(&n)
+	return
+}
+
 // one scans a single row, turning "no rows" into a not-found rejection.
 func one[T any](r *Reader, scan func(scanner) (T, error), what string, id any, query string, args ...any) (T, error) {
 	v, err := scan(r.q.QueryRow(query, args...))

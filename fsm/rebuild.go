@@ -239,16 +239,26 @@ func (t *applyTx) layoutAfter(volumeID int64) (any, error) {
 
 // PoolLayouts returns the layouts of a pool's volumes that have one, in volume order.
 func (r *Reader) PoolLayouts(poolID int64) ([]layout.Layout, error) {
-	vols, err := r.Volumes()
+	chunkMB, err := r.chunkSizeMB(poolID)
+	if err != nil {
+		return nil, err
+	}
+	sdss, err := r.SDSs()
+	if err != nil {
+		return nil, err
+	}
+	addrs := make(map[int64]string, len(sdss))
+	for _, s := range sdss {
+		addrs[s.ID] = s.Address
+	}
+	// The volumes without their mappings: a layout needs neither.
+	vols, err := all(r, scanVolume, `SELECT `+volCols+` FROM volumes WHERE pool_id = ? ORDER BY id`, poolID)
 	if err != nil {
 		return nil, err
 	}
 	var out []layout.Layout
 	for _, v := range vols {
-		if v.PoolID != poolID {
-			continue
-		}
-		l, ok, err := r.Layout(v.ID)
+		l, ok, err := r.layoutOf(v, chunkMB, func(id int64) string { return addrs[id] })
 		if err != nil {
 			return nil, err
 		}

@@ -50,23 +50,23 @@ func balanceDigest(cands []byte, l *layout.Layout) [sha256.Size]byte {
 	return d
 }
 
-// rebalance begins at most one move in the pool.
-func (p *rebuildPlanner) rebalance(ctx context.Context, poolID int64) error {
+// rebalance begins at most one move in the pool and tells whether it proposed one.
+func (p *rebuildPlanner) rebalance(ctx context.Context, poolID int64) (bool, error) {
 	mv, ok, err := planMove(p.store, poolID, p.cfg.BatchChunks, p.balanced[poolID])
 	if err == nil {
 		p.balanced[poolID] = mv.memo
 	}
 	if err != nil || !ok {
-		return err
+		return false, err
 	}
 	_, err = p.store.Propose(ctx, "", &fsm.BeginRebuild{VolumeID: mv.volumeID, Ordered: mv.ordered, From: mv.from, To: mv.to})
 	if isKind(err, fsm.KindConflict) || isKind(err, fsm.KindPrecondition) || isKind(err, fsm.KindInvalid) {
-		return nil // the pool changed since the scan: next round
+		return true, nil // the pool changed since the scan: next round
 	}
 	if err == nil {
 		p.log.Info("rebalance move begun", "volume", mv.volumeID, "from_sds", mv.from, "to_sds", mv.to, "chunks", mv.chunks)
 	}
-	return err
+	return err == nil, err
 }
 
 // planMove finds the first volume of the pool whose copies are unevenly spread and the move

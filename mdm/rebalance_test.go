@@ -2,6 +2,9 @@ package mdm
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -147,6 +150,64 @@ func TestRebalanceRemembersBalancedVolumes(t *testing.T) {
 func BenchmarkPlannerRoundAtRest(b *testing.B) {
 	sp, _ := balancedFixture(b, 64)
 	p := newRebuildPlanner(sp, RebuildSettings{BatchChunks: 1024, Rebalance: true}, hclog.NewNullLogger())
+	for b.Loop() {
+		if err := p.round(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A round that finds every pool protected and balanced is quiet, and the loop skips rounds
+// until the applied index moves or a report or request wakes it; a round with work is not.
+func TestPlannerSkipsRoundsOverAnUnchangedQuietState(t *testing.T) {
+	sp, _ := balancedFixture(t, 1)
+	p := newRebuildPlanner(sp, RebuildSettings{BatchChunks: 256, Rebalance: true}, hclog.NewNullLogger())
+	if !p.due(7, false) {
+		t.Fatal("the first round is not due")
+	}
+	mustRound(t, p)
+	p.after(7, nil)
+	if p.due(7, false) {
+		t.Fatal("a quiet round over an unchanged state is due again")
+	}
+	if !p.due(8, false) || !p.due(7, true) {
+		t.Fatal("a moved index or a wake-up does not make a round due")
+	}
+	p.after(7, errors.New("read failed"))
+	if !p.due(7, false) {
+		t.Fatal("a failed round counts as quiet")
+	}
+	// A fourth SDS: the round begins a move, so it is not quiet.
+	sp.ok(&fsm.RegisterNode{ID: "sds-4", Capabilities: []string{fsm.CapSDS}, Version: "t", APIAddr: "127.0.0.1:9104",
+		DataAddr: "127.0.0.1:9704", GossipAddr: "127.0.0.1:7914",
+		SDS: &fsm.SDSRegistration{ProtectionDomain: "pd1", Devices: fsm.Devices{"/d0"}, TotalCapacityGB: 1000}})
+	mustRound(t, p)
+	p.after(9, nil)
+	if !p.due(9, false) {
+		t.Fatal("a round that began a move counts as quiet")
+	}
+	// A pool with a down SDS (degraded chunks) is never quiet.
+	dp, _ := rebuildFixture(t)
+	d := newRebuildPlanner(dp, RebuildSettings{BatchChunks: 256, Rebalance: true}, hclog.NewNullLogger())
+	mustRound(t, d)
+	if d.quiet {
+		t.Fatal("a round over degraded chunks is quiet")
+	}
+}
+
+// BenchmarkPlannerRoundManyVolumes is one planner round over 500 balanced 8 GiB volumes in one
+// pool, after a first round that judged them.
+func BenchmarkPlannerRoundManyVolumes(b *testing.B) {
+	sp, vol := balancedFixture(b, 8)
+	members := sp.layout(vol).Members
+	for i := range 499 {
+		v := sp.ok(&fsm.CreateVolume{Name: fmt.Sprintf("m%d", i), SizeGB: 8, PoolID: 1}).(fsm.Volume).ID
+		sp.ok(&fsm.SetLayout{VolumeID: v, Members: slices.Clone(members)})
+	}
+	p := newRebuildPlanner(sp, RebuildSettings{BatchChunks: 1024, Rebalance: true}, hclog.NewNullLogger())
+	if err := p.round(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		if err := p.round(context.Background()); err != nil {
 			b.Fatal(err)

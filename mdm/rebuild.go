@@ -69,6 +69,12 @@ type rebuildPlanner struct {
 	bytesTotal  map[int64]int64
 	// balanced is per pool what rebalance found balanced (rebalance.go); only rounds touch it.
 	balanced map[int64]balanceMemo
+	// quiet: the last round found every pool fully protected with nothing to copy or move.
+	// quietAt is the applied index it read, while that holds (0 otherwise): a round over the
+	// same state would find the same, so the loop skips rounds until the state moves or a
+	// report or request wakes it.
+	quiet   bool
+	quietAt uint64
 }
 
 func newRebuildPlanner(store rebuildStore, cfg RebuildSettings, log hclog.Logger) *rebuildPlanner {
@@ -85,6 +91,21 @@ func (p *rebuildPlanner) reset(term uint64) {
 	p.chunksTotal = map[int64]int64{}
 	p.bytesTotal = map[int64]int64{}
 	p.balanced = map[int64]balanceMemo{}
+	p.quiet, p.quietAt = false, 0
+}
+
+// due tells whether a round is needed at applied index idx: always when woken by a report or a
+// request, else unless the last round was quiet at the same index.
+func (p *rebuildPlanner) due(idx uint64, kicked bool) bool {
+	return kicked || p.quietAt == 0 || idx != p.quietAt
+}
+
+// after records how the round that read index idx ended.
+func (p *rebuildPlanner) after(idx uint64, err error) {
+	p.quietAt = 0
+	if err == nil && p.quiet {
+		p.quietAt = idx
+	}
 }
 
 // wake asks for a round now.
@@ -290,25 +311,17 @@ func scanPools(store rebuildStore, ids []int64, batch int64) ([]poolScan, error)
 			index[p.ID] = len(out)
 			out = append(out, poolScan{pool: p, paused: paused, epochs: map[int64]int64{}})
 		}
-		vols, err := r.Volumes()
-		if err != nil {
-			return err
-		}
-		for _, v := range vols {
-			i, ok := index[v.PoolID]
-			if !ok {
-				continue
-			}
-			l, ok, err := r.Layout(v.ID)
+		for _, p := range pools {
+			i := index[p.ID]
+			layouts, err := r.PoolLayouts(p.ID)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				continue
-			}
-			out[i].epochs[v.ID] = l.Epoch
-			if _, active := l.ActiveRebuild(); len(l.Excluded) > 0 || active { // rebuilds follow exclusions; moves may be active without
-				items = append(items, item{i, l})
+			for _, l := range layouts {
+				out[i].epochs[l.VolumeID] = l.Epoch
+				if _, active := l.ActiveRebuild(); len(l.Excluded) > 0 || active { // rebuilds follow exclusions; moves may be active without
+					items = append(items, item{i, l})
+				}
 			}
 		}
 		return nil
@@ -331,10 +344,14 @@ func (p *rebuildPlanner) round(ctx context.Context) error {
 		return err
 	}
 	now := p.now()
+	p.quiet = true
 	for i := range pools {
 		ps := &pools[i]
 		p.observe(ps, now)
 		p.prune(ps)
+		if ps.paused || ps.degraded() > 0 || ps.unavailable() > 0 || ps.anyActive() || ps.anyEligible() {
+			p.quiet = false
+		}
 		if ps.paused {
 			continue
 		}
@@ -348,7 +365,11 @@ func (p *rebuildPlanner) round(ctx context.Context) error {
 		}
 		// Rebalance only a pool with every chunk fully protected and nothing being copied.
 		if p.cfg.Rebalance && ps.degraded() == 0 && ps.unavailable() == 0 && !ps.anyActive() {
-			if err := p.rebalance(ctx, ps.pool.ID); err != nil {
+			began, err := p.rebalance(ctx, ps.pool.ID)
+			if began || err != nil {
+				p.quiet = false
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return err
 				}
@@ -604,11 +625,13 @@ func (n *Node) rebuildLoop() {
 	tick := time.NewTicker(p.cfg.Interval)
 	defer tick.Stop()
 	for {
+		kicked := false
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
 		case <-p.kick:
+			kicked = true
 		}
 		term := n.raft.CurrentTerm()
 		if n.raft.State() != raft.Leader || n.readyTerm.Load() != term {
@@ -619,10 +642,16 @@ func (n *Node) rebuildLoop() {
 			p.reset(term)
 		}
 		p.mu.Unlock()
+		idx := n.store.AppliedIndex() // before the round's reads: an entry applied meanwhile makes the next round due
+		if !p.due(idx, kicked) {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		if err := p.round(ctx); err != nil && !errors.Is(err, ErrNotLeader) {
+		err := p.round(ctx)
+		if err != nil && !errors.Is(err, ErrNotLeader) {
 			n.log.Warn("rebuild round failed", "error", err)
 		}
+		p.after(idx, err)
 		cancel()
 	}
 }
