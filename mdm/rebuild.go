@@ -365,8 +365,8 @@ func (p *rebuildPlanner) round(ctx context.Context) error {
 		}
 		// Rebalance only a pool with every chunk fully protected and nothing being copied.
 		if p.cfg.Rebalance && ps.degraded() == 0 && ps.unavailable() == 0 && !ps.anyActive() {
-			began, err := p.rebalance(ctx, ps.pool.ID)
-			if began || err != nil {
+			proposed, err := p.rebalance(ctx, ps.pool.ID)
+			if proposed || err != nil {
 				p.quiet = false
 			}
 			if err != nil {
