@@ -33,6 +33,7 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkApply' -benchmem ./fsm/
 	$(GO) test -run '^$$' -bench 'BenchmarkCommit' -benchtime 20000x -timeout 20m ./mdm/
+	$(GO) test -run '^$$' -bench 'BenchmarkPlannerRound' -benchtime 10x ./mdm/
 	$(MAKE) bench-etcd
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillFailover' -benchtime 1x -timeout 20m -v ./mdm/ | grep -E 'rep|Benchmark|ok'
 	$(GO) test -run '^$$' -bench 'BenchmarkLeaderKillHeartbeatFailover' -benchtime 1x -timeout 20m -v ./systest/ | grep -E 'rep|Benchmark|ok'
