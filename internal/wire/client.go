@@ -168,7 +168,6 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// Done is closed when the connection has failed or been closed; Err then says why.
 // Abort closes the connection like Close, and also has the kernel discard what it still holds
 // to send (a reset instead of a FIN). After a plain close the kernel goes on retransmitting the
 // unsent requests, and if the link comes back they may reach the server long after the caller
@@ -185,6 +184,7 @@ func (c *Conn) Abort() error {
 	return nil
 }
 
+// Done is closed when the connection has failed or been closed; Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the connection is usable, then an error wrapping ErrClosed.
