@@ -310,10 +310,7 @@ func (a *httpAPI) prometheus(c *gin.Context) {
 	p := promtext.ForHTTP(c.Writer)
 	c.Status(http.StatusOK)
 	node := []string{"node", st.NodeID}
-	gauge := func(name, help string, v float64) {
-		p.Gauge(name, help)
-		p.Sample(name, v, node...)
-	}
+	gauge := func(name, help string, v float64) { p.GaugeOf(name, help, v, node...) }
 	isLeader := 0.0
 	if st.State == "leader" {
 		isLeader = 1

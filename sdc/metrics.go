@@ -50,10 +50,7 @@ func writeExportMetrics(p *promtext.Writer, node string, st ExporterStatus) {
 			p.Sample(m.name, m.value(v), "node", node, "volume", v.Name)
 		}
 	}
-	p.Gauge("pflex_sdc_exports", "Volumes exported over NBD.")
-	p.Sample("pflex_sdc_exports", float64(len(st.Exports)), "node", node)
-	p.Gauge("pflex_sdc_unreachable_sds", "SDS addresses the probes lost (their IO is relayed).")
-	p.Sample("pflex_sdc_unreachable_sds", float64(len(st.UnreachableSDS)), "node", node)
-	p.Counter("pflex_sdc_sds_dials_total", "Connections made to SDSs.")
-	p.Sample("pflex_sdc_sds_dials_total", float64(st.SDSDials), "node", node)
+	p.GaugeOf("pflex_sdc_exports", "Volumes exported over NBD.", float64(len(st.Exports)), "node", node)
+	p.GaugeOf("pflex_sdc_unreachable_sds", "SDS addresses the probes lost (their IO is relayed).", float64(len(st.UnreachableSDS)), "node", node)
+	p.CounterOf("pflex_sdc_sds_dials_total", "Connections made to SDSs.", float64(st.SDSDials), "node", node)
 }

@@ -16,14 +16,8 @@ func (s *Service) metrics(w http.ResponseWriter, _ *http.Request) {
 
 func writeSDSMetrics(p *promtext.Writer, st Status) {
 	node := []string{"node", st.ID}
-	counter := func(name, help string, v int64) {
-		p.Counter(name, help)
-		p.Sample(name, float64(v), node...)
-	}
-	gauge := func(name, help string, v float64) {
-		p.Gauge(name, help)
-		p.Sample(name, v, node...)
-	}
+	counter := func(name, help string, v int64) { p.CounterOf(name, help, float64(v), node...) }
+	gauge := func(name, help string, v float64) { p.GaugeOf(name, help, v, node...) }
 	gauge("pflex_sds_capacity_bytes", "Device capacity.", float64(st.Store.CapacityBytes))
 	gauge("pflex_sds_free_bytes", "Device space not allocated to chunks.", float64(st.Store.FreeBytes))
 	gauge("pflex_sds_chunks", "Chunk copies held.", float64(st.Store.Chunks))

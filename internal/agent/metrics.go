@@ -13,18 +13,12 @@ func (a *Agent) WriteMetrics(p *promtext.Writer, role string) {
 		}
 		return 0
 	}
-	p.Gauge("pflex_registered", "1 once the MDM leader has registered this component.")
-	p.Sample("pflex_registered", b(st.Registered), node...)
-	p.Gauge("pflex_leader_known", "1 while this component knows the MDM leader.")
-	p.Sample("pflex_leader_known", b(st.LeaderKnown), node...)
-	p.Counter("pflex_heartbeats_total", "Heartbeats the MDM leader accepted.")
-	p.Sample("pflex_heartbeats_total", float64(st.Heartbeats), node...)
-	p.Gauge("pflex_heartbeat_failures", "Heartbeats failed in a row.")
-	p.Sample("pflex_heartbeat_failures", float64(st.HeartbeatFailures), node...)
-	p.Counter("pflex_leader_switches_total", "Times this component followed a new MDM leader.")
-	p.Sample("pflex_leader_switches_total", float64(st.LeaderSwitches), node...)
+	p.GaugeOf("pflex_registered", "1 once the MDM leader has registered this component.", b(st.Registered), node...)
+	p.GaugeOf("pflex_leader_known", "1 while this component knows the MDM leader.", b(st.LeaderKnown), node...)
+	p.CounterOf("pflex_heartbeats_total", "Heartbeats the MDM leader accepted.", float64(st.Heartbeats), node...)
+	p.GaugeOf("pflex_heartbeat_failures", "Heartbeats failed in a row.", float64(st.HeartbeatFailures), node...)
+	p.CounterOf("pflex_leader_switches_total", "Times this component followed a new MDM leader.", float64(st.LeaderSwitches), node...)
 	if st.LastHeartbeatAgeMS >= 0 {
-		p.Gauge("pflex_last_heartbeat_age_seconds", "Time since the last accepted heartbeat.")
-		p.Sample("pflex_last_heartbeat_age_seconds", float64(st.LastHeartbeatAgeMS)/1000, node...)
+		p.GaugeOf("pflex_last_heartbeat_age_seconds", "Time since the last accepted heartbeat.", float64(st.LastHeartbeatAgeMS)/1000, node...)
 	}
 }

@@ -39,6 +39,18 @@ func (p *Writer) Summary(name, help string) { p.family(name, "summary", help) }
 // Gauge starts a gauge family; its samples follow.
 func (p *Writer) Gauge(name, help string) { p.family(name, "gauge", help) }
 
+// GaugeOf writes a gauge family of one sample.
+func (p *Writer) GaugeOf(name, help string, v float64, labels ...string) {
+	p.Gauge(name, help)
+	p.Sample(name, v, labels...)
+}
+
+// CounterOf writes a counter family of one sample.
+func (p *Writer) CounterOf(name, help string, v float64, labels ...string) {
+	p.Counter(name, help)
+	p.Sample(name, v, labels...)
+}
+
 func (p *Writer) family(name, typ, help string) {
 	p.printf("# HELP %s %s\n# TYPE %s %s\n", name, escapeHelp(help), name, typ)
 }

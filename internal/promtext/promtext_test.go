@@ -45,3 +45,18 @@ func TestValidateRefuses(t *testing.T) {
 		t.Errorf("a summary: %v", err)
 	}
 }
+
+// GaugeOf and CounterOf write what the family and its one sample would.
+func TestSingleSampleFamilies(t *testing.T) {
+	var a, b strings.Builder
+	pa, pb := New(&a), New(&b)
+	pa.GaugeOf("pflex_g", "G.", 2, "node", "n")
+	pa.CounterOf("pflex_c_total", "C.", 3, "node", "n")
+	pb.Gauge("pflex_g", "G.")
+	pb.Sample("pflex_g", 2, "node", "n")
+	pb.Counter("pflex_c_total", "C.")
+	pb.Sample("pflex_c_total", 3, "node", "n")
+	if a.String() != b.String() {
+		t.Fatalf("got\n%s\nwant\n%s", a.String(), b.String())
+	}
+}
