@@ -114,7 +114,7 @@ type slotClass struct {
 	size  int
 	start int // offset of the class's first slot
 	count int
-	free  chan int // slot offsets
+	free  []int // slot offsets, under Region.mu; the last one returned is handed out first
 }
 
 // Create makes a region with the given slot classes (smallest first), sealed and mapped.
@@ -164,9 +164,9 @@ func Create(classes []Class) (*Region, error) {
 	}
 	off := slotsStart
 	for _, c := range classes {
-		sc := slotClass{size: c.Size, start: off, count: c.Count, free: make(chan int, c.Count)}
+		sc := slotClass{size: c.Size, start: off, count: c.Count, free: make([]int, c.Count)}
 		for i := range c.Count {
-			sc.free <- off + i*c.Size
+			sc.free[i] = off + (c.Count-1-i)*c.Size
 		}
 		off += c.Size * c.Count
 		r.classes = append(r.classes, sc)
@@ -188,16 +188,28 @@ func (r *Region) Get(n int) []byte {
 		if n > c.size {
 			continue
 		}
-		select {
-		case off := <-c.free:
+		if off, ok := r.take(c); ok {
 			r.gets.Add(1)
 			r.held.Add(1)
 			return r.mem[off : off+n : off+c.size]
-		default:
 		}
 	}
 	r.misses.Add(1)
 	return nil
+}
+
+// take pops the slot put back last into c. Being the most recently used, it is the likeliest
+// to be in the CPU caches: receiving 1 MiB payloads into four slots in turn costs about a
+// quarter less CPU than into 28 (internal/shm/DESIGN.md).
+func (r *Region) take(c *slotClass) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(c.free) == 0 {
+		return 0, false
+	}
+	off := c.free[len(c.free)-1]
+	c.free = c.free[:len(c.free)-1]
+	return off, true
 }
 
 // slot returns the class and slot start of b when b lies in one of r's slots.
@@ -246,8 +258,8 @@ func (r *Region) Put(b []byte) bool {
 		r.mu.Unlock()
 		return true
 	}
+	c.free = append(c.free, off)
 	r.mu.Unlock()
-	c.free <- off
 	return true
 }
 

@@ -56,6 +56,33 @@ func TestSlotsAreHandedOutAndTaintedOnesNeverAgain(t *testing.T) {
 	}
 }
 
+func TestTheSlotPutBackLastIsHandedOutFirst(t *testing.T) {
+	r, err := Create([]Class{{Size: 64 << 10, Count: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a, b, c := r.Get(1), r.Get(1), r.Get(1)
+	if a == nil || b == nil || c == nil {
+		t.Fatal("the region has no three free slots")
+	}
+	r.Put(b)
+	r.Put(a)
+	if got := r.Get(1); unsafeAddr(got) != unsafeAddr(a) {
+		t.Fatal("Get did not hand out the slot put back last")
+	}
+	if got := r.Get(1); unsafeAddr(got) != unsafeAddr(b) {
+		t.Fatal("Get did not hand out the slot put back before it")
+	}
+	r.Put(c)
+	if got := r.Get(1); unsafeAddr(got) != unsafeAddr(c) {
+		t.Fatal("a slot put back is not the next one handed out")
+	}
+	r.Put(a)
+	r.Put(b)
+	r.Put(c)
+}
+
 func TestPeerMapsTheRegionAndSeesItsBytes(t *testing.T) {
 	r := newRegion(t)
 	buf := r.Get(5000)
