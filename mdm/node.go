@@ -519,16 +519,6 @@ func (n *Node) TransferLeadership(id string) error {
 	return &fsm.Error{Kind: fsm.KindNotFound, Message: fmt.Sprintf("MDM %q is not in the cluster", id)}
 }
 
-// newRaftTransport is raft's TCP transport without pipelined replication (MaxRPCsInFlight 1).
-// In hashicorp/raft v1.8.0 a pipeline can deadlock when a follower answers with a newer term or
-// a refusal: replication to that follower stops for good while heartbeats go on, and Shutdown
-// never returns (mdm/DESIGN.md "No pipelined replication").
-func newRaftTransport(bind string, advertise net.Addr, logger hclog.Logger) (*raft.NetworkTransport, error) {
-	return raft.NewTCPTransportWithConfig(bind, advertise, &raft.NetworkTransportConfig{
-		MaxPool: 4, Timeout: 10 * time.Second, Logger: logger, MaxRPCsInFlight: 1,
-	})
-}
-
 // Close stops raft and closes the stores.
 func (n *Node) Close() error {
 	close(n.stop)
