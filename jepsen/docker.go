@@ -260,8 +260,9 @@ type DockerCluster struct {
 }
 
 var (
-	_ DataPathCluster = (*DockerCluster)(nil)
-	_ Partitioner     = (*DockerCluster)(nil)
+	_ DataPathCluster    = (*DockerCluster)(nil)
+	_ Partitioner        = (*DockerCluster)(nil)
+	_ ProcessPartitioner = (*DockerCluster)(nil)
 )
 
 // NewDockerCluster makes the network and the configs, and the image if it is missing. Close
@@ -316,21 +317,63 @@ func (c *DockerCluster) Describe() string {
 
 // Partition implements Partitioner (groups of MDM indexes, as NetnsCluster.Partition).
 func (c *DockerCluster) Partition(groups [][]int) error {
-	fw, err := c.host.firewall(c.nodes[0].ID)
+	return c.cut(len(c.nodes), groups)
+}
+
+// Processes implements ProcessPartitioner: the MDMs, then the SDSs and the SDC.
+func (c *DockerCluster) Processes() []string {
+	ids, _ := c.addrsOf(len(c.specs))
+	return ids
+}
+
+// PartitionProcesses implements ProcessPartitioner: groups of process ids; a process in no
+// group is cut from every other.
+func (c *DockerCluster) PartitionProcesses(groups [][]string) error {
+	g, err := groupIndexes(c.Processes(), groups)
 	if err != nil {
 		return err
 	}
-	var ids, addrs []string
-	c.host.mu.Lock()
-	for _, n := range c.nodes {
-		ids, addrs = append(ids, n.ID), append(addrs, c.host.addrs[n.ID])
+	return c.cut(len(c.specs), g)
+}
+
+// cut applies groups of indexes into the first n processes.
+func (c *DockerCluster) cut(n int, groups [][]int) error {
+	ids, addrs := c.addrsOf(n)
+	fw, err := c.firewall(ids)
+	if err != nil {
+		return err
 	}
-	c.host.mu.Unlock()
 	return partition(*fw, ids, addrs, groups)
 }
 
-// healPartition removes the partition rules of every running MDM container (a stopped one
-// comes back in a new namespace, without rules).
+// firewall is the host's firewall, probed in the first of ids whose container runs.
+func (c *DockerCluster) firewall(ids []string) (*firewall, error) {
+	var errs []error
+	for i, id := range ids {
+		if c.State(i) == NodeStopped {
+			continue
+		}
+		fw, err := c.host.firewall(id)
+		if err == nil {
+			return fw, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("jepsen: docker: no running container to probe iptables in: %w", errors.Join(errs...))
+}
+
+// addrsOf returns the ids and addresses of the first n processes (the MDMs come first).
+func (c *DockerCluster) addrsOf(n int) (ids, addrs []string) {
+	c.host.mu.Lock()
+	defer c.host.mu.Unlock()
+	for _, s := range c.specs[:n] {
+		ids, addrs = append(ids, s.ID), append(addrs, c.host.addrs[s.ID])
+	}
+	return ids, addrs
+}
+
+// healPartition removes the partition rules of every running container (a stopped one comes
+// back in a new namespace, without rules).
 func (c *DockerCluster) healPartition() error {
 	c.host.mu.Lock()
 	fw := c.host.fw
@@ -338,15 +381,18 @@ func (c *DockerCluster) healPartition() error {
 	if fw == nil {
 		return nil
 	}
-	var ids []string
-	for _, n := range c.nodes {
-		ids = append(ids, n.ID)
+	err := healAll(*fw, c.Processes(), func(i int) bool { return c.State(i) == NodeStopped })
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
 	}
-	err := healAll(*fw, ids, func(i int) bool { return c.State(i) == NodeStopped })
-	if errors.Is(err, ErrNodeDown) { // it died meanwhile: a new container has no rules
-		return nil
+	var errs []error
+	for _, e := range joined.Unwrap() {
+		if !errors.Is(e, ErrNodeDown) { // it died meanwhile: a new container has no rules
+			errs = append(errs, e)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // Heal implements Cluster: partitions first, then paused and stopped containers.

@@ -327,7 +327,7 @@ func sdsFault(nemesis, action string) bool {
 //     while it heartbeats to the MDMs as usual, until the MDMs take it (or a peer) out;
 //   - partition-sdc-sds: the SDC from the SDS.
 //
-// It needs the block workload on a backend that implements ProcessPartitioner (netns).
+// It needs the block workload on a backend that implements ProcessPartitioner (netns, docker).
 type dataPartitionNemesis struct{ name string }
 
 func (n dataPartitionNemesis) Name() string { return n.name }
@@ -336,7 +336,7 @@ func (n dataPartitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.R
 	d, ok := c.(DataPathCluster)
 	p, okp := c.(ProcessPartitioner)
 	if !ok || !okp || d.SDSCount() == 0 {
-		return fmt.Errorf("%s: needs the block workload on a backend that cuts any process (netns)", n.name)
+		return fmt.Errorf("%s: needs the block workload on a backend that cuts any process (netns, docker)", n.name)
 	}
 	groups, err := dataPartitionGroups(n.name, p.Processes(), d.SDSID(rng.Intn(d.SDSCount())))
 	if err != nil {

@@ -111,8 +111,8 @@ func (o *Options) Validate() error {
 		if strings.HasPrefix(n, "partition") && o.Backend == "local" {
 			return fmt.Errorf("jepsen: nemesis %s needs a backend that can partition (netns, docker); local processes share one loopback", n)
 		}
-		if slices.Contains(dataPartitions, n) && o.Backend != "netns" {
-			return fmt.Errorf("jepsen: nemesis %s cuts SDSs and the SDC apart, which only the netns backend can", n)
+		if slices.Contains(dataPartitions, n) && o.Backend != "netns" && o.Backend != "docker" {
+			return fmt.Errorf("jepsen: nemesis %s cuts SDSs and the SDC apart, which only the netns and docker backends can", n)
 		}
 	}
 	if o.NemesisMax < o.NemesisMin {
