@@ -364,12 +364,7 @@ func (c *DockerCluster) firewall(ids []string) (*firewall, error) {
 
 // addrsOf returns the ids and addresses of the first n processes (the MDMs come first).
 func (c *DockerCluster) addrsOf(n int) (ids, addrs []string) {
-	c.host.mu.Lock()
-	defer c.host.mu.Unlock()
-	for _, s := range c.specs[:n] {
-		ids, addrs = append(ids, s.ID), append(addrs, c.host.addrs[s.ID])
-	}
-	return ids, addrs
+	return processAddrs(c.specs[:n], &c.host.mu, c.host.addrs)
 }
 
 // healPartition removes the partition rules of every running container (a stopped one comes

@@ -340,12 +340,7 @@ func (c *NetnsCluster) mdmAddrs() (ids, addrs []string) { return c.addrsOf(len(c
 
 // addrsOf returns the ids and addresses of the first n processes (the MDMs come first).
 func (c *NetnsCluster) addrsOf(n int) (ids, addrs []string) {
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	for _, s := range c.specs[:n] {
-		ids, addrs = append(ids, s.ID), append(addrs, c.net.addrs[s.ID])
-	}
-	return ids, addrs
+	return processAddrs(c.specs[:n], &c.net.mu, c.net.addrs)
 }
 
 // healPartition removes every partition rule from every process's namespace.

@@ -193,6 +193,16 @@ func partition(fw firewall, ids, addrs []string, groups [][]int) error {
 	return errors.Join(errs...)
 }
 
+// processAddrs returns the ids of specs and their addresses in addrs, which mu guards.
+func processAddrs(specs []procSpec, mu *sync.Mutex, addrs map[string]string) (ids, out []string) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range specs {
+		ids, out = append(ids, s.ID), append(out, addrs[s.ID])
+	}
+	return ids, out
+}
+
 // healAll clears the rules of every node in ids at once; skip tells nodes to leave alone.
 func healAll(fw firewall, ids []string, skip func(i int) bool) error {
 	errs := make([]error, len(ids))
