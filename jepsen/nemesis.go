@@ -300,9 +300,11 @@ const (
 	partitionSDSMDM   = "partition-sds-mdm"
 	partitionSDSPeers = "partition-sds-peers"
 	partitionSDCSDS   = "partition-sdc-sds"
+	partitionSDSLdr   = "partition-sds-leader"
+	partitionSDCLdr   = "partition-sdc-leader"
 )
 
-var dataPartitions = []string{partitionSDS, partitionSDSMDM, partitionSDSPeers, partitionSDCSDS}
+var dataPartitions = []string{partitionSDS, partitionSDSMDM, partitionSDSPeers, partitionSDCSDS, partitionSDSLdr, partitionSDCLdr}
 
 // sdsFault tells whether the nemesis action is the start of a fault of an SDS: a kill, a pause
 // or a cut of the data path. After one, a write can be counted twice in the token ledger (a
@@ -325,7 +327,10 @@ func sdsFault(nemesis, action string) bool {
 //     lease stops it serving chunks the MDMs give to others meanwhile;
 //   - partition-sds-peers: from the other SDSs only. Forwards to and from it hang (no reset)
 //     while it heartbeats to the MDMs as usual, until the MDMs take it (or a peer) out;
-//   - partition-sdc-sds: the SDC from the SDS.
+//   - partition-sdc-sds: the SDC from the SDS;
+//   - partition-sds-leader: from the MDM leader only (the followers and every other process
+//     still reach it): an asymmetric cut of its heartbeats, which go to the leader;
+//   - partition-sdc-leader: not an SDS but the SDC, from the MDM leader only.
 //
 // It needs the block workload on a backend that implements ProcessPartitioner (netns, docker).
 type dataPartitionNemesis struct{ name string }
@@ -338,7 +343,15 @@ func (n dataPartitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.R
 	if !ok || !okp || d.SDSCount() == 0 {
 		return fmt.Errorf("%s: needs the block workload on a backend that cuts any process (netns, docker)", n.name)
 	}
-	groups, err := dataPartitionGroups(n.name, p.Processes(), d.SDSID(rng.Intn(d.SDSCount())))
+	var leader string
+	if n.name == partitionSDSLdr || n.name == partitionSDCLdr {
+		l, ok := waitLeader(ctx, c, 10*time.Second)
+		if !ok {
+			return fmt.Errorf("%s: no leader to cut from", n.name)
+		}
+		leader = c.Nodes()[l].ID
+	}
+	groups, err := dataPartitionGroups(n.name, p.Processes(), d.SDSID(rng.Intn(d.SDSCount())), leader)
 	if err != nil {
 		return err
 	}
@@ -356,13 +369,21 @@ func (n dataPartitionNemesis) Inject(ctx context.Context, c Cluster, rng *rand.R
 }
 
 // dataPartitionGroups returns the groups (as PartitionProcesses takes them) of the partition
-// named for SDS sds among procs (ids mdm-N, sds-N, sdc-N). Each cuts sds from the processes
-// from picks: everyone but those in one group, everyone but sds in the other.
-func dataPartitionGroups(name string, procs []string, sds string) ([][]string, error) {
+// named for SDS sds among procs (ids mdm-N, sds-N, sdc-N); leader is the MDM leader's id, for
+// the cuts from it. Each cuts a victim (sds, or the SDC for partition-sdc-leader) from the
+// processes from picks: everyone but those in one group, everyone but the victim in the other.
+func dataPartitionGroups(name string, procs []string, sds, leader string) ([][]string, error) {
+	role := func(id string) string { r, _, _ := strings.Cut(id, "-"); return r }
+	if name == partitionSDCLdr {
+		i := slices.IndexFunc(procs, func(id string) bool { return role(id) == "sdc" })
+		if i < 0 {
+			return nil, fmt.Errorf("%s: no SDC", name)
+		}
+		sds = procs[i]
+	}
 	if !slices.Contains(procs, sds) {
 		return nil, fmt.Errorf("%s: no process %q", name, sds)
 	}
-	role := func(id string) string { r, _, _ := strings.Cut(id, "-"); return r }
 	var from func(id string) bool
 	switch name {
 	case partitionSDS:
@@ -373,6 +394,11 @@ func dataPartitionGroups(name string, procs []string, sds string) ([][]string, e
 		from = func(id string) bool { return role(id) == "sds" && id != sds }
 	case partitionSDCSDS:
 		from = func(id string) bool { return role(id) == "sdc" }
+	case partitionSDSLdr, partitionSDCLdr:
+		if !slices.Contains(procs, leader) {
+			return nil, fmt.Errorf("%s: no leader %q", name, leader)
+		}
+		from = func(id string) bool { return id == leader }
 	default:
 		return nil, fmt.Errorf("unknown data path partition %q", name)
 	}

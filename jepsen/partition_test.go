@@ -45,16 +45,19 @@ func TestPartitionDrops(t *testing.T) {
 func TestDataPartitionGroups(t *testing.T) {
 	procs := []string{"mdm-1", "mdm-2", "mdm-3", "sds-1", "sds-2", "sds-3", "sdc-1"}
 	for _, tc := range []struct {
-		name string
-		cut  []string // what sds-2 no longer reaches (the pairs are symmetric)
+		name   string
+		victim string   // sds-2 unless the cut is the SDC's
+		cut    []string // what the victim no longer reaches (the pairs are symmetric)
 	}{
-		{partitionSDS, []string{"mdm-1", "mdm-2", "mdm-3", "sds-1", "sds-3", "sdc-1"}},
-		{partitionSDSMDM, []string{"mdm-1", "mdm-2", "mdm-3"}},
-		{partitionSDSPeers, []string{"sds-1", "sds-3"}},
-		{partitionSDCSDS, []string{"sdc-1"}},
+		{partitionSDS, "sds-2", []string{"mdm-1", "mdm-2", "mdm-3", "sds-1", "sds-3", "sdc-1"}},
+		{partitionSDSMDM, "sds-2", []string{"mdm-1", "mdm-2", "mdm-3"}},
+		{partitionSDSPeers, "sds-2", []string{"sds-1", "sds-3"}},
+		{partitionSDCSDS, "sds-2", []string{"sdc-1"}},
+		{partitionSDSLdr, "sds-2", []string{"mdm-3"}},
+		{partitionSDCLdr, "sdc-1", []string{"mdm-3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			groups, err := dataPartitionGroups(tc.name, procs, "sds-2")
+			groups, err := dataPartitionGroups(tc.name, procs, "sds-2", "mdm-3")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,10 +76,10 @@ func TestDataPartitionGroups(t *testing.T) {
 				}
 				var want []string
 				switch {
-				case procs[i] == "sds-2":
+				case procs[i] == tc.victim:
 					want = tc.cut
 				case slices.Contains(tc.cut, procs[i]):
-					want = []string{"sds-2"}
+					want = []string{tc.victim}
 				}
 				if !slices.Equal(got, want) {
 					t.Errorf("%s drops %v, want %v", procs[i], got, want)
@@ -84,8 +87,11 @@ func TestDataPartitionGroups(t *testing.T) {
 			}
 		})
 	}
-	if _, err := dataPartitionGroups(partitionSDS, procs, "sds-9"); err == nil {
+	if _, err := dataPartitionGroups(partitionSDS, procs, "sds-9", "mdm-3"); err == nil {
 		t.Fatal("an unknown SDS was accepted")
+	}
+	if _, err := dataPartitionGroups(partitionSDSLdr, procs, "sds-2", ""); err == nil {
+		t.Fatal("a cut from the leader was made without a leader")
 	}
 	if _, err := NewNemesis(partitionSDSPeers); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ else
 fi
 BLOCK_PARTITION_BACKENDS=${BLOCK_PARTITION_BACKENDS-netns}
 # The block workload's partitions: the MDMs' and the data path's (SDSs and the SDC; netns only).
-BLOCK_PARTITION_NEMESES=${BLOCK_PARTITION_NEMESES-"$PARTITION_NEMESES partition-sds partition-sds-mdm partition-sds-peers partition-sdc-sds"}
+BLOCK_PARTITION_NEMESES=${BLOCK_PARTITION_NEMESES-"$PARTITION_NEMESES partition-sds partition-sds-mdm partition-sds-peers partition-sdc-sds partition-sds-leader partition-sdc-leader"}
 REPORT=${REPORT:-jepsen-report/matrix-$(date +%Y%m%d-%H%M%S)}
 BIN=${PFLEX_BIN:-./bin/pflex}   # PFLEX_BIN: use this binary instead of building bin/pflex
 [ -n "${PFLEX_BIN:-}" ] || make -s build || exit 2
