@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type state struct {
 	lastHB        time.Time
 	lastHBLeader  string
 	heartbeats    uint64
+	relayed       uint64 // heartbeats another MDM passed on to the leader
 	failures      int
 	switches      int
 	registrations int
@@ -255,10 +257,21 @@ func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration,
 		req.UnreachablePeers = a.cfg.UnreachablePeers()
 	}
 	ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, ld.API, PathHeartbeat, req, &resp)
+	via := ld.API
+	if ans.err != nil && ans.status == 0 && ctx.Err() == nil {
+		// No answer from the leader: it may be down, or only our link to it. Another MDM
+		// forwards the heartbeat to the leader it follows.
+		if r, rsent, rans, ok := a.relayHeartbeat(ctx, ld, req, &resp); ok {
+			via, sent, ans = r, rsent, rans
+		}
+	}
 	if ans.err == nil {
 		a.mu.Lock()
 		a.st.lastHB, a.st.lastHBLeader = time.Now(), ld.API
 		a.st.heartbeats++
+		if via != ld.API {
+			a.st.relayed++
+		}
 		if a.st.failures > 0 {
 			a.log.Info("heartbeats resumed", "leader", ld.API, "after_failures", a.st.failures)
 		}
@@ -297,6 +310,34 @@ func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration,
 	}
 	a.leaderFailed(ld, ans)
 	return -1, false
+}
+
+// relayHeartbeat sends req through the other MDMs in turn, after the leader ld did not answer,
+// until one answers for ld: a follower that still reaches ld forwards it, and ld grants the
+// lease as for a direct heartbeat. So an SDS cut from the leader alone, which its peers, the
+// SDCs and the followers still reach, keeps its lease instead of being taken out and rebuilt
+// (internal/agent/DESIGN.md "Relayed heartbeats"). An answer from another leader is passed to
+// the tracker and not taken: the loop registers with the new leader first. It returns the MDM
+// that relayed it, when the request left it, and the answer.
+func (a *Agent) relayHeartbeat(ctx context.Context, ld leader.Leader, req api.HeartbeatRequest, resp *api.HeartbeatResponse) (string, time.Time, answer, bool) {
+	for _, r := range a.tracker.Others(ld.API) {
+		sent := time.Now()
+		var got api.HeartbeatResponse
+		ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, r, PathHeartbeat, req, &got)
+		if ans.err != nil {
+			continue
+		}
+		if by := cmp.Or(got.LeaderAPI, ans.leader); by != ld.API {
+			if by == "" {
+				continue // no telling which leader granted it
+			}
+			a.reportLeader(got.LeaderID, got.LeaderAPI, ans.leader)
+			return "", time.Time{}, answer{}, false
+		}
+		*resp = got
+		return r, sent, ans, true
+	}
+	return "", time.Time{}, answer{}, false
 }
 
 // leaderFailed tells the tracker what a failed call taught: another leader named in the

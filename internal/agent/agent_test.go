@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -41,6 +42,7 @@ type fakeMDM struct {
 	hbVersions []int64      // IOVersion of each heartbeat
 	gets       int          // GET /vol/1/layout served
 	leaseMs    int64        // granted in heartbeat answers
+	cut        bool         // heartbeats get no answer (the agent's link to this MDM is cut)
 }
 
 func newFakeMDM(t *testing.T, id string) *fakeMDM {
@@ -53,6 +55,17 @@ func newFakeMDM(t *testing.T, id string) *fakeMDM {
 func (m *fakeMDM) addr() string { return strings.TrimPrefix(m.srv.URL, "http://") }
 
 func (m *fakeMDM) serve(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	cut := m.cut
+	m.mu.Unlock()
+	if cut && r.URL.Path == PathHeartbeat {
+		io.Copy(io.Discard, r.Body) // the server sees the client go only once the body is read
+		select {
+		case <-r.Context().Done(): // the agent gave up
+		case <-time.After(5 * time.Second):
+		}
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w.Header().Set("X-Pflex-Leader", m.leaderAPI)
@@ -255,6 +268,53 @@ func TestFollowsLeaderNamedInSuccessfulAnswer(t *testing.T) {
 	b.set(func(m *fakeMDM) { m.leaderID, m.leaderAPI = "mdm-2", b.addr() })
 	waitFor(t, "heartbeats at mdm-2", func() bool { _, hbs := b.counts(); return hbs >= 2 })
 	if st := ag.Status(); st.LeaderAPI != b.addr() {
+		t.Fatalf("status: %+v", st)
+	}
+}
+
+// An agent cut from the leader alone heartbeats through a follower, which forwards to the
+// leader: it keeps its lease and its leader, and goes direct again once the link is back.
+func TestHeartbeatsRelayedWhileCutFromTheLeader(t *testing.T) {
+	a, b := pair(t)
+	for _, m := range []*fakeMDM{a, b} {
+		m.set(func(m *fakeMDM) { m.leaseMs = 5000 })
+	}
+	ag := startAgent(t, testConfig(t, a.addr(), b.addr()))
+	waitFor(t, "heartbeats at mdm-1", func() bool { _, hbs := a.counts(); return hbs >= 2 })
+	a.mu.Lock()
+	reg := a.registered["sds-1"]
+	a.mu.Unlock()
+	b.set(func(m *fakeMDM) { m.registered["sds-1"] = reg }) // b answers as mdm-1 would, forwarding
+
+	a.set(func(m *fakeMDM) { m.cut = true })
+	waitFor(t, "heartbeats relayed by mdm-2", func() bool { _, hbs := b.counts(); return hbs >= 3 })
+	st := ag.Status()
+	if st.RelayedHeartbeats < 3 || st.LeaderAPI != a.addr() || st.LastHeartbeatLeader != a.addr() || st.LeaderSwitches != 0 || !ag.LeaseValid() {
+		t.Fatalf("status while cut from the leader: %+v (lease valid %v)", st, ag.LeaseValid())
+	}
+
+	a.set(func(m *fakeMDM) { m.cut = false })
+	_, before := a.counts()
+	waitFor(t, "heartbeats at mdm-1 again", func() bool { _, hbs := a.counts(); return hbs >= before+3 })
+	relayed := ag.Status().RelayedHeartbeats
+	_, atA := a.counts()
+	waitFor(t, "more direct heartbeats", func() bool { _, hbs := a.counts(); return hbs >= atA+3 })
+	if st := ag.Status(); st.RelayedHeartbeats != relayed {
+		t.Fatalf("heartbeats still relayed after the heal: %d, then %d", relayed, st.RelayedHeartbeats)
+	}
+}
+
+// A relay that answers for another leader is not taken as a heartbeat: the agent follows the
+// leader it names and registers there.
+func TestRelayNamingAnotherLeaderIsFollowed(t *testing.T) {
+	a, b := pair(t)
+	ag := startAgent(t, testConfig(t, a.addr(), b.addr()))
+	waitFor(t, "heartbeats at mdm-1", func() bool { _, hbs := a.counts(); return hbs >= 2 })
+	a.set(func(m *fakeMDM) { m.cut = true })
+	b.set(func(m *fakeMDM) { m.leaderID, m.leaderAPI = "mdm-2", b.addr() })
+	waitFor(t, "registered at mdm-2", func() bool { regs, _ := b.counts(); return regs == 1 })
+	waitFor(t, "heartbeats at mdm-2", func() bool { _, hbs := b.counts(); return hbs >= 2 })
+	if st := ag.Status(); st.LeaderAPI != b.addr() || st.RelayedHeartbeats != 0 || st.LeaderSwitches != 1 {
 		t.Fatalf("status: %+v", st)
 	}
 }

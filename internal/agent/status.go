@@ -32,6 +32,7 @@ type Status struct {
 	LastHeartbeatAgeMS  int64     `json:"last_heartbeat_age_ms"`           // -1: none yet
 	LastHeartbeatLeader string    `json:"last_heartbeat_leader,omitempty"` // API address that took it
 	Heartbeats          uint64    `json:"heartbeats"`
+	RelayedHeartbeats   uint64    `json:"relayed_heartbeats"` // of those, passed on by another MDM (the leader did not answer)
 	HeartbeatFailures   int       `json:"heartbeat_failures"` // consecutive
 	LeaderSwitches      int       `json:"leader_switches"`
 	LastError           string    `json:"last_error,omitempty"`
@@ -58,7 +59,7 @@ func (a *Agent) Status() Status {
 		Registered: st.registered, SDSID: st.sdsID, SDCID: st.sdcID, Registrations: st.registrations,
 
 		LastHeartbeat: st.lastHB, LastHeartbeatAgeMS: -1, LastHeartbeatLeader: st.lastHBLeader,
-		Heartbeats: st.heartbeats, HeartbeatFailures: st.failures, LeaderSwitches: st.switches,
+		Heartbeats: st.heartbeats, RelayedHeartbeats: st.relayed, HeartbeatFailures: st.failures, LeaderSwitches: st.switches,
 		LastError:        st.lastError,
 		UptimeMS:         now.Sub(a.started).Milliseconds(),
 		LeaseRemainingMS: max(a.LeaseRemaining().Milliseconds(), 0),

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -374,6 +375,13 @@ func (t *Tracker) probeIfUnknown() {
 			return
 		}
 	}
+}
+
+// Others returns the MDM API addresses other than apiAddr that the tracker knows (configured,
+// and alive in gossip), deduplicated.
+func (t *Tracker) Others(apiAddr string) []string {
+	apiAddr = normalize(apiAddr)
+	return slices.DeleteFunc(t.candidates(), func(a string) bool { return a == apiAddr })
 }
 
 // candidates are the configured MDM addresses and those of alive gossip MDMs, deduplicated.
