@@ -312,30 +312,49 @@ func (a *Agent) heartbeat(ctx context.Context, ld leader.Leader) (time.Duration,
 	return -1, false
 }
 
-// relayHeartbeat sends req through the other MDMs in turn, after the leader ld did not answer,
-// until one answers for ld: a follower that still reaches ld forwards it, and ld grants the
-// lease as for a direct heartbeat. So an SDS cut from the leader alone, which its peers, the
-// SDCs and the followers still reach, keeps its lease instead of being taken out and rebuilt
-// (internal/agent/DESIGN.md "Relayed heartbeats"). An answer from another leader is passed to
-// the tracker and not taken: the loop registers with the new leader first. It returns the MDM
-// that relayed it, when the request left it, and the answer.
+// relayHeartbeat sends req through the other MDMs at once, after the leader ld did not answer,
+// and takes the first answer given for ld: a follower that still reaches ld forwards it, and ld
+// grants the lease as for a direct heartbeat. So an SDS cut from the leader alone, which its
+// peers, the SDCs and the followers still reach, keeps its lease instead of being taken out and
+// rebuilt (internal/agent/DESIGN.md "Relayed heartbeats"). All at once, so that a leader that
+// hangs every forward (paused) costs one timeout, not one per follower. An answer from another
+// leader is passed to the tracker and not taken: the loop registers with the new leader first.
+// It returns the MDM that relayed it, when the request left, and the answer.
 func (a *Agent) relayHeartbeat(ctx context.Context, ld leader.Leader, req api.HeartbeatRequest, resp *api.HeartbeatResponse) (string, time.Time, answer, bool) {
-	for _, r := range a.tracker.Others(ld.API) {
-		sent := time.Now()
-		var got api.HeartbeatResponse
-		ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, r, PathHeartbeat, req, &got)
-		if ans.err != nil {
+	others := a.tracker.Others(ld.API)
+	if len(others) == 0 {
+		return "", time.Time{}, answer{}, false
+	}
+	type relayed struct {
+		via  string
+		ans  answer
+		resp api.HeartbeatResponse
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sent := time.Now()
+	got := make(chan relayed, len(others))
+	for _, r := range others {
+		go func() {
+			var hr api.HeartbeatResponse
+			ans := call(ctx, a.cfg.HTTPClient, a.cfg.ClusterKey, a.cfg.HeartbeatTimeout, r, PathHeartbeat, req, &hr)
+			got <- relayed{r, ans, hr}
+		}()
+	}
+	newLeader := false
+	for range others {
+		g := <-got
+		if g.ans.err != nil {
 			continue
 		}
-		if by := cmp.Or(got.LeaderAPI, ans.leader); by != ld.API {
-			if by == "" {
-				continue // no telling which leader granted it
-			}
-			a.reportLeader(got.LeaderID, got.LeaderAPI, ans.leader)
-			return "", time.Time{}, answer{}, false
+		switch by := cmp.Or(g.resp.LeaderAPI, g.ans.leader); {
+		case by == ld.API:
+			*resp = g.resp
+			return g.via, sent, g.ans, true
+		case by != "" && !newLeader:
+			newLeader = true
+			a.reportLeader(g.resp.LeaderID, g.resp.LeaderAPI, g.ans.leader)
 		}
-		*resp = got
-		return r, sent, ans, true
 	}
 	return "", time.Time{}, answer{}, false
 }
