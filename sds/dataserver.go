@@ -694,7 +694,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 		}
 		secs = append(secs, m)
 	}
-	fwd := wire.Request{Op: req.Op, Flags: req.Flags, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Tag: req.Tag, Data: req.Data}
+	fwd := wire.Request{Op: req.Op, Flags: req.Flags &^ wire.FlagResync, VolumeID: req.VolumeID, Offset: req.Offset, Length: req.Length, Epoch: req.Epoch, Tag: req.Tag, Data: req.Data}
 	if req.Op == wire.OpWrite {
 		fwd.Op = wire.OpReplWrite
 	} else {
@@ -751,7 +751,7 @@ func (d *DataServer) writePrimary(ctx context.Context, claims token.Claims, tok 
 	if !d.leaseValid() {
 		return d.noLease()
 	}
-	d.count(claims, req, t)
+	d.countOnce(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
 
@@ -781,6 +781,11 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 	} else if held {
 		mu.Unlock()
 		d.stats.replays.Add(1)
+		if !d.leaseValid() {
+			return d.noLease()
+		}
+		// Its first attempt may have been refused for the lease, uncounted.
+		d.countOnce(claims, req, t)
 		return wire.Response{Epoch: t.epoch} // this copy, the only one, has it
 	}
 	d.grants.begin(t.key)
@@ -798,7 +803,7 @@ func (d *DataServer) writeDegraded(claims token.Claims, req *wire.Request, t tar
 	}
 	d.stats.degradedWrites.Add(1)
 	d.dirty.mark(t.key)
-	d.count(claims, req, t)
+	d.countOnce(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
 
@@ -814,7 +819,7 @@ func (d *DataServer) replay(ctx context.Context, claims token.Claims, tok token.
 		d.log.Error("replay: reading the local copy failed", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 		return statusResp(storeStatus(err), t.epoch, err.Error())
 	}
-	fwd := wire.Request{Op: wire.OpReplWrite, Flags: req.Flags &^ wire.FlagReplica, VolumeID: req.VolumeID,
+	fwd := wire.Request{Op: wire.OpReplWrite, Flags: req.Flags &^ (wire.FlagReplica | wire.FlagResync), VolumeID: req.VolumeID,
 		Offset: req.Offset, Epoch: req.Epoch, Tag: req.Tag, Data: buf}
 	if resp, ok := d.forwardAll(ctx, t, secs, tok, fwd); !ok {
 		return resp
@@ -822,7 +827,7 @@ func (d *DataServer) replay(ctx context.Context, claims token.Claims, tok token.
 	if !d.leaseValid() {
 		return d.noLease()
 	}
-	d.count(claims, req, t)
+	d.countOnce(claims, req, t)
 	return wire.Response{Epoch: t.epoch}
 }
 
@@ -875,7 +880,9 @@ func (d *DataServer) applyReplica(ctx context.Context, claims token.Claims, req 
 	if d.unrepl.has(t.key) {
 		d.unrepl.clear(t.key) // left from when this SDS was primary: the primary decides now
 	}
-	d.count(claims, req, t)
+	if req.Flags&wire.FlagResync == 0 { // a re-sync of unreplicated bytes is no client IO
+		d.countOnce(claims, req, t)
+	}
 	return wire.Response{Epoch: t.epoch}
 }
 
@@ -905,6 +912,15 @@ func (cs *connState) peerWrite(req *wire.Request) peerWrite {
 }
 
 // count records a successful write-type op in the token ledger and the counters.
+// countOnce counts a write in the ledger unless this copy already counted it (a replay of an
+// earlier attempt; writeIDs.firstCount): each copy counts each write once, however often the
+// SDC sent it.
+func (d *DataServer) countOnce(claims token.Claims, req *wire.Request, t target) {
+	if d.writeIDs.firstCount(claims.SDCID, req.Tag, t.key, t.span()) {
+		d.count(claims, req, t)
+	}
+}
+
 func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
 	var bytes int64
 	switch req.Op {

@@ -131,7 +131,7 @@ func (d *DataServer) settle(ctx context.Context, t target, secs []layout.Member,
 			d.log.Error("reading unreplicated bytes failed", "volume", t.key.VolumeID, "chunk", t.key.Chunk, "error", err)
 			return statusResp(storeStatus(err), t.epoch, err.Error()), false
 		}
-		fwd := wire.Request{Op: wire.OpReplWrite, VolumeID: t.key.VolumeID, Offset: base + r.off, Epoch: t.epoch, Data: buf}
+		fwd := wire.Request{Op: wire.OpReplWrite, Flags: wire.FlagResync, VolumeID: t.key.VolumeID, Offset: base + r.off, Epoch: t.epoch, Data: buf}
 		if resp, ok := d.forwardAll(ctx, t, secs, tok, fwd); !ok {
 			return resp, false
 		}

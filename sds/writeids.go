@@ -29,9 +29,10 @@ type writeID struct {
 }
 
 type writeRec struct {
-	key  chunkstore.Key
-	span span
-	seq  uint64 // when it was applied, in writeIDs.seq order
+	key     chunkstore.Key
+	span    span
+	seq     uint64 // when it was applied, in writeIDs.seq order
+	counted bool   // in the token ledger already (firstCount)
 }
 
 // span is where in its chunk a write lies. Every attempt of a write covers the same span; a
@@ -93,9 +94,36 @@ func (w *writeIDs) add(sdc int64, tag uint64, k chunkstore.Key, s span) {
 	defer w.mu.Unlock()
 	w.seq++
 	id := writeID{sdc, tag}
-	w.recs[id] = writeRec{key: k, span: s, seq: w.seq}
+	r, ok := w.recs[id]
+	counted := ok && r.key == k && r.span == s && r.seq > w.changed[k] && r.counted
+	w.recs[id] = writeRec{key: k, span: s, seq: w.seq, counted: counted}
 	w.queue = append(w.queue, queued{id: id, seq: w.seq, at: now})
 	w.expire(now)
+}
+
+// firstCount reports whether the write (sdc, tag) of span s in k is to be counted in the token
+// ledger now, and notes that it is: the first time for a write this copy holds, and always for
+// a write it holds no record of (untagged, or forgotten). An SDC retries a write with its tag,
+// and a retry of a write this copy has is a replay, not more IO: counted again, a write whose
+// first attempt was refused after it was applied (the lease ran out meanwhile) would be counted
+// twice by the copy that had counted the first forward.
+func (w *writeIDs) firstCount(sdc int64, tag uint64, k chunkstore.Key, s span) bool {
+	if tag == 0 {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := writeID{sdc, tag}
+	r, ok := w.recs[id]
+	if !ok || r.key != k || r.span != s || r.seq <= w.changed[k] {
+		return true
+	}
+	if r.counted {
+		return false
+	}
+	r.counted = true
+	w.recs[id] = r
+	return true
 }
 
 // replaced records that the copy of k was replaced (or freed): no earlier record counts for it.

@@ -61,6 +61,41 @@ func TestWriteIDsRecordsExpiryAndReplacement(t *testing.T) {
 
 // A write the primary applied but could not replicate, re-sent with its tag after newer writes
 // to the same blocks were acknowledged, is acknowledged without being applied again.
+// Each copy counts a write in the ledger once, whatever the number of attempts: a replay (the
+// record added again) is not counted again, a write of another span, an untagged write or one
+// to a replaced copy is.
+func TestWriteIDsCountAWriteOnce(t *testing.T) {
+	now := time.Unix(0, 0)
+	w := newWriteIDs(time.Minute, 100, func() time.Time { return now })
+	k := chunkstore.Key{VolumeID: 1, Chunk: 2}
+	s := span{0, 4096}
+	if !w.firstCount(5, 7, k, s) {
+		t.Fatal("a write this copy has no record of was not counted")
+	}
+	w.add(5, 7, k, s)
+	if !w.firstCount(5, 7, k, s) {
+		t.Fatal("the first count of an applied write (its attempt refused before) was not taken")
+	}
+	if w.firstCount(5, 7, k, s) {
+		t.Fatal("a write was counted twice")
+	}
+	w.add(5, 7, k, s) // the replay's forward, on a secondary
+	if w.firstCount(5, 7, k, s) {
+		t.Fatal("a replay was counted again")
+	}
+	if !w.firstCount(5, 7, k, span{4096, 4096}) || !w.firstCount(5, 0, k, s) || !w.firstCount(6, 7, k, s) {
+		t.Fatal("another span, an untagged write or another SDC's tag counts")
+	}
+	w.replaced(k)
+	if !w.firstCount(5, 7, k, s) {
+		t.Fatal("after the copy was replaced, the write counts for the new copy")
+	}
+	w.add(5, 7, k, s)
+	if !w.firstCount(5, 7, k, s) || w.firstCount(5, 7, k, s) {
+		t.Fatal("a write applied to the new copy counts once")
+	}
+}
+
 func TestRetriedWriteIsNotAppliedTwice(t *testing.T) {
 	c := startCluster(t, 3)
 	l := c.mdm.layout(1)

@@ -133,6 +133,10 @@ const (
 	// under the client's token and relays the answer. On an OpFlush it asks the receiver to
 	// flush the SDS whose id is in Offset (sdc/DESIGN.md "Relayed IO").
 	FlagRelay Flags = 1 << 4
+	// FlagResync marks an OpReplWrite by which a primary brings its secondary's copy up to its
+	// own bytes (writes it applied that the secondary may lack): not a client's IO, so the
+	// secondary does not count it in the token ledger. Only a peer connection carries it.
+	FlagResync Flags = 1 << 5
 )
 
 // Request is one request. On the client, fill it and pass it to Conn.Do; ID is assigned by Do.
