@@ -40,6 +40,13 @@ func TestUnreplicatedWriteIsNotReadUntilReplicated(t *testing.T) {
 	if a, b := c.chunks(t, p, 1)[0], c.chunks(t, s, 1)[0]; a.CRC32C != b.CRC32C {
 		t.Fatalf("replicas differ: %+v %+v", a, b)
 	}
+	// The re-sync is no client IO: each copy's ledger holds the one 4-byte write (a batch more
+	// is waited for, in which a counted re-sync would have come).
+	waitFor(t, "token ACKs", func() bool { g := c.mdm.ledger(); return g[p].WriteOps == 1 && g[s].WriteOps >= 1 })
+	time.Sleep(1500 * time.Millisecond)
+	if g := c.mdm.ledger(); g[p].WriteOps != 1 || g[p].WriteBytes != 4 || g[s].WriteOps != 1 || g[s].WriteBytes != 4 {
+		t.Fatalf("ledger after a re-sync: primary %+v, secondary %+v", g[p], g[s])
+	}
 
 	// The secondary dies: the write is applied here, refused, and not read until the MDM
 	// commits the layout without the secondary.
