@@ -376,18 +376,7 @@ func (c *DockerCluster) healPartition() error {
 	if fw == nil {
 		return nil
 	}
-	err := healAll(*fw, c.Processes(), func(i int) bool { return c.State(i) == NodeStopped })
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return err
-	}
-	var errs []error
-	for _, e := range joined.Unwrap() {
-		if !errors.Is(e, ErrNodeDown) { // it died meanwhile: a new container has no rules
-			errs = append(errs, e)
-		}
-	}
-	return errors.Join(errs...)
+	return healAll(*fw, c.Processes(), func(i int) bool { return c.State(i) == NodeStopped })
 }
 
 // Heal implements Cluster: partitions first, then paused and stopped containers.

@@ -203,7 +203,9 @@ func processAddrs(specs []procSpec, mu *sync.Mutex, addrs map[string]string) (id
 	return ids, out
 }
 
-// healAll clears the rules of every node in ids at once; skip tells nodes to leave alone.
+// healAll clears the rules of every node in ids at once; skip tells nodes to leave alone. A
+// node found not running (ErrNodeDown: it died meanwhile) is no error: its namespace goes with
+// it, and it comes back in a new one without rules.
 func healAll(fw firewall, ids []string, skip func(i int) bool) error {
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
@@ -212,7 +214,12 @@ func healAll(fw firewall, ids []string, skip func(i int) bool) error {
 			continue
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = fw.clear(id) }()
+		go func() {
+			defer wg.Done()
+			if err := fw.clear(id); !errors.Is(err, ErrNodeDown) {
+				errs[i] = err
+			}
+		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)

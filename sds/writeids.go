@@ -76,11 +76,18 @@ func (w *writeIDs) applied(sdc int64, tag uint64, k chunkstore.Key, s span) (hel
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	r, ok := w.recs[writeID{sdc, tag}]
-	if !ok || r.key != k || r.seq <= w.changed[k] {
+	r, ok := w.current(writeID{sdc, tag}, k)
+	if !ok {
 		return false, false
 	}
 	return r.span == s, r.span != s
+}
+
+// current returns id's record if it vouches for k's current copy: made for k, and after the
+// copy's last replacement. Called with mu held.
+func (w *writeIDs) current(id writeID, k chunkstore.Key) (writeRec, bool) {
+	r, ok := w.recs[id]
+	return r, ok && r.key == k && r.seq > w.changed[k]
 }
 
 // add records that the copy of k now holds the write (sdc, tag). Called under k's chunk lock
@@ -94,9 +101,8 @@ func (w *writeIDs) add(sdc int64, tag uint64, k chunkstore.Key, s span) {
 	defer w.mu.Unlock()
 	w.seq++
 	id := writeID{sdc, tag}
-	r, ok := w.recs[id]
-	counted := ok && r.key == k && r.span == s && r.seq > w.changed[k] && r.counted
-	w.recs[id] = writeRec{key: k, span: s, seq: w.seq, counted: counted}
+	r, ok := w.current(id, k)
+	w.recs[id] = writeRec{key: k, span: s, seq: w.seq, counted: ok && r.span == s && r.counted}
 	w.queue = append(w.queue, queued{id: id, seq: w.seq, at: now})
 	w.expire(now)
 }
@@ -114,8 +120,8 @@ func (w *writeIDs) firstCount(sdc int64, tag uint64, k chunkstore.Key, s span) b
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	id := writeID{sdc, tag}
-	r, ok := w.recs[id]
-	if !ok || r.key != k || r.span != s || r.seq <= w.changed[k] {
+	r, ok := w.current(id, k)
+	if !ok || r.span != s {
 		return true
 	}
 	if r.counted {
