@@ -302,10 +302,11 @@ type fakeSDS struct {
 	shm *shm.Registry
 	// dev, when set, is where read grants (OpReadGrant) point: the chunk's bytes are copied
 	// there at the grant, and any write to the chunk revokes its grants. nil refuses grants.
-	dev      *os.File
-	devSlots map[[2]int64]int64 // chunk -> its extent's offset in dev
-	granted  map[[2]int64][]*shm.GrantEntry
-	reported wire.ReadReport // OpReadReport totals
+	dev       *os.File
+	devSlots  map[[2]int64]int64 // chunk -> its extent's offset in dev
+	granted   map[[2]int64][]*shm.GrantEntry
+	reported  wire.ReadReport // OpReadReport totals
+	reportIDs []uint64        // the ids of the reports counted, in order
 }
 
 type sdsConnState struct {
@@ -499,9 +500,13 @@ func (s *fakeSDS) Handle(_ context.Context, st *sdsConnState, req *wire.Request)
 		if err != nil {
 			return wire.Response{Status: wire.StatusProto}
 		}
+		if _, err := st.cache.Authorize(req.VolumeID, false, time.Now()); err != nil { // as an SDS: the connection's token
+			return wire.Response{Status: tokenStatus(err)}
+		}
 		s.mu.Lock()
 		s.reported.Ops += rep.Ops
 		s.reported.Bytes += rep.Bytes
+		s.reportIDs = append(s.reportIDs, rep.ID)
 		s.mu.Unlock()
 		return wire.Response{}
 	case wire.OpShmWrite, wire.OpShmRead:

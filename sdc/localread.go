@@ -3,6 +3,7 @@ package sdc
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,10 @@ const (
 	grantAskTimeout = 2 * time.Second
 	// reportDelay is how soon reads done under grants are reported to their SDS (ledger).
 	reportDelay = 500 * time.Millisecond
+	// reportRetry is how soon a report that got no answer is sent again; reportGiveUp is when
+	// the SDC stops trying (the SDS has been unreachable that long) and the reads go uncounted.
+	reportRetry  = time.Second
+	reportGiveUp = 5 * time.Minute
 )
 
 // grantGens numbers the grants this process asks for: every request names a new generation,
@@ -55,6 +60,10 @@ type localReads struct {
 	region *shm.Region
 	sc     *sdsConn
 	log    wire.Logger
+	// conns and addr reach the SDS again when sc breaks: the reads done under its grants are
+	// reported over the next connection (nil conns: only over sc).
+	conns *SDSConns
+	addr  string
 
 	mu      sync.Mutex
 	grants  map[chunkRef]*chunkGrant
@@ -62,6 +71,7 @@ type localReads struct {
 	off     bool // the SDS refused a grant request as such (local reads off there)
 	closed  bool
 	tallies map[int64]*readTally // per volume: reads not yet reported
+	unsent  []readReport         // reports that got no answer, to be sent again as they are
 	armed   bool                 // a report is scheduled
 	reads   atomic.Int64         // reads served locally
 	grantsN atomic.Int64         // grants in effect
@@ -92,6 +102,15 @@ type chunkGrant struct {
 }
 
 type readTally struct{ ops, bytes uint64 }
+
+// readReport is one report of a volume's local reads. It keeps its id when sent again, so
+// that the SDS counts it once however often its answer is lost.
+type readReport struct {
+	vol   int64
+	rep   wire.ReadReport
+	tok   *issuedToken // registered on the connection when the report was made (nil: none)
+	since time.Time    // when it was first sent
+}
 
 func newLocalReads(region *shm.Region, sc *sdsConn, log wire.Logger) *localReads {
 	if log == nil {
@@ -163,27 +182,86 @@ func (lr *localReads) tally(vol int64, n int) {
 	}
 	t.ops++
 	t.bytes += uint64(n)
-	arm := !lr.armed
-	lr.armed = true
+	lr.armLocked(reportDelay)
 	lr.mu.Unlock()
-	if arm {
-		time.AfterFunc(reportDelay, func() { lr.report(context.Background()) })
+}
+
+// armLocked schedules a report after d unless one is scheduled. Under mu.
+func (lr *localReads) armLocked(d time.Duration) {
+	if lr.armed {
+		return
+	}
+	lr.armed = true
+	time.AfterFunc(d, func() { lr.report(context.Background(), false) })
+}
+
+// report sends the tallies to the SDS, which enters them in the token ledger, and again the
+// reports that got no answer before. One that fails again is kept for the next round, unless
+// final (the SDC is stopping) or the SDS has not answered for reportGiveUp: then its reads
+// are missing from the ledger, and the log says how many.
+func (lr *localReads) report(ctx context.Context, final bool) {
+	now := time.Now()
+	lr.mu.Lock()
+	reports := lr.unsent
+	for vol, t := range lr.tallies {
+		reports = append(reports, readReport{vol: vol, rep: wire.ReadReport{Ops: t.ops, Bytes: t.bytes, ID: newReportID()},
+			tok: lr.sc.token(vol), since: now})
+	}
+	lr.tallies, lr.unsent, lr.armed = map[int64]*readTally{}, nil, false
+	lr.mu.Unlock()
+	if len(reports) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, grantAskTimeout)
+	defer cancel()
+	var unsent []readReport
+	for _, r := range reports {
+		err := lr.send(ctx, r)
+		switch {
+		case err == nil:
+		case final || now.Sub(r.since) >= reportGiveUp:
+			lr.log.Warn("reporting local reads to the SDS failed; they are missing from the token ledger",
+				"volume_id", r.vol, "reads", r.rep.Ops, "bytes", r.rep.Bytes, "error", err)
+		default:
+			if r.since.Equal(now) {
+				lr.log.Debug("reporting local reads to the SDS failed; trying again", "volume_id", r.vol, "error", err)
+			}
+			unsent = append(unsent, r)
+		}
+	}
+	if len(unsent) > 0 {
+		lr.mu.Lock()
+		lr.unsent = append(lr.unsent, unsent...)
+		lr.armLocked(reportRetry)
+		lr.mu.Unlock()
 	}
 }
 
-// report sends the tallies to the SDS, which enters them in the token ledger.
-func (lr *localReads) report(ctx context.Context) {
-	lr.mu.Lock()
-	tallies := lr.tallies
-	lr.tallies, lr.armed = map[int64]*readTally{}, false
-	lr.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, grantAskTimeout)
-	defer cancel()
-	for vol, t := range tallies {
-		req := wire.Request{Op: wire.OpReadReport, VolumeID: vol, Data: wire.ReadReport{Ops: t.ops, Bytes: t.bytes}.Encode()}
-		if _, err := lr.sc.c.Do(ctx, req); err != nil {
-			lr.log.Warn("reporting local reads to the SDS failed; they are missing from the token ledger",
-				"volume_id", vol, "reads", t.ops, "bytes", t.bytes, "error", err)
+// send sends one report over the SDS's live connection: the grants' own while it lasts, then
+// the pool's next one to the same SDS, where the report's token is registered first if that
+// connection has none for the volume.
+func (lr *localReads) send(ctx context.Context, r readReport) error {
+	sc := lr.sc
+	if sc.c.Err() != nil && lr.conns != nil {
+		var err error
+		if sc, err = lr.conns.get(ctx, lr.addr); err != nil {
+			return err
+		}
+		if sc.token(r.vol) == nil && r.tok != nil {
+			if err := sc.auth(ctx, r.vol, r.tok); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := sc.c.Do(ctx, wire.Request{Op: wire.OpReadReport, VolumeID: r.vol, Data: r.rep.Encode()})
+	return err
+}
+
+// newReportID names a read report; 0 means none.
+func newReportID() uint64 {
+	for {
+		if id := rand.Uint64(); id != 0 {
+			return id
 		}
 	}
 }

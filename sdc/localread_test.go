@@ -5,12 +5,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"pflex/fsm"
 	"pflex/internal/nowait"
 	"pflex/internal/shm"
+	"pflex/internal/wire"
 )
 
 // Reads of chunks once read over the connection go to the SDS's device under a grant; a write
@@ -175,5 +177,100 @@ func TestLocalReadChecksTheGrantEntry(t *testing.T) {
 	}
 	if n := lr.reads.Load(); n != 2 {
 		t.Fatalf("%d local reads counted, want 2", n)
+	}
+}
+
+// Reads done under grants are counted in the ledger even when their connection breaks before
+// the report is sent, and when a report gets no answer: the report goes over the SDS's next
+// connection (with the token registered there first), and is sent again with the same id, so
+// that the SDS can count it once.
+func TestLocalReadsReportedAfterTheConnectionBreaks(t *testing.T) {
+	c := newFakeCluster(t, 2)
+	for _, s := range c.sds {
+		s.shm = shm.NewRegistry(4)
+		f, err := os.Create(filepath.Join(t.TempDir(), "dev.img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		s.dev = f
+	}
+	c.addVolume(1, "vol1", fsm.ReadWrite)
+	region, err := newSharedRegion(minSharedMemoryMB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { region.Close() })
+	e := newTestExporterShm(t, c, 5*time.Second, region)
+	e.cfg.Conns.localReads = true
+	v := exportedVolume(t, e, "vol1")
+	ctx := context.Background()
+
+	want := pattern(testVolSize, 6)
+	if err := v.WriteAt(ctx, want, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	chunks := int64(testVolSize / testChunkSize)
+	got := make([]byte, testChunkSize)
+	for ch := range chunks {
+		if err := v.ReadAt(ctx, got, ch*testChunkSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a grant for every chunk", 5*time.Second, func() bool { return e.cfg.Conns.sharedMemoryStatus().ReadGrants == chunks })
+
+	// Each SDS refuses the first report it is sent (as a lost answer would leave it).
+	refused := map[*fakeSDS]uint64{}
+	var mu sync.Mutex
+	for _, s := range c.sds {
+		s.setInject(func(req *wire.Request) (wire.Status, bool) {
+			if req.Op != wire.OpReadReport {
+				return 0, false
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if _, done := refused[s]; done {
+				return 0, false
+			}
+			rep, _ := wire.DecodeReadReport(req.Data)
+			refused[s] = rep.ID
+			return wire.StatusRetry, true
+		})
+	}
+	for ch := range chunks {
+		if err := v.ReadAt(ctx, got, ch*testChunkSize); err != nil || !bytes.Equal(got, want[ch*testChunkSize:][:testChunkSize]) {
+			t.Fatalf("chunk %d under its grant: %v", ch, err)
+		}
+	}
+	local := uint64(v.Status().LocalReads)
+	if local != uint64(chunks) {
+		t.Fatalf("%d local reads, want %d", local, chunks)
+	}
+	// The connections break before the reports are due (half a second).
+	for _, s := range c.sds {
+		s.dropConns()
+	}
+	waitFor(t, "the local reads reported over the new connections", 10*time.Second, func() bool {
+		var ops uint64
+		for _, s := range c.sds {
+			s.mu.Lock()
+			ops += s.reported.Ops
+			s.mu.Unlock()
+		}
+		return ops == local
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range c.sds {
+		s.mu.Lock()
+		ids := s.reportIDs
+		s.mu.Unlock()
+		first, ok := refused[s]
+		if !ok || len(ids) == 0 {
+			continue // this SDS granted no chunk
+		}
+		if first == 0 || ids[0] != first {
+			t.Errorf("SDS %d: the refused report had id %d, the first counted %v: want the same, nonzero", s.id, first, ids)
+		}
 	}
 }

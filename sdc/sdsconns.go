@@ -2,6 +2,7 @@ package sdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -22,9 +23,10 @@ type SDSConns struct {
 	reach       *reach.Prober // which SDS addresses answer probes (relay.go); nil: not probed
 	stopProbes  context.CancelFunc
 
-	mu    sync.Mutex
-	addrs map[string]*sdsEndpoint
-	dials int64 // connections made, for /status
+	mu     sync.Mutex
+	addrs  map[string]*sdsEndpoint
+	dials  int64 // connections made, for /status
+	closed bool  // Close was called: no more connections
 }
 
 // sdsEndpoint is one SDS address; mu serialises dialing so concurrent IO makes one connection.
@@ -51,6 +53,8 @@ type sdsConn struct {
 	authed map[int64]*issuedToken
 }
 
+var errConnsClosed = errors.New("the SDC is stopping: no new SDS connections")
+
 // redialHold is how long a failed dial is remembered: IO retrying against a dead SDS backs off
 // anyway, and this keeps a burst of requests from each dialing it.
 const redialHold = 20 * time.Millisecond
@@ -64,6 +68,10 @@ func NewSDSConns(opts wire.ClientOptions, region *shm.Region) *SDSConns {
 // get returns a live connection to addr, dialing if there is none.
 func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errConnsClosed
+	}
 	ep := p.addrs[addr]
 	if ep == nil {
 		ep = &sdsEndpoint{addr: addr}
@@ -96,6 +104,7 @@ func (p *SDSConns) get(ctx context.Context, addr string) (*sdsConn, error) {
 	}
 	if sc.shm && p.localReads {
 		sc.local = newLocalReads(p.shm, sc, p.opts.Logger)
+		sc.local.conns, sc.local.addr = p, addr
 	}
 	ep.conn = sc
 	p.mu.Lock()
@@ -149,11 +158,12 @@ func (p *SDSConns) Close() {
 		ep.mu.Unlock()
 		if c != nil && c.local != nil {
 			c.local.close()
-			c.local.report(ctx)
+			c.local.report(ctx, true)
 		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for _, ep := range p.addrs {
 		ep.mu.Lock()
 		if ep.conn != nil {
@@ -186,6 +196,13 @@ func (sc *sdsConn) auth(ctx context.Context, volumeID int64, t *issuedToken) err
 	sc.authed[volumeID] = t
 	sc.mu.Unlock()
 	return nil
+}
+
+// token is the token registered on the connection for volumeID (nil: none).
+func (sc *sdsConn) token(volumeID int64) *issuedToken {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.authed[volumeID]
 }
 
 // forget makes the next IO of volumeID register its token again (the SDS said it has none).

@@ -111,7 +111,8 @@ type DataServer struct {
 	shmMu      sync.Mutex
 	shmClients map[uint64]int // per shared region, connections its owner attached it on
 
-	grants readGrants // local reads (localread.go)
+	grants  readGrants // local reads (localread.go)
+	reports reportIDs  // read reports counted lately (reportids.go)
 
 	// stallReplica, when set, is called before a replica write takes its copy lock: fault
 	// injection for tests (a write delayed in the secondary while its primary gives up on it).

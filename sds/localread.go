@@ -298,6 +298,9 @@ func (d *DataServer) readReport(cs *connState, req *wire.Request) wire.Response 
 	if rep.Ops > maxReportOps || rep.Bytes > maxReportBytes {
 		return statusResp(wire.StatusProto, 0, fmt.Sprintf("read report of %d reads and %d bytes: one report holds at most %d reads and %d bytes", rep.Ops, rep.Bytes, uint64(maxReportOps), uint64(maxReportBytes)))
 	}
+	if !d.reports.first(tok.Claims.SDCID, rep.ID, d.cfg.Now()) {
+		return wire.Response{} // counted when it first came; its answer was lost
+	}
 	d.stats.localReads.Add(int64(rep.Ops))
 	d.stats.localReadBytes.Add(int64(rep.Bytes))
 	if d.acks != nil {

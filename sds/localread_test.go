@@ -129,6 +129,28 @@ func TestReadGrants(t *testing.T) {
 	if l := c.mdm.ledger()[reps[0]]; l.ReadBytes != 12288+4096 || l.ReadOps != 4 {
 		t.Fatalf("ledger after refused reports: %+v", l)
 	}
+	// A report sent again (its answer was lost), on the same or another connection, is counted
+	// once; one without an id (an SDC of before ids) is counted every time.
+	before := c.sdss[reps[0]].data.Stats().LocalReads
+	again := wire.ReadReport{Ops: 2, Bytes: 8192, ID: 77}
+	for _, cn := range []*wire.Conn{conn, conn, bare} {
+		if _, st := do(cn, wire.Request{Op: wire.OpReadReport, VolumeID: 1, Data: again.Encode()}); st != wire.StatusOK {
+			t.Fatalf("report sent again: %v", st)
+		}
+	}
+	noID := wire.ReadReport{Ops: 1, Bytes: 4096}.Encode()[:wire.ReadReportSizeNoID]
+	for range 2 {
+		if _, st := do(bare, wire.Request{Op: wire.OpReadReport, VolumeID: 1, Data: noID}); st != wire.StatusOK {
+			t.Fatalf("report without an id: %v", st)
+		}
+	}
+	if n := c.sdss[reps[0]].data.Stats().LocalReads - before; n != 2+2 {
+		t.Fatalf("%d reads counted for a report sent three times and two without an id, want 4", n)
+	}
+	waitFor(t, "the reports in the ledger", func() bool { return c.mdm.ledger()[reps[0]].ReadOps >= 4+2+2 })
+	if l := c.mdm.ledger()[reps[0]]; l.ReadBytes != 12288+4096+8192+2*4096 || l.ReadOps != 4+2+2 {
+		t.Fatalf("ledger after a report sent three times and two without an id: %+v", l)
+	}
 
 	// Freeing the chunk (a TRIM of all of it) revokes.
 	if _, st := do(conn, wire.Request{Op: wire.OpTrim, VolumeID: 1, Offset: 0, Length: testChunk, Epoch: epoch}); st != wire.StatusOK {

@@ -79,15 +79,22 @@ func DecodeReadGrant(b []byte) (ReadGrant, error) {
 	return g, nil
 }
 
-// ReadReportSize is the encoded size of a ReadReport.
-const ReadReportSize = 16
+// ReadReportSize is the encoded size of a ReadReport; an SDC of before report ids sends the
+// first ReadReportSizeNoID bytes only.
+const (
+	ReadReportSize     = 24
+	ReadReportSizeNoID = 16
+)
 
 // ReadReport is the payload of OpReadReport: reads an SDC did under this SDS's grants for a
-// volume since its last report, which the SDS enters in the token ledger as if it had served
-// them.
+// volume, which the SDS enters in the token ledger as if it had served them. ID names the
+// report: an SDC that got no answer sends the same report again, over another connection if
+// need be, and an SDS that has counted that id already answers without counting it again.
+// 0: no id (never deduplicated).
 type ReadReport struct {
 	Ops   uint64
 	Bytes uint64
+	ID    uint64
 }
 
 // Encode returns the ReadReportSize-byte payload for r.
@@ -95,13 +102,18 @@ func (r ReadReport) Encode() []byte {
 	b := make([]byte, ReadReportSize)
 	binary.BigEndian.PutUint64(b[0:], r.Ops)
 	binary.BigEndian.PutUint64(b[8:], r.Bytes)
+	binary.BigEndian.PutUint64(b[16:], r.ID)
 	return b
 }
 
-// DecodeReadReport parses a ReadReport payload.
+// DecodeReadReport parses a ReadReport payload, with or without its id.
 func DecodeReadReport(b []byte) (ReadReport, error) {
-	if len(b) != ReadReportSize {
+	if len(b) != ReadReportSize && len(b) != ReadReportSizeNoID {
 		return ReadReport{}, fmt.Errorf("read report of %d bytes, want %d: %w", len(b), ReadReportSize, ErrProtocol)
 	}
-	return ReadReport{Ops: binary.BigEndian.Uint64(b[0:]), Bytes: binary.BigEndian.Uint64(b[8:])}, nil
+	r := ReadReport{Ops: binary.BigEndian.Uint64(b[0:]), Bytes: binary.BigEndian.Uint64(b[8:])}
+	if len(b) == ReadReportSize {
+		r.ID = binary.BigEndian.Uint64(b[16:])
+	}
+	return r, nil
 }
