@@ -197,8 +197,8 @@ func (lr *localReads) armLocked(d time.Duration) {
 
 // report sends the tallies to the SDS, which enters them in the token ledger, and again the
 // reports that got no answer before. One that fails again is kept for the next round, unless
-// final (the SDC is stopping) or the SDS has not answered for reportGiveUp: then its reads
-// are missing from the ledger, and the log says how many.
+// final (the SDC is stopping), refused as such, or the SDS has not taken it for reportGiveUp:
+// then its reads are missing from the ledger, and the log says how many.
 func (lr *localReads) report(ctx context.Context, final bool) {
 	now := time.Now()
 	lr.mu.Lock()
@@ -219,7 +219,7 @@ func (lr *localReads) report(ctx context.Context, final bool) {
 		err := lr.send(ctx, r)
 		switch {
 		case err == nil:
-		case final || now.Sub(r.since) >= reportGiveUp:
+		case final || now.Sub(r.since) >= reportGiveUp || reportRefused(err):
 			lr.log.Warn("reporting local reads to the SDS failed; they are missing from the token ledger",
 				"volume_id", r.vol, "reads", r.rep.Ops, "bytes", r.rep.Bytes, "error", err)
 		default:
@@ -247,14 +247,22 @@ func (lr *localReads) send(ctx context.Context, r readReport) error {
 		if sc, err = lr.conns.get(ctx, lr.addr); err != nil {
 			return err
 		}
-		if sc.token(r.vol) == nil && r.tok != nil {
-			if err := sc.auth(ctx, r.vol, r.tok); err != nil {
-				return err
-			}
+	}
+	// On the grants' own connection the SDS holds the token the reads were done under, even
+	// after an unmap made the SDC forget it.
+	if sc != lr.sc && sc.token(r.vol) == nil && r.tok != nil {
+		if err := sc.auth(ctx, r.vol, r.tok); err != nil {
+			return err
 		}
 	}
 	_, err := sc.c.Do(ctx, wire.Request{Op: wire.OpReadReport, VolumeID: r.vol, Data: r.rep.Encode()})
 	return err
+}
+
+// reportRefused tells whether the SDS turned a report down as such (it would again).
+func reportRefused(err error) bool {
+	st, ok := wire.StatusOf(err)
+	return ok && st == wire.StatusProto
 }
 
 // newReportID names a read report; 0 means none.
