@@ -15,10 +15,10 @@ import (
 	"pflex/internal/wire"
 )
 
-// Reads of chunks once read over the connection go to the SDS's device under a grant; a write
-// to a chunk (which revokes its grant) sends its next read over the connection again, with the
-// new data; the reads done locally are reported to the SDS that granted them.
-func TestLocalReadsUnderGrants(t *testing.T) {
+// localReadCluster is two fake SDSs that grant reads of their chunks (from a device file of
+// their own) and an SDC that asks for grants, with vol1 mapped and exported, written with
+// pattern seed (returned), and each chunk read once over the connection and then granted.
+func localReadCluster(t *testing.T, seed byte) (*fakeCluster, *Exporter, *Volume, []byte) {
 	c := newFakeCluster(t, 2)
 	for _, s := range c.sds {
 		s.shm = shm.NewRegistry(4)
@@ -38,9 +38,9 @@ func TestLocalReadsUnderGrants(t *testing.T) {
 	e := newTestExporterShm(t, c, 5*time.Second, region)
 	e.cfg.Conns.localReads = true
 	v := exportedVolume(t, e, "vol1")
-	ctx := context.Background()
 
-	want := pattern(testVolSize, 4)
+	ctx := context.Background()
+	want := pattern(testVolSize, seed)
 	if err := v.WriteAt(ctx, want, 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +55,28 @@ func TestLocalReadsUnderGrants(t *testing.T) {
 		t.Fatalf("%d local reads before any grant", n)
 	}
 	waitFor(t, "a grant for every chunk", 5*time.Second, func() bool { return e.cfg.Conns.sharedMemoryStatus().ReadGrants == chunks })
+	return c, e, v, want
+}
+
+// reportedReads is the local reads the SDSs were sent reports of.
+func (c *fakeCluster) reportedReads() uint64 {
+	var ops uint64
+	for _, s := range c.sds {
+		s.mu.Lock()
+		ops += s.reported.Ops
+		s.mu.Unlock()
+	}
+	return ops
+}
+
+// Reads of chunks once read over the connection go to the SDS's device under a grant; a write
+// to a chunk (which revokes its grant) sends its next read over the connection again, with the
+// new data; the reads done locally are reported to the SDS that granted them.
+func TestLocalReadsUnderGrants(t *testing.T) {
+	c, e, v, want := localReadCluster(t, 4)
+	ctx := context.Background()
+	chunks := int64(testVolSize / testChunkSize)
+	got := make([]byte, testChunkSize)
 	for ch := range chunks {
 		part := got[:testChunkSize-512]
 		if err := v.ReadAt(ctx, part, ch*testChunkSize+512); err != nil || !bytes.Equal(part, want[ch*testChunkSize+512:][:len(part)]) {
@@ -85,15 +107,7 @@ func TestLocalReadsUnderGrants(t *testing.T) {
 	}
 
 	local := uint64(v.Status().LocalReads)
-	waitFor(t, "the local reads reported", 5*time.Second, func() bool {
-		var ops uint64
-		for _, s := range c.sds {
-			s.mu.Lock()
-			ops += s.reported.Ops
-			s.mu.Unlock()
-		}
-		return ops == local
-	})
+	waitFor(t, "the local reads reported", 5*time.Second, func() bool { return c.reportedReads() == local })
 
 	// The SDSs drop their connections (a restart): the grants go with them, reads go over the
 	// new connections and ask again.
@@ -185,39 +199,10 @@ func TestLocalReadChecksTheGrantEntry(t *testing.T) {
 // connection (with the token registered there first), and is sent again with the same id, so
 // that the SDS can count it once.
 func TestLocalReadsReportedAfterTheConnectionBreaks(t *testing.T) {
-	c := newFakeCluster(t, 2)
-	for _, s := range c.sds {
-		s.shm = shm.NewRegistry(4)
-		f, err := os.Create(filepath.Join(t.TempDir(), "dev.img"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		s.dev = f
-	}
-	c.addVolume(1, "vol1", fsm.ReadWrite)
-	region, err := newSharedRegion(minSharedMemoryMB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { region.Close() })
-	e := newTestExporterShm(t, c, 5*time.Second, region)
-	e.cfg.Conns.localReads = true
-	v := exportedVolume(t, e, "vol1")
+	c, _, v, want := localReadCluster(t, 6)
 	ctx := context.Background()
-
-	want := pattern(testVolSize, 6)
-	if err := v.WriteAt(ctx, want, 0, false); err != nil {
-		t.Fatal(err)
-	}
 	chunks := int64(testVolSize / testChunkSize)
 	got := make([]byte, testChunkSize)
-	for ch := range chunks {
-		if err := v.ReadAt(ctx, got, ch*testChunkSize); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "a grant for every chunk", 5*time.Second, func() bool { return e.cfg.Conns.sharedMemoryStatus().ReadGrants == chunks })
 
 	// Each SDS refuses the first report it is sent (as a lost answer would leave it).
 	refused := map[*fakeSDS]uint64{}
@@ -250,15 +235,7 @@ func TestLocalReadsReportedAfterTheConnectionBreaks(t *testing.T) {
 	for _, s := range c.sds {
 		s.dropConns()
 	}
-	waitFor(t, "the local reads reported over the new connections", 10*time.Second, func() bool {
-		var ops uint64
-		for _, s := range c.sds {
-			s.mu.Lock()
-			ops += s.reported.Ops
-			s.mu.Unlock()
-		}
-		return ops == local
-	})
+	waitFor(t, "the local reads reported over the new connections", 10*time.Second, func() bool { return c.reportedReads() == local })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, s := range c.sds {
