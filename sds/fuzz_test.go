@@ -59,7 +59,9 @@ func FuzzDataServer(f *testing.F) {
 		req(wire.OpAuth, 0, false, 0, 30, 0),                // a malformed token
 		req(wire.OpShmWrite, 0, false, chunkOff(2), 20, 0),  // no region attached
 		req(wire.OpReadGrant, 0, false, chunkOff(2), 24, 0), // no region attached
-		req(wire.OpReadReport, 0, false, 0, 16, 0),          // a report of pattern bytes
+		req(wire.OpReadReport, 0, false, 0, 16, 0),          // a report of pattern bytes, without an id
+		req(wire.OpReadReport, 0, false, 0, 24, 0),          // with an id
+		req(wire.OpReadReport, 0, false, 0, 20, 0),          // neither
 		req(wire.OpShmAttach, 0, false, 0, 56, 0),           // a garbage descriptor
 		req(wire.OpChunkRead, 0, false, chunkOff(2), 10, 0), // reserved
 		req(wire.OpWrite, 0, false, chunkOff(2), 10, 0),     // still served
