@@ -18,6 +18,9 @@ type Config struct {
 	APIAddr  string `hcl:"api_addr,optional"`
 	MgmtAddr string `hcl:"mgmt_addr,optional"`
 	NBDAddr  string `hcl:"nbd_addr,optional"`
+	// NBDSocket, when set, is a Unix socket path on which the same exports are served too, for
+	// clients on this host (nbd+unix:///vol1?socket=PATH): no TCP on the way. Default: none.
+	NBDSocket string `hcl:"nbd_socket,optional"`
 	// ClusterKey authenticates registration and heartbeats to the MDMs.
 	ClusterKey        string `hcl:"cluster_key,optional"`
 	LogLevel          string `hcl:"log_level,optional"`
@@ -89,6 +92,9 @@ func (c *Config) Validate() error {
 		if err := config.HostPort(f.field, f.value); err != nil {
 			return err
 		}
+	}
+	if len(c.NBDSocket) > maxSocketPath {
+		return fmt.Errorf("nbd_socket: %q is %d bytes; a Unix socket path has at most %d", c.NBDSocket, len(c.NBDSocket), maxSocketPath)
 	}
 	if _, err := config.Duration("io_timeout", c.IOTimeout, DefaultIOTimeout); err != nil {
 		return err

@@ -56,6 +56,7 @@ const (
 // Status is the SDC's GET /status: its membership (agent.Status) and its exports.
 type Status struct {
 	agent.Status
+	NBDSocket string `json:"nbd_socket,omitempty"` // the NBD Unix socket, if one is served
 	ExporterStatus
 }
 

@@ -27,18 +27,19 @@ const Role = "sdc"
 
 // Service is a running SDC.
 type Service struct {
-	cfg      *Config
-	log      hclog.Logger
-	agent    *agent.Agent
-	control  *agent.HTTPServer
-	mgmt     *agent.HTTPServer
-	cache    *LayoutCache
-	conns    *SDSConns
-	shm      *shm.Region // nil: shared memory off or unavailable
-	exporter *Exporter
-	nbd      *nbd.Server
-	nbdAddr  string
-	nbdDone  chan error
+	cfg       *Config
+	log       hclog.Logger
+	agent     *agent.Agent
+	control   *agent.HTTPServer
+	mgmt      *agent.HTTPServer
+	cache     *LayoutCache
+	conns     *SDSConns
+	shm       *shm.Region // nil: shared memory off or unavailable
+	exporter  *Exporter
+	nbd       *nbd.Server
+	nbdAddr   string
+	nbdSocket string // "": no Unix socket
+	nbdDone   chan error
 }
 
 // NewLogger is the SDC's structured logger.
@@ -87,6 +88,13 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	nbdLn, err := listen("nbd_addr", cfg.NBDAddr)
 	if err != nil {
 		return nil, err
+	}
+	var socketLn net.Listener
+	if cfg.NBDSocket != "" {
+		if socketLn, err = listenNBDSocket(cfg.NBDSocket); err != nil {
+			return nil, fmt.Errorf("sdc: %w", err)
+		}
+		closers = append(closers, socketLn.Close)
 	}
 	cache, err := OpenLayoutCache(cfg.DataDir)
 	if err != nil {
@@ -141,7 +149,7 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 		members.Store(&f)
 	}
 	s = &Service{cfg: cfg, log: logger, agent: ag, cache: cache, shm: region, conns: conns,
-		nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 1)}
+		nbdAddr: nbdLn.Addr().String(), nbdDone: make(chan error, 2)}
 	s.exporter, err = NewExporter(ExporterConfig{
 		MDM:           newMDMClient(ag.Tracker(), cfg.ClusterKey),
 		Conns:         s.conns,
@@ -158,10 +166,14 @@ func Start(cfg *Config, logger hclog.Logger) (s *Service, err error) {
 	}
 	s.nbd = nbd.NewServer(nbd.Config{Exports: s.exporter.Exports(), Logger: logger})
 	go func() { s.nbdDone <- s.nbd.Serve(nbdLn) }()
+	if socketLn != nil {
+		s.nbdSocket = socketLn.Addr().String()
+		go func() { s.nbdDone <- s.nbd.Serve(socketLn) }()
+	}
 	s.exporter.Start()
 	s.control = agent.Serve(controlLn, s.controlHandler())
 	s.mgmt = agent.Serve(mgmtLn, s.mgmtHandler())
-	logger.Info("SDC started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "nbd", s.nbdAddr,
+	logger.Info("SDC started", "control", s.control.Addr(), "mgmt", s.mgmt.Addr(), "nbd", s.nbdAddr, "nbd_socket", s.nbdSocket,
 		"gossip", ag.Pool().Addr(), "io_timeout", cfg.ioTimeout())
 	return s, nil
 }
@@ -224,7 +236,7 @@ func (s *Service) Status() agent.Status {
 
 // FullStatus is GET /status: membership, exports, per-volume token, layout and IO counters.
 func (s *Service) FullStatus() Status {
-	return Status{Status: s.Status(), ExporterStatus: s.exporter.Status()}
+	return Status{Status: s.Status(), NBDSocket: s.nbdSocket, ExporterStatus: s.exporter.Status()}
 }
 
 // Exporter is the SDC's export set and IO engines.
@@ -232,6 +244,9 @@ func (s *Service) Exporter() *Exporter { return s.exporter }
 
 // NBDAddr is the bound NBD address.
 func (s *Service) NBDAddr() string { return s.nbdAddr }
+
+// NBDSocket is the NBD Unix socket's path ("": none).
+func (s *Service) NBDSocket() string { return s.nbdSocket }
 
 // APIAddr is the bound control address.
 func (s *Service) APIAddr() string { return s.control.Addr() }

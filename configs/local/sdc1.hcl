@@ -4,6 +4,8 @@ data_dir    = "./data/sdc1"
 api_addr    = "127.0.0.1:8301"  # control HTTP
 mgmt_addr   = "127.0.0.1:8401"
 nbd_addr    = "127.0.0.1:10809" # NBD exports: one per volume mapped to this SDC
+# The same exports for clients on this host, without TCP: nbd+unix:///vol1?socket=data/sdc1/nbd.sock
+nbd_socket  = "./data/sdc1/nbd.sock"
 # Development key: the MDMs accept it for registration and heartbeats.
 cluster_key = "pflex-dev-cluster-key"
 log_level   = "info"
