@@ -128,6 +128,11 @@ func (ic *ioCluster) sdcQoS(t *testing.T, export string) sdc.QoSStatus {
 
 func (ic *ioCluster) uri(name string) string { return "nbd://" + ic.nbd + "/" + name }
 
+// unixURI is the export's URI on the SDC's NBD Unix socket.
+func (ic *ioCluster) unixURI(name string) string {
+	return "nbd+unix:///" + name + "?socket=" + ic.sdc.socket
+}
+
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -227,6 +232,12 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 	// qemu-io pattern write and read, aligned and not.
 	run(t, "qemu-io", "-f", "raw", ic.uri("vol1"), "-c", "write -P 0xab 0 4M", "-c", "write -P 0xcd 5000001 70001")
 	run(t, "qemu-io", "-f", "raw", ic.uri("vol1"), "-c", "read -P 0xab 0 4M", "-c", "read -P 0xcd 5000001 70001")
+	// The same export on the SDC's Unix socket: what one client writes there, the other reads.
+	if out := run(t, "nbdinfo", ic.unixURI("vol1")); !strings.Contains(out, "1073741824") {
+		t.Fatalf("nbdinfo over the Unix socket: %s", out)
+	}
+	run(t, "qemu-io", "-f", "raw", ic.unixURI("vol1"), "-c", "read -P 0xab 0 4M", "-c", "write -P 0xef 8M 1M")
+	run(t, "qemu-io", "-f", "raw", ic.uri("vol1"), "-c", "read -P 0xef 8M 1M")
 
 	// nbdcopy of a random 64 MiB image in and out.
 	dir := t.TempDir()

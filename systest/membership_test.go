@@ -3,6 +3,7 @@ package systest
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,8 +18,9 @@ import (
 // component is an SDS or SDC process with its control address.
 type component struct {
 	*mdmtest.Proc
-	api  string
-	mgmt string // mgmt listener (SDS, SDC)
+	api    string
+	mgmt   string // mgmt listener (SDS, SDC)
+	socket string // the SDC's NBD Unix socket
 }
 
 type status struct {
@@ -123,11 +125,14 @@ func (c *cluster) sdc(id string) component {
 func (c *cluster) sdcNBD(id string) (component, string) {
 	ports := mdmtest.FreePorts(c.t, 4)
 	api := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dir := c.t.TempDir()
+	socket := filepath.Join(dir, "nbd.sock")
 	hcl := fmt.Sprintf(`id = %q
 data_dir = %q
 api_addr = %q
 mgmt_addr = "127.0.0.1:%d"
 nbd_addr = "127.0.0.1:%d"
+nbd_socket = %q
 cluster_key = %q
 heartbeat_interval = "200ms"
 mdm = [%s]
@@ -136,9 +141,10 @@ gossip {
   join = [%s]
   key = %q
 }
-`, id, c.t.TempDir(), api, ports[1], ports[2], mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
+`, id, dir, api, ports[1], ports[2], socket, mdmtest.TestClusterKey, c.mdmList(), ports[3], c.join, mdmtest.TestGossipKey)
 	hcl += oneHostTuning
-	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1])}, fmt.Sprintf("127.0.0.1:%d", ports[2])
+	return component{Proc: c.mdms.AddProc(id, "sdc", hcl), api: api, mgmt: fmt.Sprintf("127.0.0.1:%d", ports[1]), socket: socket},
+		fmt.Sprintf("127.0.0.1:%d", ports[2])
 }
 
 // members reads /cluster/members from any answering MDM.
