@@ -37,6 +37,7 @@ done
 "$BIN" vol show vol1 >/dev/null 2>&1 || "$BIN" vol create vol1 -size-gb 8 -pool pool1
 "$BIN" vol show vol1 2>/dev/null | grep -q sdc-1 || "$BIN" vol map vol1 sdc-1
 URI=nbd://127.0.0.1:10809/vol1
+UNIX_URI="nbd+unix:///vol1?socket=$PWD/data/sdc1/nbd.sock"
 for _ in $(seq 1 50); do
   if command -v nbdinfo >/dev/null && nbdinfo "$URI" >/dev/null 2>&1; then break; fi
   sleep 0.2
@@ -49,6 +50,7 @@ pflex demo: 3 MDMs, 3 SDSs (sparse file devices under data/sdsN/) and an SDC on 
 Thin volume vol1 (8 GB, pool1) is mapped to sdc-1 and exported over NBD:
 
   $URI
+  $UNIX_URI   (the same export on the SDC's Unix socket, for clients on this host)
 
 MDMs: $PFLEX_MDM   (logs in data/logs/)
   export PFLEX_MDM=$PFLEX_MDM PFLEX_TOKEN=$PFLEX_TOKEN
