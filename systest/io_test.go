@@ -232,7 +232,14 @@ func TestDataPathWithRealNBDClients(t *testing.T) {
 	// qemu-io pattern write and read, aligned and not.
 	run(t, "qemu-io", "-f", "raw", ic.uri("vol1"), "-c", "write -P 0xab 0 4M", "-c", "write -P 0xcd 5000001 70001")
 	run(t, "qemu-io", "-f", "raw", ic.uri("vol1"), "-c", "read -P 0xab 0 4M", "-c", "read -P 0xcd 5000001 70001")
-	// The same export on the SDC's Unix socket: what one client writes there, the other reads.
+	// The same export on the SDC's Unix socket (named in its status): what one client writes
+	// there, the other reads.
+	var st struct {
+		NBDSocket string `json:"nbd_socket"`
+	}
+	if err := getJSON("http://"+ic.sdc.api+"/status", &st); err != nil || st.NBDSocket != ic.sdc.socket {
+		t.Fatalf("SDC status names the NBD socket %q (%v), want %q", st.NBDSocket, err, ic.sdc.socket)
+	}
 	if out := run(t, "nbdinfo", ic.unixURI("vol1")); !strings.Contains(out, "1073741824") {
 		t.Fatalf("nbdinfo over the Unix socket: %s", out)
 	}
