@@ -307,8 +307,9 @@ const (
 var dataPartitions = []string{partitionSDS, partitionSDSMDM, partitionSDSPeers, partitionSDCSDS, partitionSDSLdr, partitionSDCLdr}
 
 // sdsFault tells whether the nemesis action is the start of a fault of an SDS: a kill, a pause
-// or a cut of the data path. After one, a write can be counted twice in the token ledger (a
-// forward that landed but whose answer was lost is retried).
+// or a cut of the data path. After one, the token ledger can differ from the history: a
+// killed SDS loses the counts it had not sent, a write retried after its chunk moved is counted
+// by its new copies too, and a read sent again after its answer was lost is counted twice.
 func sdsFault(nemesis, action string) bool {
 	for _, n := range []sdsNemesis{sdsKillNemesis, sdsPauseNemesis} {
 		if nemesis == n.name {

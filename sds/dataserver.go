@@ -912,7 +912,6 @@ func (cs *connState) peerWrite(req *wire.Request) peerWrite {
 	return peerWrite{}
 }
 
-// count records a successful write-type op in the token ledger and the counters.
 // countOnce counts a write in the ledger unless this copy already counted it (a replay of an
 // earlier attempt; writeIDs.firstCount): each copy counts each write once, however often the
 // SDC sent it.
@@ -922,6 +921,7 @@ func (d *DataServer) countOnce(claims token.Claims, req *wire.Request, t target)
 	}
 }
 
+// count records a successful write-type op in the token ledger and the counters.
 func (d *DataServer) count(claims token.Claims, req *wire.Request, t target) {
 	var bytes int64
 	switch req.Op {
